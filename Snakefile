@@ -1,0 +1,25 @@
+# convscope: what has this CNN learned, over a whole image dataset.
+# Usage: see README.md. The embedded default config runs the demo.
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/model.smk"
+include: "rules/extract.smk"
+include: "rules/units.smk"
+include: "rules/unit_stats.smk"
+include: "rules/performance.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        get_final_output,
+    default_target: True

@@ -1,0 +1,102 @@
+"""Validate a workflow config against config/schema.yaml, filling defaults.
+
+Errors name the key (``extract.shard_size``) and what would be valid, so a
+typo stops the run before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+__all__ = ["ConfigError", "SCHEMA_PATH", "load_schema", "validate_config", "load_config",
+           "config_hash"]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The config has an unknown key, a wrong type or a value out of range."""
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _fill_defaults(instance: dict, schema: dict) -> None:
+    """Insert schema defaults for absent keys, recursively (before validation)."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(instance[key], sub)
+
+
+def _subschema(schema: dict, path) -> dict:
+    for part in path:
+        schema = schema.get("properties", {}).get(part, {})
+    return schema
+
+
+def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = sorted(_subschema(schema, error.absolute_path).get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        lines = []
+        for key in unknown:
+            full = f"{where}.{key}" if error.absolute_path else key
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"unknown config key {full!r}{hint}; valid keys here: "
+                         + ", ".join(allowed))
+        return "\n".join(lines)
+    if error.validator == "enum":
+        return (f"config key {where!r} is {error.instance!r}; valid values: "
+                + ", ".join(repr(v) for v in error.validator_value))
+    if error.validator in ("type", "oneOf"):
+        wanted = _subschema(schema, error.absolute_path)
+        kind = wanted.get("type") or [s.get("type") for s in wanted.get("oneOf", [])]
+        return f"config key {where!r} is {error.instance!r}, which is not of type {kind}"
+    return f"config key {where!r}: {error.message}"
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Return a copy of ``config`` with defaults filled, or raise `ConfigError`.
+
+    Every problem found is listed, one per line.
+    """
+    schema = schema or load_schema()
+    config = copy.deepcopy(dict(config))
+    _fill_defaults(config, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid config:\n" + "\n".join(_describe(e, schema) for e in errors))
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
+    return validate_config(raw)
+
+
+def config_hash(config: dict, sections=None) -> str:
+    """Short stable hash of (some sections of) a config."""
+    part = {k: config.get(k) for k in sections} if sections else config
+    blob = json.dumps(part, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

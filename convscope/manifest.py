@@ -1,0 +1,493 @@
+"""The manifest: one table, one row per image.
+
+Columns, in order:
+
+===========  ========  ==========================================================
+``index``    int64     row number 0..N-1 in the final order
+``path``     str       absolute path of the image file or of the array file
+``slot``     int64     row in the array file, -1 for image files
+``label``    int64     class id, -1 if unknown
+``split``    str       ``train`` / ``test`` / ... as given, else ``all``
+...          any       attribute columns (user metadata), dtypes kept
+===========  ========  ==========================================================
+
+`build_manifest` reads three kinds of dataset:
+
+``folder``
+    ``root/<class>/.../*.png`` (any of `IMAGE_EXTENSIONS`, case-insensitive).
+    Classes are the sorted names of the non-hidden subfolders of ``root``;
+    files are sorted by class, then by path. Split ``all``.
+``manifest``
+    A ``.csv`` or ``.parquet`` table with one row per image. Relative paths
+    are resolved against the table's folder. Labels may be class names or
+    integer ids. Class names come from ``<stem>.classes.json`` or
+    ``classes.json`` next to the table when present (a JSON list of names),
+    otherwise sorted label strings, or ``"0".."K-1"`` for integer labels.
+    A ``split`` column is kept, a ``slot`` column points into array files;
+    every other column becomes an attribute column. A user column called
+    ``index`` (or ``path`` / ``label`` when those are not the chosen columns)
+    is kept as ``source_<name>``.
+``array``
+    An ``.npz`` / ``.h5`` / ``.hdf5`` file with ``images`` (N, H, W) or
+    (N, H, W, C) and optional ``labels`` (N,) (integer ids or strings) and
+    ``class_names``; an optional ``split`` (N,) is kept, and any other 1-D
+    array of length N becomes an attribute column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DatasetError",
+    "MANIFEST_COLUMNS",
+    "DATASET_KINDS",
+    "IMAGE_EXTENSIONS",
+    "build_manifest",
+    "write_manifest",
+    "read_manifest",
+    "classes_path",
+]
+
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+MANIFEST_COLUMNS: tuple[str, ...] = ("index", "path", "slot", "label", "split")
+DATASET_KINDS: tuple[str, ...] = ("folder", "manifest", "array")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+_TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+_ARRAY_SUFFIXES = (".npz", ".h5", ".hdf5")
+
+
+class DatasetError(ValueError):
+    """The dataset given by the user cannot be read; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def classes_path(csv_path: str | os.PathLike) -> Path:
+    """``<dir>/<stem>.classes.json`` next to a manifest CSV."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}.classes.json")
+
+
+def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    out = []
+    for ext in extensions:
+        ext = str(ext).strip().lower()
+        out.append(ext if ext.startswith(".") else "." + ext)
+    if not out:
+        raise DatasetError("extensions is empty; give at least one, e.g. ('.png', '.jpg')")
+    return tuple(out)
+
+
+def _absolute(path: str, base: str) -> str:
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _read_class_list(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DatasetError(f"cannot read class names from {path}: {error}") from None
+    if isinstance(data, dict):
+        # {"0": "cat", "1": "dog"} or {"classes": [...]}
+        if "classes" in data and isinstance(data["classes"], list):
+            data = data["classes"]
+        else:
+            try:
+                items = sorted((int(key), value) for key, value in data.items())
+            except ValueError:
+                raise DatasetError(
+                    f"{path}: expected a JSON list of class names or an object mapping "
+                    "class ids to names"
+                ) from None
+            if [key for key, _ in items] != list(range(len(items))):
+                raise DatasetError(f"{path}: class ids must be 0..K-1 without gaps")
+            data = [value for _, value in items]
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a JSON list of class names")
+    return [str(name) for name in data]
+
+
+def _find_class_file(table_path: Path) -> Path | None:
+    for candidate in (classes_path(table_path), table_path.with_name("classes.json")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _decode_strings(values: np.ndarray) -> np.ndarray:
+    """Byte strings (fixed ``S`` or object ``bytes``, as stored by numpy/h5py) -> str objects."""
+    values = np.asarray(values)
+    if values.dtype.kind == "S":
+        return np.char.decode(values, "utf-8").astype(object)
+    if values.dtype.kind == "O":
+        return np.array([x.decode("utf-8") if isinstance(x, bytes) else x for x in values], dtype=object)
+    return values
+
+
+def _encode_labels(
+    values: pd.Series | np.ndarray, class_names: list[str] | None, source: str
+) -> tuple[np.ndarray, list[str]]:
+    """Label values (names or ids, missing allowed) -> int64 ids (-1 missing), class names."""
+    if isinstance(values, np.ndarray):
+        values = _decode_strings(values)
+    series = pd.Series(values).reset_index(drop=True)
+    missing = series.isna().to_numpy()
+    present = series[~missing]
+    numeric = pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
+
+    codes = np.full(len(series), -1, dtype=np.int64)
+    if numeric:
+        as_float = present.to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(as_float)) or not np.all(as_float == np.round(as_float)):
+            bad = present[(~np.isfinite(as_float)) | (as_float != np.round(as_float))]
+            raise DatasetError(
+                f"{source}: labels must be class names or integer ids; found {bad.iloc[0]!r}"
+            )
+        ids = as_float.astype(np.int64)
+        if np.any(ids < -1):
+            raise DatasetError(
+                f"{source}: integer labels must be >= 0 (or -1 for unknown); found {ids.min()}"
+            )
+        codes[~missing] = ids
+        n_classes = int(ids.max()) + 1 if ids.size else 0
+        if class_names is None:
+            class_names = [str(i) for i in range(n_classes)]
+        elif n_classes > len(class_names):
+            raise DatasetError(
+                f"{source}: label {n_classes - 1} is out of range for the "
+                f"{len(class_names)} class names given"
+            )
+        return codes, list(class_names)
+
+    names = present.astype(str).to_numpy()
+    if class_names is None:
+        class_names = sorted(set(names.tolist()))
+    lookup = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(names.tolist()) - set(lookup))
+    if unknown:
+        raise DatasetError(
+            f"{source}: labels {unknown[:5]} are not among the class names "
+            f"{class_names[:10]}{' ...' if len(class_names) > 10 else ''}"
+        )
+    codes[~missing] = [lookup[name] for name in names]
+    return codes, list(class_names)
+
+
+def _finish(
+    paths: Sequence[str],
+    slots: np.ndarray,
+    labels: np.ndarray,
+    splits: Sequence[str] | np.ndarray,
+    attributes: pd.DataFrame | None,
+    source: str,
+) -> pd.DataFrame:
+    n = len(paths)
+    if n == 0:
+        raise DatasetError(f"{source}: no images found")
+    manifest = pd.DataFrame(
+        {
+            "index": np.arange(n, dtype=np.int64),
+            "path": pd.Series(list(paths), dtype=object).astype(str),
+            "slot": np.asarray(slots, dtype=np.int64),
+            "label": np.asarray(labels, dtype=np.int64),
+            "split": pd.Series(list(splits), dtype=object).astype(str),
+        }
+    )
+    if attributes is not None and len(attributes.columns):
+        manifest = pd.concat([manifest, attributes.reset_index(drop=True)], axis=1)
+    return manifest
+
+
+# --------------------------------------------------------------------------
+# the three kinds
+
+
+def _from_folder(root: Path, extensions: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
+    if not root.is_dir():
+        raise DatasetError(
+            f"folder dataset {root} is not a directory; expected root/<class>/<image files>"
+        )
+    class_names = sorted(
+        entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not class_names:
+        raise DatasetError(
+            f"folder dataset {root} has no class subfolders; expected root/<class>/<image files>"
+        )
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        found = []
+        for folder, subfolders, files in os.walk(root / name, followlinks=True):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            for file in files:
+                if not file.startswith(".") and os.path.splitext(file)[1].lower() in extensions:
+                    found.append(os.path.join(folder, file))
+        found.sort()
+        paths += [os.path.abspath(p) for p in found]
+        labels += [label] * len(found)
+    if not paths:
+        raise DatasetError(
+            f"folder dataset {root}: no images with extensions {', '.join(extensions)} "
+            f"in the class folders {', '.join(class_names[:10])}"
+        )
+    manifest = _finish(paths, np.full(len(paths), -1), np.array(labels), ["all"] * len(paths), None, str(root))
+    return manifest, class_names
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"manifest {path} is empty; expected a header row and one row per image") from None
+    except Exception as error:
+        raise DatasetError(f"cannot read manifest {path}: {type(error).__name__}: {error}") from None
+
+
+def _from_table(
+    path: Path, label_column: str | None, path_column: str
+) -> tuple[pd.DataFrame, list[str]]:
+    if path.suffix.lower() not in _TABLE_SUFFIXES:
+        raise DatasetError(
+            f"manifest {path} must be a table with suffix {', '.join(_TABLE_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise DatasetError(f"manifest {path} does not exist")
+    table = _read_table(path)
+    present = ", ".join(map(str, table.columns)) or "none"
+    if path_column not in table.columns:
+        raise DatasetError(
+            f"manifest {path} has no path column {path_column!r}; columns present: {present}"
+        )
+    if label_column is not None and label_column not in table.columns:
+        raise DatasetError(
+            f"manifest {path} has no label column {label_column!r}; columns present: {present} "
+            "(set label_column to one of them, or to None for an unlabelled dataset)"
+        )
+    if len(table) == 0:
+        raise DatasetError(f"manifest {path}: no images (the table has no rows)")
+
+    raw_paths = table[path_column]
+    if raw_paths.isna().any():
+        rows = np.flatnonzero(raw_paths.isna().to_numpy())[:5].tolist()
+        raise DatasetError(f"manifest {path}: column {path_column!r} is empty in rows {rows}")
+    base = os.path.abspath(path.parent)
+    paths = [_absolute(str(p), base) for p in raw_paths]
+
+    class_file = _find_class_file(path)
+    given_names = _read_class_list(class_file) if class_file is not None else None
+    if label_column is None:
+        labels, class_names = np.full(len(table), -1, dtype=np.int64), list(given_names or [])
+    else:
+        labels, class_names = _encode_labels(
+            table[label_column], given_names, f"manifest {path}, column {label_column!r}"
+        )
+
+    if "slot" in table.columns and path_column != "slot" and label_column != "slot":
+        slots = pd.to_numeric(table["slot"], errors="coerce").fillna(-1).to_numpy()
+        if not np.all(slots == np.round(slots)):
+            raise DatasetError(f"manifest {path}: column 'slot' must hold integer array rows")
+        slots = slots.astype(np.int64)
+    else:
+        slots = np.full(len(table), -1, dtype=np.int64)
+
+    if "split" in table.columns and label_column != "split":
+        splits = table["split"].astype(object).where(table["split"].notna(), "all").astype(str)
+    else:
+        splits = ["all"] * len(table)
+
+    used = {path_column, label_column, "slot", "split"}
+    attributes = table[[c for c in table.columns if c not in used]].copy()
+    attributes.columns = [
+        f"source_{c}" if c in MANIFEST_COLUMNS else c for c in attributes.columns
+    ]
+    return _finish(paths, slots, labels, list(splits), attributes, f"manifest {path}"), class_names
+
+
+def _npz_arrays(path: Path) -> tuple[dict[str, tuple[int, ...]], callable]:
+    """Shapes of the arrays in an .npz without loading them, and a loader."""
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                header = (
+                    np.lib.format.read_array_header_1_0(stream)
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0(stream)
+                )
+            shapes[member[: -len(".npy")]] = header[0]
+
+    def load(key: str) -> np.ndarray:
+        with np.load(path, allow_pickle=False) as data:
+            return _decode_strings(data[key])
+
+    return shapes, load
+
+
+def _h5_arrays(path: Path) -> tuple[dict[str, tuple[int, ...]], callable]:
+    import h5py
+
+    with h5py.File(path, "r", locking=False) as f:
+        shapes = {key: f[key].shape for key in f.keys() if isinstance(f[key], h5py.Dataset)}
+        groups = [key for key in f.keys() if not isinstance(f[key], h5py.Dataset)]
+    for key in groups:
+        shapes.setdefault(key, None)
+
+    def load(key: str) -> np.ndarray:
+        with h5py.File(path, "r", locking=False) as f:
+            return _decode_strings(f[key][()])
+
+    return shapes, load
+
+
+def _from_array(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    suffix = path.suffix.lower()
+    if suffix not in _ARRAY_SUFFIXES:
+        raise DatasetError(f"array dataset {path} must have suffix {', '.join(_ARRAY_SUFFIXES)}")
+    if not path.is_file():
+        raise DatasetError(f"array dataset {path} does not exist")
+    try:
+        shapes, load = _npz_arrays(path) if suffix == ".npz" else _h5_arrays(path)
+    except Exception as error:
+        raise DatasetError(f"cannot read array dataset {path}: {type(error).__name__}: {error}") from None
+    keys = ", ".join(shapes) or "none"
+    if "images" not in shapes:
+        raise DatasetError(f"array dataset {path} has no 'images' array; keys present: {keys}")
+    shape = shapes["images"]
+    if shape is None or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3, 4)):
+        raise DatasetError(
+            f"array dataset {path}: 'images' has shape {shape}; expected (N, H, W) or "
+            "(N, H, W, C) with C in 1, 3, 4"
+        )
+    n = int(shape[0])
+    if n == 0:
+        raise DatasetError(f"array dataset {path}: no images ('images' has 0 rows)")
+
+    def column(key: str) -> np.ndarray:
+        if shapes.get(key) != (n,):
+            raise DatasetError(
+                f"array dataset {path}: '{key}' has shape {shapes.get(key)}; expected ({n},) to match 'images'"
+            )
+        return load(key)
+
+    given_names = None
+    if "class_names" in shapes:
+        given_names = [str(x) for x in load("class_names")]
+    else:
+        class_file = _find_class_file(path)
+        given_names = _read_class_list(class_file) if class_file is not None else None
+    if "labels" in shapes:
+        labels, class_names = _encode_labels(column("labels"), given_names, f"array dataset {path}, 'labels'")
+    else:
+        labels, class_names = np.full(n, -1, dtype=np.int64), list(given_names or [])
+    splits = column("split").astype(str) if "split" in shapes else np.full(n, "all", dtype=object)
+
+    reserved = {"images", "labels", "class_names", "split"}
+    attributes = pd.DataFrame(
+        {key: load(key) for key, key_shape in shapes.items() if key not in reserved and key_shape == (n,)}
+    )
+    attributes.columns = [f"source_{c}" if c in MANIFEST_COLUMNS else c for c in attributes.columns]
+    absolute = os.path.abspath(path)
+    manifest = _finish([absolute] * n, np.arange(n), labels, list(splits), attributes, f"array dataset {path}")
+    return manifest, class_names
+
+
+# --------------------------------------------------------------------------
+# public API
+
+
+def build_manifest(
+    kind: str,
+    path: str | os.PathLike,
+    *,
+    label_column: str | None = "label",
+    path_column: str = "path",
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Read a dataset of ``kind`` (``folder``, ``manifest`` or ``array``) into a manifest.
+
+    Returns ``(manifest, class_names)``; see the module docstring for the
+    columns and for what each kind expects. ``label_column`` and
+    ``path_column`` apply to ``manifest`` tables, ``extensions`` to folders.
+    Raises `DatasetError` with a message naming the file or key at fault.
+    """
+    if kind not in DATASET_KINDS:
+        raise DatasetError(f"unknown dataset kind {kind!r}; valid kinds: {', '.join(DATASET_KINDS)}")
+    path = Path(os.path.expanduser(os.fspath(path)))
+    if not path.exists():
+        raise DatasetError(f"{kind} dataset {path} does not exist")
+    if kind == "folder":
+        return _from_folder(path, _normalise_extensions(extensions))
+    if kind == "manifest":
+        return _from_table(path, label_column, path_column)
+    return _from_array(path)
+
+
+def _check_manifest(manifest: pd.DataFrame, source: str) -> None:
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise DatasetError(
+            f"{source} lacks the manifest columns {missing}; columns present: "
+            + ", ".join(map(str, manifest.columns))
+        )
+
+
+def write_manifest(manifest: pd.DataFrame, class_names: list[str], csv_path: str | os.PathLike) -> None:
+    """Write ``manifest`` to ``csv_path`` and ``class_names`` to ``<stem>.classes.json`` next to it.
+
+    Both files are written under temporary names and renamed when complete.
+    """
+    _check_manifest(manifest, "manifest to write")
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = list(MANIFEST_COLUMNS) + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    targets = [
+        (csv_path, lambda tmp: manifest[ordered].to_csv(tmp, index=False)),
+        (classes_path(csv_path), lambda tmp: tmp.write_text(json.dumps(list(map(str, class_names)), indent=1) + "\n")),
+    ]
+    for target, write in targets:
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def read_manifest(csv_path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
+    """Read a manifest written by `write_manifest`: ``(manifest, class_names)``."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"manifest {csv_path} does not exist")
+    class_file = classes_path(csv_path)
+    if not class_file.is_file():
+        raise DatasetError(
+            f"manifest {csv_path} has no class list {class_file}; write it with write_manifest"
+        )
+    manifest = pd.read_csv(csv_path, dtype={"path": str, "split": str}, keep_default_na=True)
+    _check_manifest(manifest, f"manifest {csv_path}")
+    for name in ("index", "slot", "label"):
+        manifest[name] = manifest[name].astype(np.int64)
+    manifest["path"] = manifest["path"].astype(object).astype(str)
+    manifest["split"] = manifest["split"].fillna("all").astype(object).astype(str)
+    return manifest, _read_class_list(class_file)

@@ -1,0 +1,537 @@
+"""Nearest neighbours in code space and in pixel space, exact and in blocks.
+
+Two spaces are compared (Krizhevsky et al. 2012, fig. 4; Karpathy's CNN codes):
+
+``code``   the shards' ``codes`` (n, D), L2-normalised; cosine distance 1 - cos.
+``pixel``  the shards' ``thumbs`` (n, t, t, 3) flattened to float32 in [0, 1];
+           Euclidean distance.
+
+Search is exact brute force, done in tiles: a block of query rows (at most
+``block_mb`` MB of features) is held on the device (CUDA when present) and
+every shard is streamed past it as the reference, in tiles of at most
+``_TILE_QUERIES x _TILE_REFERENCES`` distances. The k best so far per query
+are kept by `convscope.running.RunningTopK` (ties broken by the smaller
+row), so no N x N matrix is ever built and memory is bounded by the block
+size. A query never counts as its own neighbour (leave-one-out).
+
+k-NN classification (`vote`): majority vote over the k nearest labelled
+neighbours; a tie between classes goes to the class whose tied neighbours
+have the smallest summed distance, and an exact tie after that to the
+smaller class id.
+
+Outputs of `run_neighbours` (under ``out_dir``):
+
+``queries.csv``        query_index, query_label, space, rank, neighbour_index,
+                       neighbour_label, distance, same_label
+``panels.png``         per query: the query, then one row of its k nearest per space
+``knn_accuracy.json``  leave-one-out k-NN accuracy per space and k, with n
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from convscope.mosaic import gather_thumbs
+from convscope.running import RunningTopK
+from convscope.shards import iter_shards, read_attrs, read_concat
+
+__all__ = [
+    "NEIGHBOURS_DEFAULTS",
+    "SPACES",
+    "check_neighbours_config",
+    "space_features",
+    "knn_search",
+    "knn_over_shards",
+    "vote",
+    "knn_accuracy",
+    "sample_queries",
+    "render_panels",
+    "run_neighbours",
+]
+
+logger = logging.getLogger(__name__)
+
+#: space name -> (shard dataset, distance)
+SPACES = {"code": ("codes", "cosine"), "pixel": ("thumbs", "euclidean")}
+
+#: Config section ``neighbours``: every key with its default.
+NEIGHBOURS_DEFAULTS: dict = {
+    "k": 8,                     # neighbours shown per query (panels, queries.csv)
+    "queries_per_class": 1,     # seeded random queries per class ...
+    "max_query_classes": 10,    # ... for at most this many classes (seeded choice)
+    "query_indices": [],        # manifest indices of the queries; non-empty overrides sampling
+    "accuracy_k": [1, 5, 10],   # leave-one-out k-NN accuracy for each k
+    "spaces": ["code", "pixel"],
+    "seed": 0,
+    "device": "auto",           # auto | cpu | cuda | cuda:N
+    "block_mb": 256,            # memory for one block of query features
+    "tile_px": 48,              # thumbnail size in panels.png
+}
+
+TIE_BREAK = ("majority vote over the k nearest labelled neighbours; ties between classes go to "
+             "the class with the smallest summed neighbour distance, then to the smaller class id")
+
+_TILE_QUERIES = 2048
+_TILE_REFERENCES = 4096
+
+
+def check_neighbours_config(cfg: dict | None) -> dict:
+    """``cfg`` merged over `NEIGHBOURS_DEFAULTS`; raise ValueError naming a bad key."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(NEIGHBOURS_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown neighbours config key(s) {unknown}; valid keys: "
+                         + ", ".join(NEIGHBOURS_DEFAULTS))
+    merged = {**NEIGHBOURS_DEFAULTS, **cfg}
+    for key in ("k", "queries_per_class", "max_query_classes", "block_mb", "tile_px"):
+        if not isinstance(merged[key], (int, np.integer)) or merged[key] < 1:
+            raise ValueError(f"neighbours.{key} must be an integer >= 1, got {merged[key]!r}")
+    ks = merged["accuracy_k"]
+    if not isinstance(ks, (list, tuple)) or not all(isinstance(k, int) and k >= 1 for k in ks):
+        raise ValueError(f"neighbours.accuracy_k must be a list of integers >= 1, got {ks!r}")
+    spaces = merged["spaces"]
+    if not spaces or any(space not in SPACES for space in spaces):
+        raise ValueError(f"neighbours.spaces is {spaces!r}; valid values: {list(SPACES)}")
+    device = str(merged["device"])
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        raise ValueError(f"neighbours.device is {device!r}; valid values: auto, cpu, cuda, cuda:N")
+    return merged
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"neighbours.device is {device!r} but no CUDA device is available; "
+                         "use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def space_features(chunk: dict[str, np.ndarray], space: str) -> np.ndarray:
+    """Features (n, F) float32 of a shard chunk in ``space`` ("code" or "pixel")."""
+    if space == "code":
+        codes = np.asarray(chunk["codes"], dtype=np.float32)
+        return codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+    if space == "pixel":
+        thumbs = np.asarray(chunk["thumbs"])
+        return thumbs.reshape(len(thumbs), -1).astype(np.float32) / 255.0
+    raise ValueError(f"unknown space {space!r}; valid values: {list(SPACES)}")
+
+
+def _distances(queries: torch.Tensor, query_sq: torch.Tensor | None, refs: torch.Tensor,
+               metric: str) -> torch.Tensor:
+    """(a, b) distances between (a, F) queries and (b, F) references."""
+    products = queries @ refs.T
+    if metric == "cosine":
+        return (1.0 - products).clamp_(min=0.0)
+    ref_sq = (refs * refs).sum(dim=1)
+    return (query_sq[:, None] + ref_sq[None, :] - 2.0 * products).clamp_(min=0.0).sqrt_()
+
+
+def knn_search(queries, reference_blocks: Iterable[tuple[np.ndarray, np.ndarray]], k: int, *,
+               metric: str = "cosine", query_positions=None, device="cpu",
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest references of each query, streaming the references in blocks.
+
+    Args:
+        queries: (nq, F) float features (already normalised for cosine).
+        reference_blocks: iterable of ``(positions (nb,) int64, features (nb, F))``.
+        k: neighbours per query.
+        metric: ``"cosine"`` (1 - dot product of unit vectors) or ``"euclidean"``.
+        query_positions: (nq,) positions of the queries in the reference
+            numbering; a reference with the same position is skipped (self).
+        device: torch device for the distance tiles.
+
+    Returns:
+        ``(distances (nq, k) float32, positions (nq, k) int64)``, nearest
+        first, ties by the smaller position; ``inf`` / ``-1`` where fewer than
+        k references were available.
+    """
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"knn_search: metric is {metric!r}; valid values: 'cosine', 'euclidean'")
+    device = torch.device(device)
+    q_all = torch.as_tensor(np.asarray(queries, dtype=np.float32)).to(device)
+    nq = q_all.shape[0]
+    q_sq = (q_all * q_all).sum(dim=1) if metric == "euclidean" else None
+    q_pos = None
+    if query_positions is not None:
+        q_pos = torch.as_tensor(np.asarray(query_positions, dtype=np.int64)).to(device)
+    tiles = [(start, min(start + _TILE_QUERIES, nq)) for start in range(0, nq, _TILE_QUERIES)]
+    accumulators = [RunningTopK(k) for _ in tiles]
+    for ref_positions, refs in tqdm(reference_blocks, desc="k-NN references", unit="block",
+                                    disable=not progress):
+        refs = torch.as_tensor(np.asarray(refs, dtype=np.float32)).to(device)
+        ref_positions = torch.as_tensor(np.asarray(ref_positions, dtype=np.int64)).to(device)
+        for r0 in range(0, refs.shape[0], _TILE_REFERENCES):
+            r_tile = refs[r0:r0 + _TILE_REFERENCES]
+            r_pos = ref_positions[r0:r0 + _TILE_REFERENCES]
+            for (q0, q1), acc in zip(tiles, accumulators):
+                q_tile_sq = None if q_sq is None else q_sq[q0:q1]
+                dist = _distances(q_all[q0:q1], q_tile_sq, r_tile, metric)
+                if q_pos is not None:
+                    dist[q_pos[q0:q1, None] == r_pos[None, :]] = float("inf")
+                acc.add(-dist.T, r_pos)  # RunningTopK keeps the largest: negate
+    distances = np.full((nq, k), np.inf, dtype=np.float32)
+    positions = np.full((nq, k), -1, dtype=np.int64)
+    for (q0, q1), acc in zip(tiles, accumulators):
+        values, ids, _ = acc.result()
+        if values.size == 0:
+            continue
+        found = values.shape[1]
+        distances[q0:q1, :found] = -values
+        positions[q0:q1, :found] = ids
+    missing = ~np.isfinite(distances)
+    positions[missing] = -1
+    distances[missing] = np.inf
+    return distances, positions
+
+
+def _shard_geometry(shard_paths: Sequence, space: str) -> tuple[np.ndarray, int]:
+    """(row offset of each shard plus the total, feature width F) from the HDF5 headers."""
+    dataset = SPACES[space][0]
+    sizes, width = [], None
+    for path in shard_paths:
+        with h5py.File(path, "r", locking=False) as f:
+            if dataset not in f:
+                raise KeyError(f"shard {path} has no dataset {dataset!r} (needed for the "
+                               f"{space!r} space)")
+            sizes.append(int(f[dataset].shape[0]))
+            width = int(np.prod(f[dataset].shape[1:]))
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), width
+
+
+def knn_over_shards(shard_paths: Sequence[str | os.PathLike], space: str, k: int, *,
+                    query_rows=None, reference_mask=None, device="cpu",
+                    block_mb: float = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k-NN of shard rows against all shard rows in ``space``, in bounded memory.
+
+    Args:
+        shard_paths: the shards, in manifest order.
+        space: ``"code"`` or ``"pixel"`` (see `SPACES`).
+        k: neighbours per query.
+        query_rows: (nq,) positions (0 .. N-1 over the concatenated shards) of
+            the queries; None = every row (leave-one-out over the dataset).
+        reference_mask: (N,) bool, which rows may be neighbours; None = all.
+        device: torch device.
+        block_mb: features of at most this many MB of queries are held at
+            once; shards read while gathering a block are kept (up to the same
+            budget) and reused as references, so small datasets are read once.
+
+    Returns:
+        ``(distances (nq, k), positions (nq, k))`` as in `knn_search`, rows in
+        the order of ``query_rows``.
+    """
+    shard_paths = list(shard_paths)
+    dataset, metric = SPACES[space]
+    starts, width = _shard_geometry(shard_paths, space)
+    n = int(starts[-1])
+    query_rows = np.arange(n) if query_rows is None else np.asarray(query_rows, dtype=np.int64)
+    if len(query_rows) and (query_rows.min() < 0 or query_rows.max() >= n):
+        raise IndexError(f"knn_over_shards: query rows must lie in [0, {n})")
+    order = np.argsort(query_rows, kind="stable")
+    sorted_rows = query_rows[order]
+    block_rows = max(1, int(block_mb * 2**20) // (4 * max(width, 1)))
+    cache: dict[int, np.ndarray] = {}
+    cache_budget = [int(block_mb * 2**20)]
+
+    def features_of(shard: int) -> np.ndarray:
+        if shard in cache:
+            return cache[shard]
+        chunk = next(iter_shards([shard_paths[shard]], [dataset]))
+        features = space_features(chunk, space)
+        if features.nbytes <= cache_budget[0]:
+            cache[shard] = features
+            cache_budget[0] -= features.nbytes
+        return features
+
+    def reference_blocks():
+        for shard in range(len(shard_paths)):
+            positions = np.arange(starts[shard], starts[shard + 1])
+            features = features_of(shard)
+            if reference_mask is not None:
+                keep = np.asarray(reference_mask[starts[shard]:starts[shard + 1]], dtype=bool)
+                positions, features = positions[keep], features[keep]
+            yield positions, features
+
+    distances = np.full((len(query_rows), k), np.inf, dtype=np.float32)
+    positions = np.full((len(query_rows), k), -1, dtype=np.int64)
+    n_blocks = max(1, -(-len(sorted_rows) // block_rows))
+    for b in range(0, len(sorted_rows), block_rows):
+        rows = sorted_rows[b:b + block_rows]
+        shard_of_row = np.searchsorted(starts, rows, side="right") - 1
+        queries = np.empty((len(rows), width), dtype=np.float32)
+        for shard in np.unique(shard_of_row):
+            picked = shard_of_row == shard
+            queries[picked] = features_of(int(shard))[rows[picked] - starts[shard]]
+        logger.info("k-NN %s: query block %d/%d (%d rows)", space, b // block_rows + 1,
+                    n_blocks, len(rows))
+        block_d, block_p = knn_search(queries, reference_blocks(), k, metric=metric,
+                                      query_positions=rows, device=device, progress=True)
+        distances[order[b:b + block_rows]] = block_d
+        positions[order[b:b + block_rows]] = block_p
+    return distances, positions
+
+
+def vote(neighbour_labels: np.ndarray, neighbour_distances: np.ndarray) -> np.ndarray:
+    """k-NN prediction per row: (n, k) labels and distances -> (n,) int64 class.
+
+    Majority vote; a tie goes to the class with the smallest summed distance of
+    its neighbours, then to the smaller class id. Labels < 0 (unknown or
+    missing neighbours) do not vote; a row without any vote predicts -1.
+    """
+    neighbour_labels = np.asarray(neighbour_labels, dtype=np.int64)
+    neighbour_distances = np.asarray(neighbour_distances, dtype=np.float64)
+    n, k = neighbour_labels.shape
+    prediction = np.full(n, -1, dtype=np.int64)
+    if n == 0 or k == 0 or neighbour_labels.max(initial=-1) < 0:
+        return prediction
+    n_classes = int(neighbour_labels.max()) + 1
+    valid = neighbour_labels >= 0
+    block = max(1, 4_000_000 // n_classes)
+    for start in range(0, n, block):
+        labels = neighbour_labels[start:start + block]
+        dist = np.where(valid[start:start + block], neighbour_distances[start:start + block], 0.0)
+        dist = np.where(np.isfinite(dist), dist, 0.0)
+        ok = valid[start:start + block]
+        m = len(labels)
+        flat = (np.arange(m)[:, None] * n_classes + np.maximum(labels, 0))[ok]
+        counts = np.bincount(flat, minlength=m * n_classes).reshape(m, n_classes)
+        summed = np.bincount(flat, weights=dist[ok], minlength=m * n_classes).reshape(m, n_classes)
+        # Counts are integers; the tie-break term lies in [0, 0.5], so it can
+        # only order classes with equal counts.
+        total = summed.sum(axis=1, keepdims=True)
+        score = counts - 0.5 * summed / np.where(total > 0, total, 1.0)
+        score[counts == 0] = -1.0
+        best = np.argmax(score, axis=1)
+        prediction[start:start + block] = np.where(ok.any(axis=1), best, -1)
+    return prediction
+
+
+def knn_accuracy(labels: np.ndarray, neighbour_rows: np.ndarray, neighbour_distances: np.ndarray,
+                 ks: Sequence[int]) -> dict[int, float]:
+    """Leave-one-out accuracy of `vote` over the first k neighbours, for each k in ``ks``.
+
+    ``labels`` (n,) are the classes of a set of images that are both the
+    queries and the references; ``neighbour_rows`` (n, K) index into that set
+    (-1 = none), nearest first, with ``neighbour_distances`` (n, K).
+    Returns ``{k: fraction of images whose vote equals their label}``.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    neighbour_labels = np.where(neighbour_rows >= 0, labels[np.maximum(neighbour_rows, 0)], -1)
+    out = {}
+    for k in ks:
+        predicted = vote(neighbour_labels[:, :k], neighbour_distances[:, :k])
+        out[int(k)] = float(np.mean(predicted == labels)) if len(labels) else float("nan")
+    return out
+
+
+def sample_queries(labels: np.ndarray, per_class: int = 1, max_classes: int = 10,
+                   seed: int = 0) -> np.ndarray:
+    """Seeded random query rows: ``per_class`` rows of each of up to ``max_classes`` classes.
+
+    Classes are a seeded sample of the labelled classes present (all of them
+    when there are at most ``max_classes``); the rows come out grouped by
+    class, in class order. With no labels at all, ``per_class * max_classes``
+    random rows are drawn.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels[labels >= 0])
+    if len(classes) == 0:
+        count = min(len(labels), per_class * max_classes)
+        return np.sort(rng.choice(len(labels), size=count, replace=False))
+    if len(classes) > max_classes:
+        classes = np.sort(rng.choice(classes, size=max_classes, replace=False))
+    rows = []
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        rows.append(np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False)))
+    return np.concatenate(rows).astype(np.int64)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
+                  thumbs: dict[int, np.ndarray], labels: np.ndarray, class_names: Sequence[str],
+                  tile_px: int = 48) -> Image.Image:
+    """One block per query: a row per space with the query, then its k neighbours.
+
+    ``neighbour_rows`` maps space -> (nq, k) rows (-1 = none); ``thumbs`` maps
+    a row to its (t, t, 3) uint8 thumbnail. Neighbours of the query's class
+    get a green frame, others red (no frame when a label is unknown).
+    """
+    spaces = list(neighbour_rows)
+    k = max(rows.shape[1] for rows in neighbour_rows.values())
+    label_w, gap, pad = 4 * tile_px, tile_px // 3, 2
+    cell = tile_px + 2 * pad
+    width = label_w + cell * (k + 1) + gap
+    height = len(query_rows) * (cell * len(spaces) + gap) + gap
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(max(9, tile_px // 4))
+
+    def name(row: int) -> str:
+        label = int(labels[row])
+        if label < 0:
+            return "?"
+        return class_names[label] if label < len(class_names) else str(label)
+
+    def paste(row: int, left: int, top: int, frame=None) -> None:
+        if frame is not None:
+            draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill=frame)
+        image = Image.fromarray(thumbs[row]).resize((tile_px, tile_px), Image.BILINEAR)
+        canvas.paste(image, (left + pad, top + pad))
+
+    top = gap
+    for qi, q in enumerate(query_rows):
+        for si, space in enumerate(spaces):
+            y = top + si * cell
+            text = f"#{q} {name(q)}\n{space} space" if si == 0 else f"{space} space"
+            draw.multiline_text((4, y + 4), text, fill=(0, 0, 0), font=font)
+            if si == 0:
+                paste(int(q), label_w, y, frame=(40, 40, 40))
+            for rank, r in enumerate(neighbour_rows[space][qi]):
+                if r < 0:
+                    continue
+                frame = None
+                if labels[q] >= 0 and labels[r] >= 0:
+                    frame = (0, 160, 0) if labels[r] == labels[q] else (200, 0, 0)
+                paste(int(r), label_w + gap + cell * (rank + 1), y, frame)
+        top += cell * len(spaces) + gap
+    return canvas
+
+
+def _class_names(shard_paths: Sequence, manifest_csv) -> list[str]:
+    names = read_attrs(shard_paths[0]).get("class_names") or []
+    if not names and manifest_csv is not None:
+        from convscope.manifest import read_manifest
+
+        names = read_manifest(manifest_csv)[1]
+    return [str(name) for name in names]
+
+
+def run_neighbours(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike | None,
+                   out_dir: str | os.PathLike, cfg: dict | None = None,
+                   n_threads: int | None = None) -> dict:
+    """Query panels, neighbour tables and leave-one-out k-NN accuracy under ``out_dir``.
+
+    ``cfg`` is the ``neighbours`` config section (keys: `NEIGHBOURS_DEFAULTS`).
+    ``manifest_csv`` is read only when the shards carry no ``class_names``.
+    ``n_threads`` caps torch's CPU threads. Returns the summary written to
+    ``knn_accuracy.json``.
+    """
+    cfg = check_neighbours_config(cfg)
+    shard_paths = [Path(p) for p in shard_paths]
+    if not shard_paths:
+        raise ValueError("run_neighbours: no shards given")
+    if n_threads:
+        torch.set_num_threads(int(n_threads))
+    device = _resolve_device(str(cfg["device"]))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = read_concat(shard_paths, "index").astype(np.int64)
+    labels = read_concat(shard_paths, "label").astype(np.int64)
+    class_names = _class_names(shard_paths, manifest_csv)
+    n = len(index)
+    spaces = list(dict.fromkeys(cfg["spaces"]))
+    seconds: dict[str, float] = {}
+
+    # --- query panels and tables
+    if cfg["query_indices"]:
+        wanted = np.asarray(cfg["query_indices"], dtype=np.int64)
+        row_of_index = pd.Series(np.arange(n), index=index)
+        unknown = sorted(set(wanted.tolist()) - set(index.tolist()))
+        if unknown:
+            raise ValueError(f"neighbours.query_indices: manifest indices {unknown[:10]} are not "
+                             f"in the shards (valid: 0..{int(index.max())}, minus failed images)")
+        query_rows = row_of_index.loc[wanted].to_numpy()
+    else:
+        query_rows = sample_queries(labels, int(cfg["queries_per_class"]),
+                                    int(cfg["max_query_classes"]), int(cfg["seed"]))
+    k = int(min(cfg["k"], max(n - 1, 1)))
+    neighbour_rows: dict[str, np.ndarray] = {}
+    tables = []
+    for space in spaces:
+        tic = time.perf_counter()
+        dist, rows = knn_over_shards(shard_paths, space, k, query_rows=query_rows, device=device,
+                                     block_mb=int(cfg["block_mb"]))
+        seconds[f"queries_{space}"] = time.perf_counter() - tic
+        neighbour_rows[space] = rows
+        q = np.repeat(query_rows, k)
+        r = rows.reshape(-1)
+        ok = r >= 0
+        tables.append(pd.DataFrame({
+            "query_index": index[q[ok]],
+            "query_label": labels[q[ok]],
+            "space": space,
+            "rank": np.tile(np.arange(1, k + 1), len(query_rows))[ok],
+            "neighbour_index": index[r[ok]],
+            "neighbour_label": labels[r[ok]],
+            "distance": dist.reshape(-1)[ok],
+            "same_label": (labels[q[ok]] >= 0) & (labels[q[ok]] == labels[r[ok]]),
+        }))
+    pd.concat(tables, ignore_index=True).to_csv(out_dir / "queries.csv", index=False)
+    shown = np.unique(np.concatenate([query_rows] + [r[r >= 0] for r in neighbour_rows.values()]))
+    thumbs = dict(zip(shown.tolist(), gather_thumbs(shard_paths, shown)))
+    render_panels(query_rows, neighbour_rows, thumbs, labels, class_names,
+                  int(cfg["tile_px"])).save(out_dir / "panels.png")
+
+    # --- leave-one-out k-NN accuracy over the labelled images
+    labelled = np.flatnonzero(labels >= 0)
+    results = []
+    ks = sorted(set(int(k) for k in cfg["accuracy_k"]))
+    k_max = int(min(max(ks), max(len(labelled) - 1, 0)))
+    if k_max >= 1:
+        mask = labels >= 0
+        local_of_row = np.full(n, -1, dtype=np.int64)
+        local_of_row[labelled] = np.arange(len(labelled))
+        for space in spaces:
+            tic = time.perf_counter()
+            dist, rows = knn_over_shards(shard_paths, space, k_max, query_rows=labelled,
+                                         reference_mask=mask, device=device,
+                                         block_mb=int(cfg["block_mb"]))
+            seconds[f"accuracy_{space}"] = time.perf_counter() - tic
+            local = np.where(rows >= 0, local_of_row[np.maximum(rows, 0)], -1)
+            accuracy = knn_accuracy(labels[labelled], local, dist,
+                                    [min(k, k_max) for k in ks])
+            for k_asked in ks:
+                results.append({"space": space, "metric": SPACES[space][1], "k": k_asked,
+                                "k_used": min(k_asked, k_max),
+                                "accuracy": accuracy[min(k_asked, k_max)],
+                                "n": int(len(labelled))})
+    else:
+        logger.warning("k-NN accuracy skipped: fewer than 2 labelled images")
+    counts = np.bincount(labels[labelled]) if len(labelled) else np.zeros(0)
+    summary = {
+        "n": int(len(labelled)),
+        "n_images": int(n),
+        "n_classes": int((counts > 0).sum()),
+        "majority_class_fraction": float(counts.max() / len(labelled)) if len(labelled) else None,
+        "results": results,
+        "tie_break": TIE_BREAK,
+        "spaces": {space: {"dataset": SPACES[space][0], "metric": SPACES[space][1]}
+                   for space in spaces},
+        "n_queries": int(len(query_rows)),
+        "device": str(device),
+        "seconds": {key: round(v, 3) for key, v in seconds.items()},
+    }
+    with open(out_dir / "knn_accuracy.json", "w") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary

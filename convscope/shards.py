@@ -1,0 +1,180 @@
+"""HDF5 shard files: write atomically, read back, check identity.
+
+A shard holds the extraction results of one contiguous row range of the
+manifest (see DESIGN.md, "Shard file"). Datasets:
+
+    index                 (n,) int64     manifest row of each image
+    label                 (n,) int32     class id, -1 if unknown
+    topk/class            (n, 5) int32   top-5 predicted classes
+    topk/prob             (n, 5) float32 their softmax probabilities
+    codes                 (n, D) float32 CNN codes
+    layers/<name>/max     (n, C) float32 per-channel spatial maximum
+    layers/<name>/argmax  (n, C) int32   flat spatial position (y * W + x)
+    layers/<name>/mean    (n, C) float32 per-channel spatial mean
+    thumbs                (n, t, t, 3) uint8
+    image_attrs/<name>    (n,) float32
+    failed/index          (m,) int64     manifest rows that could not be read
+    failed/reason         (m,) str       why
+
+Layer names containing "/" cannot be HDF5 keys as they are; `layer_key`
+escapes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "ShardIdentityError",
+    "layer_key",
+    "write_shard",
+    "read_attrs",
+    "read_identity",
+    "check_identity",
+    "iter_shards",
+    "read_concat",
+    "shard_layers",
+]
+
+# Shards may live on NFS/Lustre where POSIX locks are unreliable; we never
+# open a shard for writing from two processes, so HDF5's locking is not needed.
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+
+class ShardIdentityError(ValueError):
+    """A shard was written for another model, layer set or preprocessing."""
+
+
+def layer_key(layer_name: str) -> str:
+    """HDF5-safe key for a module name (``"features/0"`` is a nested path)."""
+    return layer_name.replace("/", "\\")
+
+
+def _store_attr(value):
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True)
+    if value is None:
+        return "null"
+    return value
+
+
+def _load_attr(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "[{" or value == "null":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_shard(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict) -> None:
+    """Write ``arrays`` (HDF5 path -> array) and file ``attrs`` to ``path`` atomically.
+
+    The file is written under a temporary name next to ``path`` and renamed
+    only once it is complete and flushed, so a killed job never leaves a
+    shard that looks finished.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", locking=False) as f:
+            for name, array in arrays.items():
+                array = np.asarray(array)
+                if array.dtype.kind in "UO":
+                    array = np.asarray(array, dtype=object)
+                    f.create_dataset(name, data=array.astype(str).astype(object),
+                                     dtype=h5py.string_dtype())
+                    continue
+                big = array.ndim >= 2 and array.size > 4096
+                f.create_dataset(
+                    name,
+                    data=array,
+                    chunks=True if big else None,
+                    compression="lzf" if big and name == "thumbs" else None,
+                )
+            for key, value in attrs.items():
+                f.attrs[key] = _store_attr(value)
+            f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_attrs(path: str | os.PathLike) -> dict:
+    """All file attributes of a shard, JSON values decoded."""
+    with h5py.File(path, "r", locking=False) as f:
+        return {key: _load_attr(value) for key, value in f.attrs.items()}
+
+
+def read_identity(path: str | os.PathLike) -> dict:
+    """The ``identity`` attribute: what must match for shards to be combined."""
+    return read_attrs(path).get("identity", {})
+
+
+def check_identity(paths: Iterable[str | os.PathLike], expected: dict) -> None:
+    """Raise `ShardIdentityError` if any shard's identity differs from ``expected``.
+
+    The message names the shard and each key that differs, with both values.
+    """
+    for path in paths:
+        found = read_identity(path)
+        diffs = [
+            f"{key}: shard has {found.get(key)!r}, config gives {expected.get(key)!r}"
+            for key in sorted(set(found) | set(expected))
+            if found.get(key) != expected.get(key)
+        ]
+        if diffs:
+            raise ShardIdentityError(
+                f"shard {path} was extracted with a different setup and cannot be "
+                "combined with the current config (" + "; ".join(diffs) + "). "
+                "Delete results/features/ or re-run extraction."
+            )
+
+
+def shard_layers(path: str | os.PathLike) -> list[str]:
+    """Names of the layers stored in a shard, in extraction order."""
+    return list(read_attrs(path).get("layer_names", []))
+
+
+def iter_shards(
+    paths: Sequence[str | os.PathLike], names: Sequence[str]
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield, shard by shard, a dict of the requested datasets as numpy arrays.
+
+    ``names`` are HDF5 paths such as ``"codes"`` or ``"layers/conv1/max"``
+    (use `layer_key` for layer names). Only one shard is in memory at a time.
+    """
+    for path in paths:
+        with h5py.File(path, "r", locking=False) as f:
+            out = {}
+            for name in names:
+                if name not in f:
+                    raise KeyError(f"shard {path} has no dataset {name!r}")
+                data = f[name][()]
+                if data.dtype.kind == "O":
+                    data = np.array([x.decode() if isinstance(x, bytes) else x for x in data],
+                                    dtype=object)
+                out[name] = data
+            yield out
+
+
+def read_concat(paths: Sequence[str | os.PathLike], name: str) -> np.ndarray:
+    """One dataset concatenated over all shards (for small per-image columns)."""
+    parts = [chunk[name] for chunk in iter_shards(paths, [name])]
+    if not parts:
+        raise ValueError("no shards given")
+    return np.concatenate(parts, axis=0)

@@ -1,0 +1,68 @@
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+
+from snakemake.exceptions import WorkflowError
+
+from convscope.config import ConfigError, load_schema, validate_config
+from convscope.extract import n_shards
+from convscope.preflight import PreflightError, preflight
+
+try:
+    _validated = validate_config(config, load_schema(Path(workflow.basedir) / "config/schema.yaml"))
+    config.clear()
+    config.update(_validated)
+    preflight(config)
+except (ConfigError, PreflightError) as exc:
+    raise WorkflowError(str(exc)) from None
+
+
+wildcard_constraints:
+    shard=r"\d{5}",
+
+
+def get_dataset_source(wildcards=None):
+    """The file or folder the manifest is built from."""
+    if config["dataset"]["kind"] == "demo":
+        return "results/demo/manifest.csv"
+    return config["dataset"]["path"]
+
+
+def get_weights_input(wildcards=None):
+    """The model's weights file as a rule input (none for torchvision's cache)."""
+    if config["model"]["weights"]:
+        return config["model"]["weights"]
+    if config["model"]["kind"] == "demo":
+        return "results/model/demo_model.pt"
+    return []
+
+
+def get_n_images():
+    csv = checkpoints.manifest.get().output.csv
+    with open(csv) as fh:
+        return max(0, sum(1 for _ in fh) - 1)
+
+
+def get_shard_paths(wildcards=None):
+    """Every shard file of the dataset (known once the manifest exists)."""
+    count = n_shards(get_n_images(), config["extract"]["shard_size"])
+    return [f"results/features/shard-{i:05d}.h5" for i in range(count)]
+
+
+def get_report_inputs(wildcards=None):
+    """Every analysis output the report shows."""
+    outputs = [
+        "results/units/topk.csv",
+        "results/units/stats.csv",
+        "results/units/filters",
+        "results/performance/tables.md",
+    ]
+    if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
+        outputs.append("results/model/train_metrics.json")
+    return outputs
+
+
+def get_final_output(wildcards=None):
+    return ["results/report/index.html"]

@@ -1,0 +1,36 @@
+rule demo_dataset:
+    output:
+        manifest="results/demo/manifest.csv",
+        images=directory("results/demo/images"),
+    log:
+        "logs/demo_dataset.log",
+    params:
+        demo=config["dataset"]["demo"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/demo_dataset.py"
+
+
+checkpoint manifest:
+    input:
+        source=get_dataset_source,
+    output:
+        csv="results/manifest.csv",
+        classes="results/manifest.classes.json",
+    log:
+        "logs/manifest.log",
+    params:
+        dataset=config["dataset"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/manifest.py"

@@ -1,0 +1,22 @@
+rule embedding:
+    input:
+        shards=get_shard_paths,
+        manifest="results/manifest.csv",
+    output:
+        coords="results/embedding/coords.csv",
+        scatter="results/embedding/scatter.png",
+        mosaic="results/embedding/mosaic.png",
+        cloud="results/embedding/cloud.png",
+        summary="results/embedding/embedding.json",
+    log:
+        "logs/embedding/embedding.log",
+    params:
+        embedding=config.get("embedding", {}),
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/embedding.py"

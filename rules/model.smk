@@ -1,0 +1,41 @@
+rule train_demo_model:
+    input:
+        manifest="results/manifest.csv",
+    output:
+        weights="results/model/demo_model.pt",
+        metrics="results/model/train_metrics.json",
+    log:
+        "logs/train_demo_model.log",
+    params:
+        train=config["model"]["train"],
+        preprocess=config["preprocess"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/train_demo_model.py"
+
+
+rule model_info:
+    input:
+        weights=get_weights_input,
+    output:
+        "results/model/model_info.json",
+    log:
+        "logs/model_info.log",
+    params:
+        model=config["model"],
+        preprocess=config["preprocess"],
+        layers=config["layers"],
+        codes_layer=config["codes_layer"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/model_info.py"

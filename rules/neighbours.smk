@@ -1,0 +1,20 @@
+rule neighbours:
+    input:
+        shards=get_shard_paths,
+        manifest="results/manifest.csv",
+    output:
+        queries="results/neighbours/queries.csv",
+        panels="results/neighbours/panels.png",
+        accuracy="results/neighbours/knn_accuracy.json",
+    log:
+        "logs/neighbours/neighbours.log",
+    params:
+        neighbours=config.get("neighbours", {}),
+    threads: 4
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/neighbours.py"

@@ -1,0 +1,24 @@
+rule performance:
+    input:
+        shards=get_shard_paths,
+        manifest="results/manifest.csv",
+    output:
+        overall="results/performance/overall.csv",
+        per_class="results/performance/per_class.csv",
+        per_attribute="results/performance/per_attribute.csv",
+        tables="results/performance/tables.md",
+        confusion="results/performance/confusion.csv",
+        confusion_plot="results/performance/confusion.png",
+        plots=directory("results/performance/per_attribute"),
+    log:
+        "logs/performance/performance.log",
+    params:
+        performance=config.get("performance", {}),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/performance.py"

@@ -1,0 +1,20 @@
+rule report:
+    input:
+        manifest="results/manifest.csv",
+        model_info="results/model/model_info.json",
+        shards=get_shard_paths,
+        outputs=get_report_inputs,
+    output:
+        "results/report/index.html",
+    log:
+        "logs/report.log",
+    params:
+        report=config["report"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,44 @@
+rule unit_stats:
+    input:
+        shards=get_shard_paths,
+        manifest="results/manifest.csv",
+    output:
+        stats="results/units/stats.csv",
+        summary="results/units/summary.csv",
+        plot="results/units/firing_rate.png",
+    log:
+        "logs/units/unit_stats.log",
+    params:
+        unit_stats=config.get("unit_stats", {}),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/unit_stats.py"
+
+
+rule filters:
+    input:
+        shards=get_shard_paths,
+        manifest="results/manifest.csv",
+        stats="results/units/stats.csv",
+        weights=get_weights_input,
+    output:
+        directory("results/units/filters"),
+    log:
+        "logs/units/filters.log",
+    params:
+        filters=config.get("filters", {}),
+        layers=config["layers"],
+        preprocess=config["preprocess"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/filters.py"

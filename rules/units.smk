@@ -1,0 +1,21 @@
+rule topk_units:
+    input:
+        shards=get_shard_paths,
+        manifest="results/manifest.csv",
+    output:
+        table="results/units/topk.csv",
+        index="results/units/topk.json",
+    log:
+        "logs/units/topk_units.log",
+    params:
+        topk=config["units"]["topk"],
+        patch_px=config["units"]["patch_px"],
+        max_channels=config["units"]["max_channels"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/topk_units.py"

@@ -1,0 +1,299 @@
+"""Tests for convscope.manifest: folder, table and array datasets -> one manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from convscope.images import load_image
+from convscope.manifest import (
+    DATASET_KINDS,
+    MANIFEST_COLUMNS,
+    DatasetError,
+    build_manifest,
+    read_manifest,
+    write_manifest,
+)
+
+
+def _png(path, value=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((4, 4, 3), value, dtype=np.uint8)).save(path)
+    return path
+
+
+def _check_common(manifest: pd.DataFrame) -> None:
+    assert tuple(manifest.columns[:5]) == MANIFEST_COLUMNS
+    np.testing.assert_array_equal(manifest["index"].to_numpy(), np.arange(len(manifest)))
+    assert manifest["slot"].dtype == np.int64 and manifest["label"].dtype == np.int64
+    assert all(isinstance(p, str) and os.path.isabs(p) for p in manifest["path"])
+
+
+# --------------------------------------------------------------------------
+# folder
+
+
+def test_folder(tmp_path):
+    root = tmp_path / "data"
+    _png(root / "dog" / "b.png")
+    _png(root / "dog" / "nested" / "deeper" / "a.JPG".lower()).rename(root / "dog" / "nested" / "deeper" / "a.JPG")
+    _png(root / "cat" / "z.png")
+    _png(root / "cat" / "a.PNG".lower()).rename(root / "cat" / "a.PNG")
+    (root / "cat" / "notes.txt").write_text("not an image")
+    _png(root / "cat" / ".hidden.png")
+    _png(root / "loose.png")  # not inside a class folder: ignored
+    (root / "empty_class").mkdir()
+
+    manifest, class_names = build_manifest("folder", root)
+    _check_common(manifest)
+    assert class_names == ["cat", "dog", "empty_class"]
+    relative = [os.path.relpath(p, root) for p in manifest["path"]]
+    assert relative == ["cat/a.PNG", "cat/z.png", "dog/b.png", os.path.join("dog", "nested", "deeper", "a.JPG")]
+    assert manifest["label"].tolist() == [0, 0, 1, 1]
+    assert set(manifest["split"]) == {"all"}
+    assert (manifest["slot"] == -1).all()
+    assert list(manifest.columns) == list(MANIFEST_COLUMNS)
+
+
+def test_folder_extensions_and_errors(tmp_path):
+    root = tmp_path / "data"
+    _png(root / "a" / "x.png")
+    manifest, _ = build_manifest("folder", root, extensions=["PNG"])
+    assert len(manifest) == 1
+    with pytest.raises(DatasetError, match="no images with extensions .jpg"):
+        build_manifest("folder", root, extensions=(".jpg",))
+    with pytest.raises(DatasetError, match="no class subfolders"):
+        build_manifest("folder", root / "a")
+    with pytest.raises(DatasetError, match="does not exist"):
+        build_manifest("folder", tmp_path / "nowhere")
+
+
+# --------------------------------------------------------------------------
+# tables
+
+
+def test_csv_with_string_labels_and_relative_paths(tmp_path):
+    _png(tmp_path / "imgs" / "0.png")
+    _png(tmp_path / "imgs" / "1.png")
+    absolute = str(_png(tmp_path / "elsewhere" / "2.png"))
+    table = pd.DataFrame(
+        {
+            "path": ["imgs/0.png", "./imgs/1.png", absolute],
+            "label": ["zebra", "ant", None],
+            "split": ["train", "test", None],
+            "weather": ["sunny", "rain", "sunny"],
+            "size": [1.5, 2.5, 3.0],
+            "count": [1, 2, 3],
+        }
+    )
+    table.to_csv(tmp_path / "m.csv", index=False)
+    manifest, class_names = build_manifest("manifest", str(tmp_path / "m.csv"))
+    _check_common(manifest)
+    assert class_names == ["ant", "zebra"]
+    assert manifest["label"].tolist() == [1, 0, -1]
+    assert manifest["split"].tolist() == ["train", "test", "all"]
+    assert manifest["path"].tolist() == [
+        str(tmp_path / "imgs" / "0.png"),
+        str(tmp_path / "imgs" / "1.png"),
+        absolute,
+    ]
+    assert list(manifest.columns[5:]) == ["weather", "size", "count"]
+    assert manifest["size"].dtype == np.float64 and manifest["count"].dtype == np.int64
+    assert manifest["weather"].tolist() == ["sunny", "rain", "sunny"]
+    for path in manifest["path"]:
+        assert load_image(path).shape == (4, 4, 3)
+
+
+def test_csv_integer_labels_and_class_files(tmp_path):
+    table = pd.DataFrame({"file": ["a.png", "b.png", "c.png"], "y": [2, 0, np.nan]})
+    table.to_csv(tmp_path / "m.csv", index=False)
+    manifest, class_names = build_manifest("manifest", tmp_path / "m.csv", label_column="y", path_column="file")
+    assert manifest["label"].tolist() == [2, 0, -1]
+    assert class_names == ["0", "1", "2"]
+    assert set(manifest["split"]) == {"all"}
+
+    (tmp_path / "classes.json").write_text(json.dumps(["cat", "dog", "emu", "fox"]))
+    _, class_names = build_manifest("manifest", tmp_path / "m.csv", label_column="y", path_column="file")
+    assert class_names == ["cat", "dog", "emu", "fox"]
+
+    (tmp_path / "m.classes.json").write_text(json.dumps(["x", "y"]))  # <stem>.classes.json wins
+    with pytest.raises(DatasetError, match="label 2 is out of range"):
+        build_manifest("manifest", tmp_path / "m.csv", label_column="y", path_column="file")
+
+
+def test_string_labels_follow_a_class_file(tmp_path):
+    pd.DataFrame({"path": ["a.png", "b.png"], "label": ["dog", "cat"]}).to_csv(tmp_path / "m.csv", index=False)
+    (tmp_path / "m.classes.json").write_text(json.dumps(["dog", "cat"]))
+    manifest, class_names = build_manifest("manifest", tmp_path / "m.csv")
+    assert class_names == ["dog", "cat"] and manifest["label"].tolist() == [0, 1]
+    (tmp_path / "m.classes.json").write_text(json.dumps(["dog"]))
+    with pytest.raises(DatasetError, match="'cat'.*not among the class names"):
+        build_manifest("manifest", tmp_path / "m.csv")
+
+
+def test_parquet_keeps_dtypes(tmp_path):
+    table = pd.DataFrame(
+        {
+            "path": ["a.png", "b.png", "c.png"],
+            "label": ["b", "a", "b"],
+            "weather": pd.Categorical(["sun", "rain", "sun"]),
+            "flag": [True, False, True],
+            "index": [10, 11, 12],  # collides with the manifest's own index
+        }
+    )
+    table.to_parquet(tmp_path / "m.parquet")
+    manifest, class_names = build_manifest("manifest", tmp_path / "m.parquet")
+    _check_common(manifest)
+    assert class_names == ["a", "b"] and manifest["label"].tolist() == [1, 0, 1]
+    assert isinstance(manifest["weather"].dtype, pd.CategoricalDtype)
+    assert manifest["flag"].dtype == bool
+    assert manifest["source_index"].tolist() == [10, 11, 12]
+    assert manifest["index"].tolist() == [0, 1, 2]
+
+
+def test_unlabelled_table_and_slot_column(tmp_path):
+    np.savez(tmp_path / "arr.npz", images=np.zeros((3, 4, 4), np.uint8))
+    pd.DataFrame({"path": ["arr.npz", "arr.npz"], "slot": [2, 0]}).to_csv(tmp_path / "m.csv", index=False)
+    manifest, class_names = build_manifest("manifest", tmp_path / "m.csv", label_column=None)
+    assert class_names == [] and manifest["label"].tolist() == [-1, -1]
+    assert manifest["slot"].tolist() == [2, 0]
+    assert load_image(manifest["path"][0], manifest["slot"][0]).shape == (4, 4, 3)
+
+
+def test_table_errors(tmp_path):
+    pd.DataFrame({"path": ["a.png"], "klass": ["x"]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DatasetError, match=r"no label column 'label'; columns present: path, klass"):
+        build_manifest("manifest", tmp_path / "m.csv")
+    with pytest.raises(DatasetError, match=r"no path column 'file'; columns present: path, klass"):
+        build_manifest("manifest", tmp_path / "m.csv", path_column="file")
+
+    pd.DataFrame({"path": [], "label": []}).to_csv(tmp_path / "empty.csv", index=False)
+    with pytest.raises(DatasetError, match="no images"):
+        build_manifest("manifest", tmp_path / "empty.csv")
+    (tmp_path / "blank.csv").write_text("")
+    with pytest.raises(DatasetError, match="is empty"):
+        build_manifest("manifest", tmp_path / "blank.csv")
+
+    pd.DataFrame({"path": ["a.png"], "label": [1.5]}).to_csv(tmp_path / "f.csv", index=False)
+    with pytest.raises(DatasetError, match="integer ids"):
+        build_manifest("manifest", tmp_path / "f.csv")
+
+    (tmp_path / "m.txt").write_text("path\na.png\n")
+    with pytest.raises(DatasetError, match=r"suffix \.csv"):
+        build_manifest("manifest", tmp_path / "m.txt")
+
+
+# --------------------------------------------------------------------------
+# arrays
+
+
+def test_npz_with_labels(tmp_path):
+    np.savez(
+        tmp_path / "a.npz",
+        images=np.zeros((4, 5, 5, 3), np.uint8),
+        labels=np.array([1, 0, 1, 2]),
+        blur=np.array([0.1, 0.2, 0.3, 0.4]),
+    )
+    manifest, class_names = build_manifest("array", tmp_path / "a.npz")
+    _check_common(manifest)
+    assert manifest["path"].tolist() == [str(tmp_path / "a.npz")] * 4
+    assert manifest["slot"].tolist() == [0, 1, 2, 3]
+    assert manifest["label"].tolist() == [1, 0, 1, 2]
+    assert class_names == ["0", "1", "2"]
+    assert manifest["blur"].tolist() == [0.1, 0.2, 0.3, 0.4]
+    assert set(manifest["split"]) == {"all"}
+
+
+def test_npz_without_labels_and_string_labels(tmp_path):
+    np.savez(tmp_path / "u.npz", images=np.zeros((2, 5, 5), np.uint8))
+    manifest, class_names = build_manifest("array", tmp_path / "u.npz")
+    assert manifest["label"].tolist() == [-1, -1] and class_names == []
+
+    np.savez(tmp_path / "s.npz", images=np.zeros((3, 5, 5), np.uint8), labels=np.array([b"owl", b"cat", b"owl"]))
+    manifest, class_names = build_manifest("array", tmp_path / "s.npz")
+    assert class_names == ["cat", "owl"] and manifest["label"].tolist() == [1, 0, 1]
+
+
+def test_h5_with_labels_split_and_class_names(tmp_path):
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((3, 6, 6, 4), np.uint8)
+        f["labels"] = np.array([0, 1, 1], dtype=np.int32)
+        f["class_names"] = np.array([b"left", b"right"])
+        f["split"] = np.array(["train", "test", "train"], dtype=h5py.string_dtype())
+        f["depth"] = np.arange(3, dtype=np.int16)
+        f["meta/ignored"] = np.zeros(3)
+    manifest, class_names = build_manifest("array", path)
+    _check_common(manifest)
+    assert class_names == ["left", "right"]
+    assert manifest["label"].tolist() == [0, 1, 1]
+    assert manifest["split"].tolist() == ["train", "test", "train"]
+    assert manifest["depth"].tolist() == [0, 1, 2]
+    assert load_image(manifest["path"][2], manifest["slot"][2]).shape == (6, 6, 3)
+
+
+def test_array_errors(tmp_path):
+    np.savez(tmp_path / "k.npz", pixels=np.zeros((2, 3, 3), np.uint8), labels=np.zeros(2))
+    with pytest.raises(DatasetError, match="no 'images' array; keys present: pixels, labels"):
+        build_manifest("array", tmp_path / "k.npz")
+    with h5py.File(tmp_path / "k.h5", "w") as f:
+        f["pics"] = np.zeros((2, 3, 3), np.uint8)
+    with pytest.raises(DatasetError, match="no 'images' array; keys present: pics"):
+        build_manifest("array", tmp_path / "k.h5")
+    np.savez(tmp_path / "z.npz", images=np.zeros((0, 3, 3), np.uint8))
+    with pytest.raises(DatasetError, match="no images"):
+        build_manifest("array", tmp_path / "z.npz")
+    np.savez(tmp_path / "c.npz", images=np.zeros((2, 3, 3, 2), np.uint8))
+    with pytest.raises(DatasetError, match="C in 1, 3, 4"):
+        build_manifest("array", tmp_path / "c.npz")
+    np.savez(tmp_path / "l.npz", images=np.zeros((2, 3, 3), np.uint8), labels=np.zeros(3))
+    with pytest.raises(DatasetError, match=r"'labels' has shape \(3,\); expected \(2,\)"):
+        build_manifest("array", tmp_path / "l.npz")
+
+
+# --------------------------------------------------------------------------
+# kinds, round trip
+
+
+def test_unknown_kind(tmp_path):
+    with pytest.raises(DatasetError, match="valid kinds: folder, manifest, array"):
+        build_manifest("imagenet", tmp_path)
+    assert DATASET_KINDS == ("folder", "manifest", "array")
+
+
+def test_write_read_roundtrip(tmp_path):
+    table = pd.DataFrame(
+        {
+            "path": ["a.png", "b.png", "c.png"],
+            "label": ["x", "y", None],
+            "split": ["train", "test", "train"],
+            "note": ["a, with comma", "b", "c"],
+            "score": [0.5, 1.25, -3.0],
+        }
+    )
+    table.to_csv(tmp_path / "in.csv", index=False)
+    manifest, class_names = build_manifest("manifest", tmp_path / "in.csv")
+    write_manifest(manifest, class_names, tmp_path / "out" / "manifest.csv")
+    assert json.loads((tmp_path / "out" / "manifest.classes.json").read_text()) == ["x", "y"]
+    again, names = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert names == class_names
+    pd.testing.assert_frame_equal(again, manifest, check_dtype=False)
+    assert again["label"].dtype == np.int64 and again["slot"].dtype == np.int64
+    assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def test_read_manifest_errors(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_manifest(tmp_path / "none.csv")
+    pd.DataFrame({"path": ["a"]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DatasetError, match="m.classes.json"):
+        read_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.classes.json").write_text("[]")
+    with pytest.raises(DatasetError, match=r"lacks the manifest columns \['index', 'slot', 'label', 'split'\]"):
+        read_manifest(tmp_path / "m.csv")

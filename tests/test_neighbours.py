@@ -1,0 +1,202 @@
+"""Neighbours and k-NN accuracy against scikit-learn's brute force."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.neighbors import NearestNeighbors
+
+from convscope import neighbours
+from convscope.neighbours import (
+    check_neighbours_config,
+    knn_accuracy,
+    knn_over_shards,
+    knn_search,
+    run_neighbours,
+    sample_queries,
+    vote,
+)
+from convscope.shards import write_shard
+
+CLASS_NAMES = ["circle", "square", "triangle", "star"]
+
+
+def _synthetic(n=300, dims=32, thumb=16, seed=0, unlabelled=0):
+    """Clustered codes, noisy thumbnails, labels (some -1)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(CLASS_NAMES), size=n).astype(np.int32)
+    centres = rng.normal(size=(len(CLASS_NAMES), dims)) * 2
+    codes = (centres[labels] + rng.normal(size=(n, dims))).astype(np.float32)
+    colours = rng.integers(0, 256, size=(len(CLASS_NAMES), 3))
+    thumbs = colours[labels][:, None, None, :] + rng.normal(scale=60, size=(n, thumb, thumb, 3))
+    thumbs = np.clip(thumbs, 0, 255).astype(np.uint8)
+    if unlabelled:
+        labels[rng.choice(n, size=unlabelled, replace=False)] = -1
+    return codes, thumbs, labels
+
+
+def _write(tmp_path, codes, thumbs, labels, sizes):
+    paths, start = [], 0
+    for i, size in enumerate(sizes):
+        rows = slice(start, start + size)
+        path = tmp_path / "features" / f"shard-{i:05d}.h5"
+        write_shard(path, {
+            "index": np.arange(start, start + size, dtype=np.int64) + 1000,
+            "label": labels[rows],
+            "codes": codes[rows],
+            "thumbs": thumbs[rows],
+        }, {"class_names": CLASS_NAMES})
+        paths.append(path)
+        start += size
+    return paths
+
+
+@pytest.fixture
+def data(tmp_path):
+    codes, thumbs, labels = _synthetic(unlabelled=20)
+    paths = _write(tmp_path, codes, thumbs, labels, [120, 100, 77, 3])
+    return paths, codes, thumbs, labels
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _sklearn_loo(features, k, metric, mask=None):
+    """Brute-force k nearest (self excluded) with scikit-learn, positions in the full set."""
+    rows = np.arange(len(features)) if mask is None else np.flatnonzero(mask)
+    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute", metric=metric).fit(features[rows])
+    dist, idx = nn.kneighbors(features[rows])
+    out_d, out_i = [], []
+    for i in range(len(rows)):
+        keep = idx[i] != i
+        out_d.append(dist[i][keep][:k])
+        out_i.append(rows[idx[i][keep][:k]])
+    return np.array(out_d), np.array(out_i)
+
+
+@pytest.mark.parametrize("space", ["code", "pixel"])
+def test_loo_neighbours_match_sklearn(data, space, monkeypatch):
+    paths, codes, thumbs, labels = data
+    # Small tiles and blocks so that the tiling and the block merge are exercised.
+    monkeypatch.setattr(neighbours, "_TILE_QUERIES", 37)
+    monkeypatch.setattr(neighbours, "_TILE_REFERENCES", 50)
+    features = codes if space == "code" else thumbs.reshape(len(thumbs), -1) / 255.0
+    metric = "cosine" if space == "code" else "euclidean"
+    k = 7
+    # ~100 kB per query block: pixel space runs in 9 blocks, shards partly cached.
+    dist, pos = knn_over_shards(paths, space, k, block_mb=0.1)
+    ref_d, ref_i = _sklearn_loo(features.astype(np.float64), k, metric)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(pos, ref_i)
+    assert not np.any(pos == np.arange(len(pos))[:, None]), "self must be excluded"
+
+
+def test_query_subset_and_reference_mask(data):
+    paths, codes, _, labels = data
+    mask = labels >= 0
+    queries = np.array([250, 3, 140, 3])
+    dist, pos = knn_over_shards(paths, "code", 5, query_rows=queries, reference_mask=mask)
+    feats = _unit(codes.astype(np.float64))
+    sims = feats[queries] @ feats.T
+    for qi, q in enumerate(queries):
+        d = 1 - sims[qi]
+        d[~mask] = np.inf
+        d[q] = np.inf
+        expected = np.argsort(d, kind="stable")[:5]
+        np.testing.assert_array_equal(pos[qi], expected)
+        np.testing.assert_allclose(dist[qi], d[expected], atol=1e-5)
+    assert mask[pos].all()
+
+
+def test_knn_search_pads_when_few_references():
+    refs = np.eye(3, dtype=np.float32)
+    dist, pos = knn_search(refs, [(np.arange(3), refs)], 4, metric="euclidean",
+                           query_positions=np.arange(3))
+    assert (pos[:, 2:] == -1).all() and np.isinf(dist[:, 2:]).all()
+    np.testing.assert_allclose(dist[:, :2], np.sqrt(2), rtol=1e-6)
+
+
+def _vote_reference(labels, dists):
+    out = []
+    for lab, dist in zip(labels, dists):
+        counts = Counter(int(x) for x in lab if x >= 0)
+        if not counts:
+            out.append(-1)
+            continue
+        best = max(counts.values())
+        tied = [c for c, m in counts.items() if m == best]
+        summed = {c: sum(d for x, d in zip(lab, dist) if x == c) for c in tied}
+        out.append(min(tied, key=lambda c: (summed[c], c)))
+    return np.array(out)
+
+
+def test_vote_tie_break_matches_python():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(-1, 4, size=(500, 6))
+    dists = np.round(rng.random((500, 6)), 1)  # coarse values: exact ties happen
+    np.testing.assert_array_equal(vote(labels, dists), _vote_reference(labels, dists))
+    # Explicit tie: 2 votes each, class 3 closer in sum -> 3; equal sums -> smaller id.
+    assert vote(np.array([[1, 3, 1, 3]]), np.array([[0.1, 0.2, 0.5, 0.1]]))[0] == 3
+    assert vote(np.array([[3, 1]]), np.array([[0.2, 0.2]]))[0] == 1
+
+
+def test_knn_accuracy_matches_sklearn_classifier(data):
+    paths, codes, _, labels = data
+    mask = labels >= 0
+    labelled = np.flatnonzero(mask)
+    k = 5
+    dist, pos = knn_over_shards(paths, "code", k, query_rows=labelled, reference_mask=mask)
+    local = np.searchsorted(labelled, pos)
+    acc = knn_accuracy(labels[labelled], local, dist, [1, 3, 5])
+    # Independent: sklearn neighbours (self dropped) + a plain Python vote.
+    ref_d, ref_i = _sklearn_loo(codes.astype(np.float64), k, "cosine", mask)
+    ref_labels = labels[ref_i]
+    for kk in (1, 3, 5):
+        predicted = _vote_reference(ref_labels[:, :kk], ref_d[:, :kk])
+        assert acc[kk] == pytest.approx(np.mean(predicted == labels[labelled]))
+    assert acc[5] > 0.8  # well-separated clusters
+
+
+def test_sample_queries_is_seeded_and_per_class():
+    labels = np.repeat(np.arange(12), 10)
+    a = sample_queries(labels, per_class=2, max_classes=5, seed=3)
+    b = sample_queries(labels, per_class=2, max_classes=5, seed=3)
+    np.testing.assert_array_equal(a, b)
+    per_class = Counter(labels[a].tolist())
+    assert len(per_class) == 5 and set(per_class.values()) == {2}
+    assert len(sample_queries(np.full(30, -1), 2, 3)) == 6
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="valid keys"):
+        check_neighbours_config({"kk": 3})
+    with pytest.raises(ValueError, match="neighbours.spaces"):
+        check_neighbours_config({"spaces": ["codes"]})
+
+
+def test_run_neighbours_writes_outputs(data, tmp_path):
+    paths, codes, _, labels = data
+    out = tmp_path / "neighbours"
+    summary = run_neighbours(paths, None, out, {"k": 4, "accuracy_k": [1, 3], "device": "cpu",
+                                                "block_mb": 1})
+    table = pd.read_csv(out / "queries.csv")
+    assert set(table["space"]) == {"code", "pixel"}
+    assert table.groupby(["query_index", "space"]).size().eq(4).all()
+    assert table["query_index"].nunique() == len(CLASS_NAMES)  # one query per class
+    assert (table["query_index"] != table["neighbour_index"]).all()
+    assert table["neighbour_index"].between(1000, 1000 + len(labels) - 1).all()
+    assert (out / "panels.png").stat().st_size > 0
+    saved = json.loads((out / "knn_accuracy.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert saved["n"] == int((labels >= 0).sum())
+    assert {(r["space"], r["k"]) for r in saved["results"]} == {
+        ("code", 1), ("code", 3), ("pixel", 1), ("pixel", 3)}
+    # A query list by manifest index.
+    run_neighbours(paths, None, out, {"k": 2, "query_indices": [1005, 1290], "accuracy_k": [1]})
+    table = pd.read_csv(out / "queries.csv")
+    assert sorted(table["query_index"].unique()) == [1005, 1290]
+    with pytest.raises(ValueError, match="query_indices"):
+        run_neighbours(paths, None, out, {"query_indices": [7]})
