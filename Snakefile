@@ -16,6 +16,8 @@ include: "rules/extract.smk"
 include: "rules/units.smk"
 include: "rules/unit_stats.smk"
 include: "rules/performance.smk"
+include: "rules/embedding.smk"
+include: "rules/neighbours.smk"
 include: "rules/report.smk"
 
 

@@ -191,8 +191,10 @@ class _ShardBuffers:
         return {name: array[:self.n_filled] for name, array in self.arrays.items()}
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
+def _is_oom(exc: BaseException, use_cuda: bool) -> bool:
+    """A CUDA out-of-memory error (on a GPU run, also one raised as a plain RuntimeError)."""
+    return (isinstance(exc, torch.cuda.OutOfMemoryError)
+            or (use_cuda and "out of memory" in str(exc)))
 
 
 def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shard_id: int,
@@ -264,11 +266,12 @@ def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shar
         try:
             parts = [run_batch(chunk, summarizer) for chunk in chunks]
         except RuntimeError as exc:
-            if not (use_cuda and _is_oom(exc)) or batch_size_now == 1:
+            if not _is_oom(exc, use_cuda) or batch_size_now == 1:
                 raise
-            torch.cuda.empty_cache()
+            torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
+            print(f"out of GPU memory at batch size {batch_size_now}: lowering the batch size "
+                  f"to {max(1, batch_size_now // 2)}", flush=True)
             batch_size_now = max(1, batch_size_now // 2)
-            print(f"out of GPU memory: lowering the batch size to {batch_size_now}", flush=True)
             return run_with_backoff(images_uint8, summarizer)
         if len(parts) == 1:
             return parts[0]
@@ -346,6 +349,7 @@ def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shar
     summary = {"shard": shard_id, "images": int(buffers.n_filled), "failed": len(failed),
                "seconds": round(seconds, 2),
                "images_per_second": round(buffers.n_filled / max(seconds, 1e-9), 1),
-               "device": str(torch_device), "nonfinite_maps": nonfinite}
+               "device": str(torch_device), "batch_size": batch_size_now,
+               "nonfinite_maps": nonfinite}
     print(json.dumps(summary), flush=True)
     return summary

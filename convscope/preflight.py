@@ -1,57 +1,258 @@
-"""Checks run when the workflow starts, before any job: fail fast on user mistakes."""
+"""Checks run when the workflow starts, before any job: fail fast on user mistakes.
+
+`preflight` looks at what the (already schema-validated) config points to and
+raises `PreflightError` with one message naming the config key, the file or
+the layer at fault and what would be valid:
+
+- the dataset: ``dataset.path`` exists and has the right type; a folder has
+  class subfolders holding at least one image (the walk stops at the first
+  one); a manifest table has the ``path_column`` and ``label_column`` and at
+  least one row (only the CSV header and first row, or the Parquet schema, are
+  read); an array file has a non-empty ``images`` array;
+- the model: it can be built (torchvision name, custom factory and its
+  kwargs), a checkpoint given in ``model.weights`` loads and fits it (keys and
+  shapes), it runs on one input of ``preprocess.input_size`` / ``channels``
+  and returns (N, classes) logits;
+- layer names: ``layers``, ``codes_layer``, ``unit_stats.layers``,
+  ``filters.layers`` (convolutions) and ``filters.panel_layers``.
+
+The demo model (``model.kind: demo`` without ``model.weights``) is trained by
+the workflow, so only its architecture is checked.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
 
-__all__ = ["PreflightError", "preflight"]
+__all__ = ["PreflightError", "preflight", "check_dataset", "check_model"]
+
+_TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+_ARRAY_SUFFIXES = (".npz", ".h5", ".hdf5")
+_MAX_LISTED = 40  # valid choices listed in a message
 
 
 class PreflightError(ValueError):
     """A config value points at something that is not there or does not fit."""
 
 
-def _check_dataset(config: dict) -> None:
+def _listing(names, limit: int = _MAX_LISTED) -> str:
+    names = [str(n) for n in names]
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return (", ".join(names[:limit]) or "none") + more
+
+
+def _hint(name: str, valid) -> str:
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------
+# dataset
+
+
+def _check_folder(root: Path) -> None:
+    from .manifest import IMAGE_EXTENSIONS
+
+    classes = sorted(entry.name for entry in os.scandir(root)
+                     if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise PreflightError(f"config key 'dataset.path': folder {root} has no class subfolders; "
+                             "dataset.kind 'folder' expects <path>/<class name>/<image files>")
+    for name in classes:
+        for _folder, subfolders, files in os.walk(root / name, followlinks=True):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            if any(not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+                   for f in files):
+                return
+    raise PreflightError(f"config key 'dataset.path': folder {root} holds no images (zero "
+                         f"files with extensions {', '.join(IMAGE_EXTENSIONS)} in its class "
+                         f"folders {_listing(classes, 10)})")
+
+
+def _table_columns_and_rows(path: Path) -> tuple[list[str], int]:
+    """Column names of a manifest table and its row count (0, 1 or more for CSV: capped at 1)."""
+    if path.suffix.lower() == ".csv":
+        import pandas as pd
+
+        try:
+            head = pd.read_csv(path, nrows=1)
+        except pd.errors.EmptyDataError:
+            return [], 0
+        return [str(c) for c in head.columns], len(head)
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    return list(parquet.schema_arrow.names), int(parquet.metadata.num_rows)
+
+
+def _check_table(path: Path, dataset: dict) -> None:
+    try:
+        columns, n_rows = _table_columns_and_rows(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable table is the user's to fix
+        raise PreflightError(f"config key 'dataset.path': cannot read manifest table {path} "
+                             f"({type(exc).__name__}: {exc})") from None
+    if not columns:
+        raise PreflightError(f"config key 'dataset.path': manifest {path} is empty; expected a "
+                             f"header row (with a {dataset['path_column']!r} column) and one "
+                             "row per image")
+    for key in ("path_column", "label_column"):
+        column = dataset[key]
+        if column is not None and column not in columns:
+            unset = " or null for an unlabelled dataset" if key == "label_column" else ""
+            raise PreflightError(
+                f"config key 'dataset.{key}' is {column!r}, but manifest {path} has no such "
+                f"column{_hint(column, columns)}; columns present: {_listing(columns)} "
+                f"(set dataset.{key} to one of them{unset})")
+    if n_rows == 0:
+        raise PreflightError(f"config key 'dataset.path': manifest {path} has a header but no "
+                             "rows: the dataset has zero images")
+
+
+def _check_array(path: Path) -> None:
+    from .manifest import DatasetError, build_manifest
+
+    try:
+        build_manifest("array", path)  # reads shapes and 1-D columns, not the images
+    except DatasetError as exc:
+        raise PreflightError(f"config key 'dataset.path': {exc}") from None
+
+
+def check_dataset(config: dict) -> None:
+    """Check ``config["dataset"]``; raise `PreflightError` or return."""
     dataset = config["dataset"]
-    if dataset["kind"] == "demo":
+    kind = dataset["kind"]
+    if kind == "demo":
         return
-    path = dataset.get("path")
-    if not path:
-        raise PreflightError(f"config key 'dataset.path' must be set for dataset.kind "
-                             f"{dataset['kind']!r} (a folder, a .csv/.parquet manifest or a "
-                             ".npz/.h5 array file)")
-    path = Path(path)
+    raw = dataset.get("path")
+    if not raw:
+        raise PreflightError(f"config key 'dataset.path' must be set for dataset.kind {kind!r} "
+                             "(a folder, a .csv/.parquet manifest or a .npz/.h5 array file)")
+    path = Path(os.path.expanduser(str(raw)))
     if not path.exists():
-        raise PreflightError(f"config key 'dataset.path': {path} does not exist")
-    if dataset["kind"] == "folder" and not path.is_dir():
-        raise PreflightError(f"config key 'dataset.path': {path} is not a folder, but "
-                             "dataset.kind is 'folder'")
-    suffixes = {"manifest": {".csv", ".parquet", ".pq"}, "array": {".npz", ".h5", ".hdf5"}}
-    valid = suffixes.get(dataset["kind"])
-    if valid and path.suffix.lower() not in valid:
-        raise PreflightError(f"config key 'dataset.path': {path} should end in one of "
-                             f"{', '.join(sorted(valid))} for dataset.kind {dataset['kind']!r}")
+        raise PreflightError(f"config key 'dataset.path': {path} does not exist (relative paths "
+                             f"are taken from the working directory {os.getcwd()})")
+    if kind == "folder":
+        if not path.is_dir():
+            raise PreflightError(f"config key 'dataset.path': {path} is not a folder, but "
+                                 "dataset.kind is 'folder' (use 'manifest' for a .csv/.parquet "
+                                 "table, 'array' for a .npz/.h5 file)")
+        _check_folder(path)
+        return
+    valid = _TABLE_SUFFIXES if kind == "manifest" else _ARRAY_SUFFIXES
+    if path.is_dir() or path.suffix.lower() not in valid:
+        raise PreflightError(f"config key 'dataset.path': {path} should be a file ending in one "
+                             f"of {', '.join(valid)} for dataset.kind {kind!r}")
+    if kind == "manifest":
+        _check_table(path, dataset)
+    else:
+        _check_array(path)
 
 
-def _check_model(config: dict) -> None:
-    from .models import ModelError, build_model, check_layer_names, codes_module_name
+# --------------------------------------------------------------------------
+# model and layers
+
+
+def _model_or_error(config: dict):
+    """The configured model; with a user checkpoint (or torchvision's cached one) loaded."""
+    from .models import ModelError, build_model, load_model
 
     model_cfg = config["model"]
-    if model_cfg.get("weights") and not Path(model_cfg["weights"]).exists():
-        raise PreflightError(f"config key 'model.weights': {model_cfg['weights']} does not exist")
-    if model_cfg["kind"] == "torchvision" and not model_cfg.get("name"):
+    kind = model_cfg["kind"]
+    weights = model_cfg.get("weights")
+    if weights and not Path(weights).is_file():
+        what = "is a folder, not a file" if Path(weights).is_dir() else "does not exist"
+        raise PreflightError(f"config key 'model.weights': {weights} {what} (give a checkpoint "
+                             "file: a state dict, or a dict holding one under 'state_dict')")
+    if kind == "torchvision" and not model_cfg.get("name"):
         raise PreflightError("config key 'model.name' must name a torchvision model when "
                              "model.kind is 'torchvision' (e.g. resnet18)")
     try:
-        model = build_model(model_cfg, num_classes=model_cfg.get("num_classes") or 10,
-                            in_channels=int(config["preprocess"]["channels"]))
-        check_layer_names(model, config["layers"])
-        codes_module_name(model, config.get("codes_layer"))
+        if weights or kind == "torchvision":
+            return load_model(config, "cpu")
+        return build_model(model_cfg, num_classes=model_cfg.get("num_classes") or 10,
+                           in_channels=int(config["preprocess"]["channels"]))
     except ModelError as exc:
         raise PreflightError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the user's factory or kwargs failed
+        what = (f"model.factory {model_cfg.get('factory')!r}" if kind == "custom"
+                else f"model.name {model_cfg.get('name')!r}" if kind == "torchvision"
+                else "the demo model")
+        raise PreflightError(f"{what} with model.factory_kwargs "
+                             f"{dict(model_cfg.get('factory_kwargs') or {})} could not be "
+                             f"built: {type(exc).__name__}: {exc}") from None
+
+
+def _check_names(names, valid, key: str, what: str) -> None:
+    if names is None:
+        return
+    names = [names] if isinstance(names, str) else list(names)
+    bad = [name for name in names if name not in valid]
+    if bad:
+        raise PreflightError(f"config key {key!r}: {bad[0]!r} is not {what}{_hint(bad[0], valid)}; "
+                             f"valid names: {_listing(valid)}")
+
+
+def _check_forward(model, config: dict) -> None:
+    import torch
+
+    from .preprocess import input_hw, normalize
+
+    preprocess_cfg = config["preprocess"]
+    height, width = input_hw(preprocess_cfg)
+    channels = int(preprocess_cfg["channels"])
+    try:
+        x = normalize(torch.zeros(1, height, width, channels, dtype=torch.uint8), preprocess_cfg)
+    except ValueError as exc:
+        raise PreflightError(f"config keys 'preprocess.mean' / 'preprocess.std': {exc} "
+                             "(give 1 value, or one per channel)") from None
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            logits = model(x)
+    except Exception as exc:  # noqa: BLE001 - the configured input does not fit the model
+        raise PreflightError(
+            f"the model cannot run on one input of shape (1, {channels}, {height}, {width}) "
+            "made from 'preprocess.input_size' and 'preprocess.channels': "
+            f"{type(exc).__name__}: {exc}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise PreflightError(f"the model returns {shape} for one input; convscope needs class "
+                             "scores of shape (N, classes)")
+
+
+def check_model(config: dict) -> None:
+    """Check the model, its checkpoint and every layer name; raise `PreflightError` or return."""
+    from torch import nn
+
+    model = _model_or_error(config)
+    modules = {name: module for name, module in model.named_modules() if name}
+    _check_names(config["layers"], modules, "layers", "a module of the model")
+    if config.get("codes_layer"):
+        _check_names(config["codes_layer"], modules, "codes_layer", "a module of the model")
+    elif not any(isinstance(m, nn.Linear) for m in modules.values()):
+        raise PreflightError("config key 'codes_layer' is null, which takes the CNN code from "
+                             "the input of the last nn.Linear, but the model has none; set "
+                             f"codes_layer to a module name: {_listing(modules)}")
+    _check_names(config.get("unit_stats", {}).get("layers"), list(config["layers"]),
+                 "unit_stats.layers", "an analysed layer (one of 'layers')")
+    filters_cfg = config.get("filters", {})
+    convs = [name for name, m in modules.items() if isinstance(m, nn.Conv2d)]
+    _check_names(filters_cfg.get("layers"), convs, "filters.layers",
+                 "an nn.Conv2d module of the model")
+    _check_names(filters_cfg.get("panel_layers"), modules, "filters.panel_layers",
+                 "a module of the model")
+    _check_forward(model, config)
 
 
 def preflight(config: dict) -> None:
-    """Raise `PreflightError` naming the key and what would be valid, or return."""
-    _check_dataset(config)
-    _check_model(config)
+    """Raise `PreflightError` naming the key and what would be valid, or return.
+
+    ``config`` is a config validated by `convscope.config.validate_config`.
+    """
+    check_dataset(config)
+    check_model(config)

@@ -11,7 +11,7 @@ import jinja2
 
 from . import __version__
 from .manifest import read_manifest
-from .shards import iter_shards
+from .shards import iter_shards, read_attrs
 
 __all__ = ["accuracy_rows", "build_report"]
 
@@ -48,6 +48,31 @@ def _failed_rows(shard_paths, manifest) -> list[dict]:
         for index, reason in zip(chunk["failed/index"], chunk["failed/reason"]):
             rows.append({"index": int(index), "path": paths.get(int(index), "?"),
                          "reason": reason})
+    return rows
+
+
+def _nonfinite_counts(shard_paths) -> dict[str, int]:
+    """Per layer, the (image, channel) maps with NaN or infinite values, over all shards."""
+    totals: dict[str, int] = {}
+    for path in shard_paths:
+        for layer, count in (read_attrs(path).get("nonfinite_maps") or {}).items():
+            totals[layer] = totals.get(layer, 0) + int(count)
+    return totals
+
+
+def _headline_numbers(output_paths) -> list[dict]:
+    """Key numbers from the analyses' JSON summaries, for the top of the report."""
+    rows = []
+    for path in map(Path, output_paths):
+        if path.name == "knn_accuracy.json":
+            for entry in json.loads(path.read_text()).get("results", []):
+                rows.append({"what": f"leave-one-out {entry['k']}-NN accuracy, {entry['space']} space",
+                             "value": f"{entry['accuracy']:.3f}"})
+        elif path.name == "embedding.json":
+            summary = json.loads(path.read_text())
+            value = summary.get("trustworthiness")
+            if value is not None:
+                rows.append({"what": "t-SNE map trustworthiness", "value": f"{value:.3f}"})
     return rows
 
 
@@ -92,6 +117,8 @@ def build_report(out_html, config: dict, manifest_csv, shard_paths, model_info_j
         accuracy=accuracy_rows(shard_paths, manifest),
         train_metrics=train_metrics,
         layers=model_info["layers"],
+        nonfinite=_nonfinite_counts(shard_paths),
+        headline=_headline_numbers(output_paths),
         codes=model_info["codes"],
         failed=_failed_rows(shard_paths, manifest),
         sections=_sections(output_paths, out_html.parent),

@@ -4,8 +4,6 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from snakemake.exceptions import WorkflowError
-
 from convscope.config import ConfigError, load_schema, validate_config
 from convscope.extract import n_shards
 from convscope.preflight import PreflightError, preflight
@@ -14,9 +12,10 @@ try:
     _validated = validate_config(config, load_schema(Path(workflow.basedir) / "config/schema.yaml"))
     config.clear()
     config.update(_validated)
-    preflight(config)
+    if workflow.is_main_process:  # cluster jobs re-read this file; the checks ran already
+        preflight(config)
 except (ConfigError, PreflightError) as exc:
-    raise WorkflowError(str(exc)) from None
+    sys.exit(f"convscope: {exc}")  # the message alone, no traceback (a WorkflowError shows one)
 
 
 wildcard_constraints:
@@ -58,6 +57,8 @@ def get_report_inputs(wildcards=None):
         "results/units/stats.csv",
         "results/units/filters",
         "results/performance/tables.md",
+        "results/embedding/embedding.json",
+        "results/neighbours/knn_accuracy.json",
     ]
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
         outputs.append("results/model/train_metrics.json")

@@ -78,8 +78,9 @@ def ensure_slurm_cluster() -> None:
     """Install and start the local one-node SLURM cluster; return once it is idle.
 
     Calls `pytest.skip` when SLURM cannot be installed here (not Linux, no
-    apt-get, apt-get failed, or not root and no cluster already running). Calls `pytest.fail` when it is installed
-    but does not start, since that is a bug in ``.ci/slurm/start.sh`` or the host.
+    apt-get, apt-get failed, or not root and no cluster already running).
+    Calls `pytest.fail` when it is installed but does not start, since that is
+    a bug in ``.ci/slurm/start.sh`` or the host.
     Safe to call from several processes at once; cheap when the cluster is up.
     """
     global _cluster_ready

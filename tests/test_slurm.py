@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,8 +23,6 @@ try:
     from slurm_cluster import REPO_ROOT, TEST_PROFILE, ensure_slurm_cluster, slurm_free_env
 except ImportError:  # tests/ imported as a package
     from tests.slurm_cluster import REPO_ROOT, TEST_PROFILE, ensure_slurm_cluster, slurm_free_env
-
-pytestmark = pytest.mark.slurm
 
 SNAKEMAKE = REPO_ROOT / ".venv" / "bin" / "snakemake"
 WORKFLOW_SNAKEFILE = REPO_ROOT / "Snakefile"
@@ -44,6 +43,29 @@ rule second:
     input: "first.txt"
     output: "second.txt"
     shell: "cat {input} > {output} && echo $SLURM_JOB_ID >> {output}"
+"""
+
+
+_GPU_AND_CPU_RULES_SNAKEFILE = """\
+rule all:
+    input: "extract.txt", "attribution.txt", "synthesis.txt", "units.txt"
+
+rule extract:
+    output: "extract.txt"
+    shell: "touch {output}"
+
+rule attribution:
+    output: "attribution.txt"
+    shell: "touch {output}"
+
+rule synthesis:
+    output: "synthesis.txt"
+    shell: "touch {output}"
+
+rule units:
+    output: "units.txt"
+    threads: 3
+    shell: "touch {output}"
 """
 
 
@@ -82,12 +104,13 @@ def _run_snakemake(args: list[str], workdir: Path, timeout_s: int) -> None:
             timeout=timeout_s,
             check=False,
         )
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"snakemake {' '.join(args)} ran over {timeout_s} s:\n{_slurm_logs(workdir)}\n{err}")
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"snakemake {' '.join(args)} ran over {timeout_s} s\n{_slurm_logs(workdir)}")
     if proc.returncode != 0:
         output = "\n".join((proc.stdout + proc.stderr).splitlines()[-80:])
         pytest.fail(
-            f"snakemake {' '.join(args)} exited {proc.returncode}:\n{output}\n{_slurm_logs(workdir)}"
+            f"snakemake {' '.join(args)} exited {proc.returncode}:\n{output}\n"
+            f"{_slurm_logs(workdir)}"
         )
 
 
@@ -108,6 +131,7 @@ def _slurm_job_state(job_id: int) -> str:
     return proc.stdout.strip()
 
 
+@pytest.mark.slurm
 def test_two_rules_run_as_slurm_jobs(slurm_cluster, tmp_path):
     (tmp_path / "Snakefile").write_text(_TWO_RULE_SNAKEFILE)
 
@@ -128,6 +152,51 @@ def test_two_rules_run_as_slurm_jobs(slurm_cluster, tmp_path):
     # Both ids are jobs this cluster ran (MinJobAge keeps them listed for 5 min).
     assert _slurm_job_state(first_job) == "COMPLETED"
     assert _slurm_job_state(second_job) == "COMPLETED"
+
+
+def _dry_run_resources(output: str) -> dict[str, dict[str, str]]:
+    """Map rule name -> resources, parsed from the job listing of a dry run."""
+    resources, rule = {}, None
+    for line in output.splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):$", line.strip()):
+            rule = match.group(1)
+        elif rule and line.strip().startswith("resources:"):
+            pairs = line.strip().removeprefix("resources:").split(",")
+            resources[rule] = dict(pair.strip().split("=", 1) for pair in pairs)
+    return resources
+
+
+def test_slurm_profile_requests_gpus_for_gpu_rules(tmp_path):
+    """profiles/slurm parses, reads its environment variables and sets GPU resources."""
+    (tmp_path / "Snakefile").write_text(_GPU_AND_CPU_RULES_SNAKEFILE)
+    env = slurm_free_env() | {
+        "CONVSCOPE_SLURM_PARTITION": "cpu-part",
+        "CONVSCOPE_SLURM_GPU_PARTITION": "gpu-part",
+    }
+    env.pop("CONVSCOPE_SLURM_ACCOUNT", None)
+    proc = subprocess.run(
+        _snakemake_command()
+        + ["--workflow-profile", str(REPO_ROOT / "profiles" / "slurm"), "--dry-run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    resources = _dry_run_resources(proc.stdout + proc.stderr)
+
+    for rule in ("extract", "attribution", "synthesis"):
+        assert resources[rule]["slurm_partition"] == "gpu-part"
+        assert resources[rule]["gpu"] == "1"
+        assert resources[rule]["cpus_per_gpu"] == "8"
+        assert "slurm_account" not in resources[rule]
+    assert resources["extract"]["runtime"] == "120"  # "120 * attempt", first attempt
+    assert resources["extract"]["mem_mb"] == "32000"
+    assert resources["units"]["slurm_partition"] == "cpu-part"
+    assert "gpu" not in resources["units"]
+    assert resources["units"]["runtime"] == "60"  # "60 * attempt"
 
 
 def _result_files(workdir: Path) -> set[str]:
@@ -183,7 +252,9 @@ def _assert_h5_equal(local_path: Path, slurm_path: Path) -> None:
                 slurm_values, local_values, rtol=1e-5, atol=1e-6, err_msg=f"{slurm_path}:{name}"
             )
         else:
-            np.testing.assert_array_equal(slurm_values, local_values, err_msg=f"{slurm_path}:{name}")
+            np.testing.assert_array_equal(
+                slurm_values, local_values, err_msg=f"{slurm_path}:{name}"
+            )
 
 
 # JSON keys whose values measure the run, not its results (e.g. wall-clock time).
@@ -206,6 +277,7 @@ def _assert_json_close(local_value, slurm_value, where: str) -> None:
         assert slurm_value == local_value, where
 
 
+@pytest.mark.slurm
 @pytest.mark.workflow
 @pytest.mark.skipif(
     not (WORKFLOW_SNAKEFILE.exists() and TINY_CONFIG.exists()), reason="workflow not ready"

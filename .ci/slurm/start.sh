@@ -7,7 +7,10 @@
 # unchanged configuration only checks that the node is up. Needs root.
 #
 # Environment:
-#   SLURM_START_TIMEOUT  seconds to wait for the node to become idle (default 120)
+#   SLURM_START_TIMEOUT      seconds to wait for the node to become idle (default 120)
+#   SLURM_MIN_REAL_MEMORY_MB least memory the node announces (default 16384)
+#   SLURM_REAL_MEMORY_MB     memory the node announces (default: MemTotal - 10 %,
+#                            at least SLURM_MIN_REAL_MEMORY_MB)
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -68,7 +71,13 @@ cpus="$(nproc)"
 mem_total_mb="$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)"
 # Leave 10 % (at least 512 MiB) for the OS, snakemake and the daemons.
 headroom_mb=$(( mem_total_mb / 10 > 512 ? mem_total_mb / 10 : 512 ))
-real_mem_mb=$(( mem_total_mb - headroom_mb > 256 ? mem_total_mb - headroom_mb : 256 ))
+real_mem_mb=$(( mem_total_mb - headroom_mb ))
+# Memory is not enforced here (no cgroups, no accounting), only scheduled, so
+# announce at least the floor: rules asking for 8 GB must still be accepted
+# on a 7 GB CI runner. SLURM_REAL_MEMORY_MB overrides the whole computation.
+min_real_mem_mb="${SLURM_MIN_REAL_MEMORY_MB:-16384}"
+real_mem_mb=$(( real_mem_mb > min_real_mem_mb ? real_mem_mb : min_real_mem_mb ))
+real_mem_mb="${SLURM_REAL_MEMORY_MB:-$real_mem_mb}"
 def_mem_per_cpu_mb=$(( real_mem_mb / cpus < 1024 ? real_mem_mb / cpus : 1024 ))
 
 new_conf="$(mktemp)"

@@ -1,0 +1,35 @@
+"""Shared fixtures: one tiny end-to-end workflow run per test session."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_CONFIG = REPO / "tests" / "data" / "tiny_config.yaml"
+
+
+def snakemake_command(*args) -> list[str]:
+    """The snakemake of this interpreter's environment, on the repo's Snakefile."""
+    exe = Path(sys.executable).parent / "snakemake"
+    return [str(exe), "-s", str(REPO / "Snakefile"), *map(str, args)]
+
+
+def run_snakemake(workdir, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    result = subprocess.run(snakemake_command(*args), cwd=workdir, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """Working directory of a complete workflow run on tests/data/tiny_config.yaml."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    run_snakemake(workdir, "--configfile", TINY_CONFIG, "--cores", "2")
+    return workdir

@@ -1,0 +1,76 @@
+"""Preprocessing geometry: resize + crop, and mapping boxes back to the original."""
+
+import numpy as np
+import pytest
+import torch
+
+from convscope.preprocess import geometry, input_box_to_original, normalize, prepare_uint8, to_model_input
+
+IMAGENET = {"input_size": 224, "resize": 256, "crop": "center", "channels": 3,
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def test_resize_then_centre_crop_geometry():
+    sx, sy, left, top = geometry(512, 384, IMAGENET)  # shorter side 384 -> 256
+    assert sx == pytest.approx(341 / 512) and sy == pytest.approx(256 / 384)
+    assert (left, top) == (58, 16)
+    image = np.zeros((384, 512, 3), np.uint8)
+    assert prepare_uint8(image, IMAGENET).shape == (224, 224, 3)
+
+
+def test_small_inputs_are_kept_as_they_are():
+    cfg = {"input_size": 28, "resize": None, "crop": "center", "channels": 1}
+    image = np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    out = prepare_uint8(image, cfg)
+    assert out.shape == (28, 28, 1)
+    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    np.testing.assert_array_equal(out[..., 0], np.clip(np.rint(luma), 0, 255).astype(np.uint8))
+    assert geometry(28, 28, cfg) == (1.0, 1.0, 0, 0)
+
+
+def test_crop_none_squashes_to_input_size():
+    cfg = {"input_size": [32, 48], "crop": "none"}
+    out = prepare_uint8(np.zeros((100, 50, 3), np.uint8), cfg)
+    assert out.shape == (32, 48, 3)
+    sx, sy, left, top = geometry(50, 100, cfg)
+    assert (sx, sy, left, top) == (48 / 50, 32 / 100, 0, 0)
+
+
+def test_box_round_trip_finds_the_marked_pixels():
+    """A bright square in the original lands where the forward map says, and maps back."""
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[100:160, 200:260] = 255  # x 200..260, y 100..160 in original pixels
+    model_input = prepare_uint8(image, IMAGENET)
+    ys, xs = np.nonzero(model_input[..., 0] > 128)
+    box_input = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]])
+    box_orig = input_box_to_original(box_input, np.array([[400, 300]]), IMAGENET)[0]
+    np.testing.assert_allclose(box_orig, [200, 100, 260, 160], atol=2.0)
+
+
+def test_boxes_are_clipped_to_the_image():
+    box = input_box_to_original(np.array([[-50, -50, 300, 300]]), np.array([[256, 256]]), IMAGENET)
+    np.testing.assert_allclose(box[0], [0, 0, 256, 256])
+
+
+def test_crop_larger_than_image_pads_with_zeros():
+    cfg = {"input_size": 8, "resize": None, "crop": "center"}
+    image = np.full((4, 4, 3), 200, np.uint8)
+    out = prepare_uint8(image, cfg)
+    assert out.shape == (8, 8, 3)
+    assert (out[2:6, 2:6] == 200).all() and out[0, 0, 0] == 0
+
+
+def test_normalize_matches_manual_and_is_channels_last():
+    batch = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
+    out = normalize(batch, IMAGENET)
+    assert out.shape == (2, 3, 5, 6)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    expected = (batch.permute(0, 3, 1, 2).float() / 255 - torch.tensor(IMAGENET["mean"])[:, None, None]) \
+        / torch.tensor(IMAGENET["std"])[:, None, None]
+    torch.testing.assert_close(out, expected)
+
+
+def test_to_model_input_shapes():
+    images = [np.zeros((40, 60, 3), np.uint8), np.zeros((70, 30, 3), np.uint8)]
+    x = to_model_input(images, {"input_size": 32, "resize": 32, "crop": "center"})
+    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
