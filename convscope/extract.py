@@ -6,6 +6,16 @@ normalised there, run channels-last (optionally under autocast), and the
 per-channel statistics are reduced on the device inside forward hooks, so
 only (N, C) summaries ever travel back. Results of batch i are copied back
 while batch i+1 computes.
+
+Workers decode small chunks of a model batch (so that all of them are busy
+even on a small shard) and the main loop merges the chunks of one model batch
+again: the model sees the same batches whatever the chunk size. With
+``extract.decode: gpu`` (``auto`` on a CUDA device where nvJPEG works) workers
+only read JPEG bytes; decoding, resizing, thumbnails and pixel attributes run
+on the GPU (`convscope.gpu_decode`). Files the GPU path cannot take exactly
+(not JPEG, CMYK, EXIF-rotated, truncated, array rows) are still decoded by
+Pillow in the workers, and a JPEG that nvJPEG rejects is decoded by Pillow in
+the main process, so the failed table is the CPU path's.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
+from . import gpu_decode
 from .config import config_hash
 from .images import PIXEL_ATTRIBUTE_NAMES, ImageReadError, load_image, make_thumbnail, pixel_attributes
 from .manifest import read_manifest
@@ -29,8 +40,8 @@ from .models import codes_module_name, file_sha256, load_model, model_identity
 from .preprocess import input_hw, normalize, prepare_uint8
 from .shards import layer_key, write_shard
 
-__all__ = ["ImageFailure", "shard_rows", "n_shards", "resolve_device", "shard_identity",
-           "extract_shard", "ActivationSummarizer"]
+__all__ = ["ImageFailure", "shard_rows", "n_shards", "resolve_device", "resolve_decode",
+           "shard_identity", "extract_shard", "ActivationSummarizer"]
 
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -58,6 +69,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def resolve_decode(name: str, device: torch.device) -> str:
+    """``extract.decode`` (auto | cpu | gpu) -> where images are decoded: 'cpu' or 'gpu'."""
+    if name not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"extract.decode is {name!r}; choose one of auto, cpu, gpu")
+    if name == "cpu":
+        return "cpu"
+    usable = device.type == "cuda" and gpu_decode.jpeg_decode_available(device)
+    if name == "gpu" and not usable:
+        raise RuntimeError(f"extract.decode is 'gpu' but JPEG decoding on {device} is not "
+                           "available here (needs a CUDA device and torchvision with nvJPEG); "
+                           "use 'auto' or 'cpu'")
+    return "gpu" if usable else "cpu"
+
+
 def shard_identity(config: dict, manifest_csv: str | Path, weights_file=None) -> dict:
     """What must match for shards to be combined: model, layers, preprocessing, manifest."""
     return {
@@ -73,7 +98,9 @@ def shard_identity(config: dict, manifest_csv: str | Path, weights_file=None) ->
 class _ShardImages(torch.utils.data.Dataset):
     """Decoded, preprocessed uint8 images of some manifest rows (runs in workers)."""
 
-    def __init__(self, rows: pd.DataFrame, preprocess_cfg: dict, thumb_size: int):
+    def __init__(self, rows: pd.DataFrame, preprocess_cfg: dict, thumb_size: int,
+                 jpeg_bytes: bool = False):
+        self.jpeg_bytes = jpeg_bytes  # JPEG files the GPU can decode come back as bytes
         self.index = rows["index"].to_numpy(np.int64)
         self.paths = rows["path"].astype(str).tolist()
         self.slots = rows["slot"].to_numpy(np.int64)
@@ -86,22 +113,39 @@ class _ShardImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = {"index": int(self.index[i]), "label": int(self.labels[i])}
-        try:
-            image = load_image(self.paths[i], int(self.slots[i]))
-            item["image"] = prepare_uint8(image, self.preprocess_cfg)
-            item["thumb"] = make_thumbnail(image, self.thumb_size)
-            attrs = pixel_attributes(image)
-            item["attrs"] = np.array([attrs[k] for k in PIXEL_ATTRIBUTE_NAMES], np.float32)
-        except ImageReadError as exc:
-            item["failed"] = str(exc) or type(exc).__name__
-        except Exception as exc:  # noqa: BLE001 - a bad image must never crash a shard
-            item["failed"] = f"{type(exc).__name__}: {exc}"
+        if self.jpeg_bytes and int(self.slots[i]) < 0:
+            data = gpu_decode.read_jpeg_for_device(self.paths[i])
+            if data is not None:
+                item["jpeg"] = data
+                return item
+        item.update(_decode_on_cpu(self.paths[i], int(self.slots[i]), self.preprocess_cfg,
+                                   self.thumb_size))
         return item
 
 
+def _decode_on_cpu(path: str, slot: int, preprocess_cfg: dict, thumb_size: int) -> dict:
+    """``image``, ``thumb`` and ``attrs`` arrays of one image, or ``failed`` with the reason."""
+    try:
+        image = load_image(path, slot)
+        attrs = pixel_attributes(image)
+        return {"image": prepare_uint8(image, preprocess_cfg),
+                "thumb": make_thumbnail(image, thumb_size),
+                "attrs": np.array([attrs[k] for k in PIXEL_ATTRIBUTE_NAMES], np.float32)}
+    except ImageReadError as exc:
+        return {"failed": str(exc) or type(exc).__name__}
+    except Exception as exc:  # noqa: BLE001 - a bad image must never crash a shard
+        return {"failed": f"{type(exc).__name__}: {exc}"}
+
+
 def _collate(items: list[dict]) -> dict:
-    ok = [it for it in items if "failed" not in it]
-    batch = {"failed": [(it["index"], it["failed"]) for it in items if "failed" in it]}
+    """Items -> one chunk: decoded images stacked, JPEG bytes listed, failures listed.
+
+    ``index``/``label`` hold the decoded images' rows, in order; ``jpeg`` holds
+    ``(index, label, bytes)`` of the images left to decode on the GPU.
+    """
+    ok = [it for it in items if "image" in it]
+    batch = {"failed": [(it["index"], it["failed"]) for it in items if "failed" in it],
+             "jpeg": [(it["index"], it["label"], it["jpeg"]) for it in items if "jpeg" in it]}
     batch["index"] = torch.tensor([it["index"] for it in ok], dtype=torch.int64)
     batch["label"] = torch.tensor([it["label"] for it in ok], dtype=torch.int64)
     if ok:
@@ -109,6 +153,49 @@ def _collate(items: list[dict]) -> dict:
         batch["thumb"] = torch.from_numpy(np.stack([it["thumb"] for it in ok]))
         batch["attrs"] = torch.from_numpy(np.stack([it["attrs"] for it in ok]))
     return batch
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # many workers: one thread each beats oversubscribed cores
+
+
+def _chunk_size(n_rows: int, batch_size: int, num_workers: int) -> int:
+    """Images per worker task: small enough that every worker has work on a small shard."""
+    if num_workers <= 0:
+        return batch_size
+    return max(1, min(batch_size, 32, math.ceil(n_rows / (4 * num_workers))))
+
+
+def _chunks(n_rows: int, batch_size: int, size: int) -> tuple[list[list[int]], list[int]]:
+    """Row positions of each loader task, and how many tasks make each model batch."""
+    chunks, per_batch = [], []
+    for start in range(0, n_rows, batch_size):
+        stop = min(n_rows, start + batch_size)
+        parts = [list(range(s, min(stop, s + size))) for s in range(start, stop, size)]
+        chunks += parts
+        per_batch.append(len(parts))
+    return chunks, per_batch
+
+
+def _make_loader(rows: pd.DataFrame, preprocess_cfg: dict, extract_cfg: dict, pin_memory: bool,
+                jpeg_bytes: bool = False):
+    """Extraction's DataLoader over ``rows`` and the number of its chunks in each model batch."""
+    workers = int(extract_cfg["num_workers"])
+    size = _chunk_size(len(rows), int(extract_cfg["batch_size"]), workers)
+    chunks, per_batch = _chunks(len(rows), int(extract_cfg["batch_size"]), size)
+    loader = torch.utils.data.DataLoader(
+        _ShardImages(rows, preprocess_cfg, extract_cfg["thumb_size"], jpeg_bytes),
+        batch_sampler=chunks, num_workers=workers, collate_fn=_collate, pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
+        worker_init_fn=_worker_init if workers > 0 else None)
+    return loader, per_batch
+
+
+def _model_batches(loader, per_batch: list[int]):
+    """Merge the loader's chunks back into model batches (lists of chunks)."""
+    chunks = iter(loader)
+    for count in per_batch:
+        yield [next(chunks) for _ in range(count)]
 
 
 class ActivationSummarizer:
@@ -228,15 +315,73 @@ def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shar
                             extract_cfg["thumb_size"])
     failed: list[tuple[int, str]] = []
     nonfinite = {name: 0 for name in layers}
-    loader = torch.utils.data.DataLoader(
-        _ShardImages(rows, preprocess_cfg, extract_cfg["thumb_size"]),
-        batch_size=extract_cfg["batch_size"], shuffle=False,
-        num_workers=extract_cfg["num_workers"], collate_fn=_collate, pin_memory=use_cuda,
-        prefetch_factor=4 if extract_cfg["num_workers"] > 0 else None,
-        persistent_workers=False)
+    decode = resolve_decode(extract_cfg.get("decode", "auto"), torch_device)
+    loader, per_batch = _make_loader(rows, preprocess_cfg, extract_cfg, pin_memory=use_cuda,
+                                     jpeg_bytes=decode == "gpu")
+    position = {int(index): p for p, index in enumerate(rows["index"])}
     autocast = torch.autocast(device_type=torch_device.type, dtype=dtype,
                               enabled=dtype != torch.float32)
     batch_size_now = extract_cfg["batch_size"]
+
+    def to_device(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(torch_device, non_blocking=True)
+
+    def decode_jpegs(jpegs: list, failed_now: list) -> list[dict]:
+        """Decode (index, label, bytes) on the GPU; Pillow in this process where nvJPEG fails."""
+        data = [torch.frombuffer(bytearray(raw), dtype=torch.uint8) for _, _, raw in jpegs]
+        decoded = gpu_decode.decode_jpegs(data, torch_device)
+        images, index, label, on_cpu = [], [], [], []
+        for (row, row_label, _), image in zip(jpegs, decoded):
+            if isinstance(image, torch.Tensor):
+                images.append(image)
+                index.append(row)
+                label.append(row_label)
+                continue
+            item = _decode_on_cpu(str(manifest.loc[row, "path"]), -1, preprocess_cfg,
+                                  extract_cfg["thumb_size"])
+            if "failed" in item:
+                failed_now.append((row, item["failed"]))
+            else:
+                on_cpu.append(dict(item, index=row, label=row_label))
+        parts = []
+        if images:
+            parts.append({
+                "index": torch.tensor(index, dtype=torch.int64),
+                "label": torch.tensor(label, dtype=torch.int64),
+                "image": gpu_decode.prepare_images(images, preprocess_cfg),
+                "thumb": gpu_decode.make_thumbnails(images, extract_cfg["thumb_size"]),
+                "attrs": gpu_decode.pixel_attributes(images)})
+        if on_cpu:
+            chunk = _collate(on_cpu)
+            parts.append({k: chunk[k] for k in ("index", "label", "image", "thumb", "attrs")})
+        return parts
+
+    def merge(chunks: list[dict]) -> dict:
+        """The chunks of one model batch -> one batch, images on the device, in row order."""
+        failed_now = [f for chunk in chunks for f in chunk["failed"]]
+        decoded = [{k: chunk[k] for k in ("index", "label", "image", "thumb", "attrs")}
+                   for chunk in chunks if len(chunk["index"])]
+        jpegs = [j for chunk in chunks for j in chunk["jpeg"]]
+        if jpegs:
+            decoded += decode_jpegs(jpegs, failed_now)
+        batch = {"failed": sorted(failed_now)}
+        if not decoded:
+            batch["index"] = torch.zeros(0, dtype=torch.int64)
+            return batch
+        index = torch.cat([part["index"] for part in decoded])
+        batch["label"] = torch.cat([part["label"] for part in decoded])
+        if not jpegs:  # the CPU path: thumbnails and attributes stay on the host
+            batch["index"] = index
+            batch["image"] = torch.cat([to_device(part["image"]) for part in decoded])
+            batch["thumb"] = torch.cat([part["thumb"] for part in decoded])
+            batch["attrs"] = torch.cat([part["attrs"] for part in decoded])
+            return batch
+        order = torch.as_tensor(np.argsort([position[int(i)] for i in index], kind="stable"))
+        batch["index"], batch["label"] = index[order], batch["label"][order]
+        order = order.to(torch_device)
+        for name in ("image", "thumb", "attrs"):
+            batch[name] = torch.cat([to_device(part[name]) for part in decoded])[order]
+        return batch
 
     def run_batch(images_uint8: torch.Tensor, summarizer: ActivationSummarizer) -> dict:
         x = normalize(images_uint8.to(torch_device, non_blocking=True), preprocess_cfg)
@@ -291,7 +436,8 @@ def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shar
     progress = tqdm(total=len(rows), desc=f"shard {shard_id}", unit="img", mininterval=10)
     with torch.inference_mode(), ActivationSummarizer(model, layers, codes_module,
                                                       codes_where) as summarizer:
-        for batch in loader:
+        for chunks in _model_batches(loader, per_batch):
+            batch = merge(chunks)
             for index, reason in batch["failed"]:
                 if extract_cfg.get("on_error", "skip") == "fail":
                     raise ImageFailure(f"image at manifest row {index} "
@@ -305,8 +451,9 @@ def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shar
             device_out = run_with_backoff(batch["image"], summarizer)
             host = {name: value.to("cpu", non_blocking=use_cuda)
                     for name, value in device_out.items()}
-            host.update(index=batch["index"], label=batch["label"], thumbs=batch["thumb"],
-                        attrs=batch["attrs"])
+            host.update(index=batch["index"], label=batch["label"],
+                        thumbs=batch["thumb"].to("cpu", non_blocking=use_cuda),
+                        attrs=batch["attrs"].to("cpu", non_blocking=use_cuda))
             event = None
             if use_cuda:
                 event = torch.cuda.Event()
@@ -342,6 +489,7 @@ def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shar
         "model": identity["model"],
         "precision": extract_cfg["precision"],
         "device": str(torch_device),
+        "decode": decode,
         "nonfinite_maps": nonfinite,
         "image_attr_names": list(PIXEL_ATTRIBUTE_NAMES),
     }
@@ -349,7 +497,7 @@ def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shar
     summary = {"shard": shard_id, "images": int(buffers.n_filled), "failed": len(failed),
                "seconds": round(seconds, 2),
                "images_per_second": round(buffers.n_filled / max(seconds, 1e-9), 1),
-               "device": str(torch_device), "batch_size": batch_size_now,
+               "device": str(torch_device), "decode": decode, "batch_size": batch_size_now,
                "nonfinite_maps": nonfinite}
     print(json.dumps(summary), flush=True)
     return summary

@@ -86,6 +86,8 @@ def write_shard(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: d
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a job killed mid-rename
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with h5py.File(tmp, "w", locking=False) as f:

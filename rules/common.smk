@@ -38,6 +38,13 @@ def get_weights_input(wildcards=None):
     return []
 
 
+def get_extract_settings(wildcards=None):
+    """The extract settings that can change a shard's numbers (speed settings excluded,
+    so changing them does not re-extract finished shards)."""
+    speed_only = ("batch_size", "num_workers", "device")
+    return {k: v for k, v in config["extract"].items() if k not in speed_only}
+
+
 def get_n_images():
     csv = checkpoints.manifest.get().output.csv
     with open(csv) as fh:

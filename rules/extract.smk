@@ -9,7 +9,7 @@ rule extract:
         "logs/extract/shard-{shard}.log",
     params:
         shard_id=lambda wildcards: int(wildcards.shard),
-        extract=config["extract"],
+        extract=get_extract_settings,
         preprocess=config["preprocess"],
         layers=config["layers"],
         codes_layer=config["codes_layer"],

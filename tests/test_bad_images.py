@@ -74,7 +74,8 @@ def make_image_files(folder: Path) -> tuple[list[tuple[str, dict | None]], dict[
     good: list[tuple[str, dict]] = []
 
     Image.new("RGB", (24, 20), (200, 50, 50)).save(folder / "rgb.png")
-    good.append(("rgb.png", {"brightness": REC601 @ [200, 50, 50] / 255, "width": 24, "height": 20}))
+    good.append(("rgb.png", {"brightness": REC601 @ [200, 50, 50] / 255,
+                             "width": 24, "height": 20}))
 
     Image.new("L", (20, 20), 100).save(folder / "grey.png")
     good.append(("grey.png", {"brightness": 100 / 255, "saturation": 0.0}))
@@ -227,7 +228,9 @@ def _image_like_bytes(draw):
     return suffix, bytes(data)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about what it salvages
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=_image_like_bytes())
 def test_random_bytes_decode_or_fail_cleanly(tmp_path, case):
     suffix, data = case

@@ -11,19 +11,15 @@ analysis that reads shards.
 
 from __future__ import annotations
 
-import subprocess
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-pytestmark = pytest.mark.workflow
+from conftest import TINY_CONFIG, run_snakemake
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SNAKEFILE = REPO_ROOT / "Snakefile"
-TINY_CONFIG = REPO_ROOT / "tests" / "data" / "tiny_config.yaml"
-_VENV_SNAKEMAKE = REPO_ROOT / ".venv" / "bin" / "snakemake"
-_TIMEOUT_S = 300
+pytestmark = pytest.mark.workflow
 
 N_SHARDS = 3  # tiny config: 120 images, shards of 50
 
@@ -50,14 +46,10 @@ CASES = {
 
 
 def _snakemake(workdir: Path, *args: str, configfiles=()) -> str:
-    command = [str(_VENV_SNAKEMAKE) if _VENV_SNAKEMAKE.exists() else "snakemake",
-               "-s", str(SNAKEFILE), "--configfile", str(TINY_CONFIG), *map(str, configfiles),
-               *args]
-    proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True,
-                          timeout=_TIMEOUT_S)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(command)} exited {proc.returncode}:\n{output[-4000:]}"
-    return output
+    """Run snakemake on the tiny config plus `configfiles`; its stdout and stderr."""
+    result = run_snakemake(workdir, "--configfile", TINY_CONFIG, *configfiles, *args,
+                           timeout=300)
+    return result.stdout + result.stderr
 
 
 def _planned_jobs(output: str) -> dict[str, int]:
@@ -77,26 +69,25 @@ def _planned_jobs(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """A working directory holding a complete run of the tiny config."""
-    workdir = tmp_path_factory.mktemp("rerun")
-    _snakemake(workdir, "--cores", "2")
-    assert _planned_jobs(_snakemake(workdir, "-n")) == {}
-    return workdir
+def finished_run(tiny_run) -> Path:
+    """The session's complete tiny run (only dry runs happen there)."""
+    assert _planned_jobs(_snakemake(tiny_run, "-n")) == {}
+    return tiny_run
 
 
-def _overlay(workdir: Path, name: str, overlay: dict) -> list[Path]:
+def _overlay(folder: Path, name: str, overlay: dict) -> list[Path]:
+    """`overlay` as a config file in `folder` (a list of none or one path)."""
     if not overlay:
         return []
-    path = workdir / f"overlay-{name}.yaml"
+    path = folder / f"overlay-{name}.yaml"
     path.write_text(yaml.safe_dump(overlay))
     return [path]
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_config_change_reruns_what_depends_on_it(finished_run, name):
+def test_config_change_reruns_what_depends_on_it(finished_run, tmp_path, name):
     overlay, forced_rule, jobs = CASES[name]
-    output = _snakemake(finished_run, "-n", configfiles=_overlay(finished_run, name, overlay))
+    output = _snakemake(finished_run, "-n", configfiles=_overlay(tmp_path, name, overlay))
     planned = _planned_jobs(output)
     if forced_rule is None:
         assert planned == jobs
@@ -105,11 +96,9 @@ def test_config_change_reruns_what_depends_on_it(finished_run, name):
     assert jobs.items() <= planned.items()
 
 
-@pytest.mark.xfail(strict=True, reason="rules/extract.smk passes the whole `extract` section as "
-                   "params, so settings that do not change the results re-extract every shard")
-def test_extract_speed_settings_rerun_nothing(finished_run):
+def test_extract_speed_settings_rerun_nothing(finished_run, tmp_path):
     overlay = {"extract": {"batch_size": 8, "num_workers": 1}}
-    output = _snakemake(finished_run, "-n", configfiles=_overlay(finished_run, "speed", overlay))
+    output = _snakemake(finished_run, "-n", configfiles=_overlay(tmp_path, "speed", overlay))
     assert _planned_jobs(output) == {}
 
 
@@ -118,16 +107,17 @@ def test_report_target_rebuilds_alone(finished_run):
     assert _planned_jobs(output) == {"report": 1}
 
 
-def test_caption_change_rewrites_only_the_report(finished_run):
-    """A real run with a new title: the report changes, no other result is rewritten."""
-    results = finished_run / "results"
+def test_caption_change_rewrites_only_the_report(finished_run, tmp_path):
+    """A real run with a new title, in a copy: the report changes, no other result does."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir, symlinks=True)  # keeps mtimes and metadata
+    assert _planned_jobs(_snakemake(workdir, "-n")) == {}
+    results = workdir / "results"
     before = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
     report = results / "report/index.html"
-    overlay = _overlay(finished_run, "caption", {"report": {"title": "Shapes, second look"}})
-    output = _snakemake(finished_run, "--cores", "2", configfiles=overlay)
+    overlay = _overlay(tmp_path, "caption", {"report": {"title": "Shapes, second look"}})
+    output = _snakemake(workdir, "--cores", "2", configfiles=overlay)
     assert _planned_jobs(output) == {"report": 1}
     assert "Shapes, second look" in report.read_text()
     changed = [p for p, mtime in before.items() if p.stat().st_mtime_ns != mtime]
     assert changed == [report]
-    # Back to the original caption (leaves the run as the other tests expect it).
-    assert _planned_jobs(_snakemake(finished_run, "--cores", "2")) == {"report": 1}

@@ -28,16 +28,15 @@ import pytest
 import torch
 import yaml
 
-pytestmark = pytest.mark.workflow
+from conftest import TINY_CONFIG, snakemake_command
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SNAKEFILE = REPO_ROOT / "Snakefile"
-TINY_CONFIG = REPO_ROOT / "tests" / "data" / "tiny_config.yaml"
-_VENV_SNAKEMAKE = REPO_ROOT / ".venv" / "bin" / "snakemake"
+pytestmark = pytest.mark.workflow
 
 N_IMAGES, SHARD_SIZE = 160, 20
 N_SHARDS = N_IMAGES // SHARD_SIZE
 _RUN_TIMEOUT_S = 240
+# The killed and the clean run go side by side: one torch thread per job.
+_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 # Tables compared with the clean run (none of them holds a path).
 _TABLES = [
@@ -48,11 +47,9 @@ _TABLES = [
     "results/performance/per_class.csv",
     "results/performance/per_attribute.csv",
     "results/performance/confusion.csv",
+    "results/neighbours/queries.csv",
+    "results/embedding/coords.csv",
 ]
-
-
-def _snakemake_command() -> list[str]:
-    return [str(_VENV_SNAKEMAKE)] if _VENV_SNAKEMAKE.exists() else ["snakemake"]
 
 
 def _write_config(workdir: Path) -> Path:
@@ -66,8 +63,7 @@ def _write_config(workdir: Path) -> Path:
 
 
 def _args(workdir: Path, *extra: str) -> list[str]:
-    return [*_snakemake_command(), "-s", str(SNAKEFILE), "--configfile",
-            str(workdir / "config.yaml"), *extra]
+    return snakemake_command("--configfile", workdir / "config.yaml", *extra)
 
 
 def _start(workdir: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
@@ -75,7 +71,7 @@ def _start(workdir: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     log_path = workdir / f"snakemake-{time.monotonic_ns()}.out"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(_args(workdir, *extra), cwd=workdir, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, env=_ENV)
     return proc, log_path
 
 
@@ -144,19 +140,26 @@ def _h5_datasets(path: Path) -> dict[str, np.ndarray]:
     return datasets
 
 
-def test_killed_run_resumes_and_matches_a_clean_run(tmp_path):
+def _stop_if_running(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_killed_run_resumes_and_matches_a_clean_run(tmp_path, request):
     resumed_dir, clean_dir = tmp_path / "resumed", tmp_path / "clean"
     for workdir in (resumed_dir, clean_dir):
         workdir.mkdir()
         _write_config(workdir)
     # The clean run goes alongside, on the other core.
     clean_proc, clean_log = _start(clean_dir, "--cores", "1")
+    request.addfinalizer(lambda: _stop_if_running(clean_proc))
 
     kept = _kill_during_extraction(resumed_dir)
     kept_stat = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in kept}
 
     # A hard kill leaves Snakemake's lock behind: the same command alone refuses to run.
-    locked = subprocess.run(_args(resumed_dir, "--cores", "1"), cwd=resumed_dir,
+    locked = subprocess.run(_args(resumed_dir, "--cores", "1"), cwd=resumed_dir, env=_ENV,
                             capture_output=True, text=True, timeout=_RUN_TIMEOUT_S)
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
     # The documented resume: unlock, then the same command with --rerun-incomplete.
