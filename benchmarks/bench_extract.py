@@ -17,6 +17,8 @@ the demo CNN). Then, on one device, it times:
   (the loop only: no model loading, no shard writing); ``wall`` also counts
   those;
 - per-image CPU costs of the worker's steps, in one process;
+- with ``--decode cpu,gpu``, extraction once per ``extract.decode`` value
+  (``gpu``: convscope's own nvJPEG path), and the two shards compared;
 - with ``--try-fast-attrs``, loader and extraction again with an equivalent,
   faster ``pixel_attributes`` patched in (a proposal, checked for equal results);
 - on CUDA only, ``gpu_decode``: an experiment, not convscope code: JPEG bytes

@@ -1,6 +1,7 @@
 rule embedding:
     input:
         shards=get_shard_paths,
+        shard_index="results/features/index.json",
         manifest="results/manifest.csv",
     output:
         coords="results/embedding/coords.csv",

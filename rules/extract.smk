@@ -21,3 +21,22 @@ rule extract:
         "../envs/torch.yaml"
     script:
         "../scripts/extract.py"
+
+
+rule shard_index:
+    input:
+        shards=get_shard_paths,
+        manifest="results/manifest.csv",
+        weights=get_weights_input,
+    output:
+        "results/features/index.json",
+    log:
+        "logs/shard_index.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/shard_index.py"

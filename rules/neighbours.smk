@@ -1,6 +1,7 @@
 rule neighbours:
     input:
         shards=get_shard_paths,
+        shard_index="results/features/index.json",
         manifest="results/manifest.csv",
     output:
         queries="results/neighbours/queries.csv",

@@ -1,6 +1,7 @@
 rule performance:
     input:
         shards=get_shard_paths,
+        shard_index="results/features/index.json",
         manifest="results/manifest.csv",
     output:
         overall="results/performance/overall.csv",

@@ -3,6 +3,7 @@ rule report:
         manifest="results/manifest.csv",
         model_info="results/model/model_info.json",
         shards=get_shard_paths,
+        shard_index="results/features/index.json",
         outputs=get_report_inputs,
     output:
         "results/report/index.html",
@@ -15,6 +16,6 @@ rule report:
         mem_mb=4000,
         runtime=20,
     conda:
-        "../envs/analysis.yaml"
+        "../envs/report.yaml"
     script:
         "../scripts/report.py"

@@ -1,6 +1,7 @@
 rule unit_stats:
     input:
         shards=get_shard_paths,
+        shard_index="results/features/index.json",
         manifest="results/manifest.csv",
     output:
         stats="results/units/stats.csv",
@@ -23,6 +24,7 @@ rule unit_stats:
 rule filters:
     input:
         shards=get_shard_paths,
+        shard_index="results/features/index.json",
         manifest="results/manifest.csv",
         stats="results/units/stats.csv",
         weights=get_weights_input,

@@ -1,6 +1,7 @@
 rule topk_units:
     input:
         shards=get_shard_paths,
+        shard_index="results/features/index.json",
         manifest="results/manifest.csv",
     output:
         table="results/units/topk.csv",

@@ -223,9 +223,11 @@ def _compare_decode_paths(tmp_path, config, info, device, monkeypatch):
                  "image_attrs/height", "image_attrs/aspect"):
         np.testing.assert_array_equal(gpu[name], cpu[name], err_msg=name)
     assert len(cpu["failed/index"]) == 1
-    for name in ("brightness", "contrast", "colourfulness", "saturation"):  # JPEG decoders differ
+    # nvJPEG upsamples chroma differently from libjpeg: colour statistics of these small,
+    # colour-noisy images move by up to ~2.5 % on an H100 (brightness/contrast by < 1e-3)
+    for name in ("brightness", "contrast", "colourfulness", "saturation"):
         np.testing.assert_allclose(gpu[f"image_attrs/{name}"], cpu[f"image_attrs/{name}"],
-                                   rtol=0.02, atol=0.01, err_msg=name)
+                                   rtol=0.05, atol=0.01, err_msg=name)
     assert np.abs(gpu["thumbs"].astype(int) - cpu["thumbs"].astype(int)).mean() < 3
     np.testing.assert_allclose(gpu["codes"], cpu["codes"], rtol=0.1, atol=0.05 * np.abs(cpu["codes"]).max())
 

@@ -85,3 +85,21 @@ def test_describe_model_demo():
     assert info["layers"]["relu4"]["receptive_field"]["size"] == [40, 40]
     assert info["codes"] == {"module": "fc", "where": "input", "dim": 128}
     assert info["num_classes"] == 10
+
+
+def test_torchvision_weights_from_the_local_cache(tmp_path, monkeypatch):
+    """model.weights null: torchvision's own weights are used if the hub cache has them."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    config = {"model": {"kind": "torchvision", "name": "squeezenet1_1", "weights": None,
+                        "num_classes": None}, "preprocess": {"channels": 3}}
+    with pytest.raises(ModelError, match="not in the local cache"):
+        load_model(config)
+    reference = torchvision.models.squeezenet1_1(weights=None)
+    url = torchvision.models.get_model_weights("squeezenet1_1").DEFAULT.url
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / url.rsplit("/", 1)[1])
+    model = load_model(config)
+    torch.testing.assert_close(model.features[0].weight, reference.features[0].weight)
