@@ -276,8 +276,12 @@ def _render_grid(table: pd.DataFrame, manifest: pd.DataFrame, channels, max_chan
 
     font = ImageFont.load_default()
     layer = str(table["layer"].iloc[0]) if len(table) else ""
-    label_w = max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(f"ch {c}", font=font))
-                  for c in channels + [0]) + 2 * _GAP
+    live_mask = np.isfinite(table["value"].to_numpy()) & (table["value"].to_numpy() > 0)
+    # a channel whose best image does not fire never fires: flag it as dead
+    dead = set(channels) - set(table.loc[live_mask, "channel"].astype(int))
+    labels = {c: f"ch {c} dead" if c in dead else f"ch {c}" for c in channels}
+    label_w = max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font))
+                  for text in [*labels.values(), "ch 0"]) + 2 * _GAP
     header_h = 14
     step = cell_px + _GAP
     canvas = Image.new("RGB", (label_w + max(ranks, 1) * step + _GAP,
@@ -286,13 +290,13 @@ def _render_grid(table: pd.DataFrame, manifest: pd.DataFrame, channels, max_chan
     draw.text((_GAP, 1), layer, fill=(0, 0, 0), font=font)
     row_of = {channel: i for i, channel in enumerate(channels)}
     for channel, i in row_of.items():
-        draw.text((_GAP, header_h + i * step + cell_px // 2 - 5), f"ch {channel}",
-                  fill=(0, 0, 0), font=font)
+        draw.text((_GAP, header_h + i * step + cell_px // 2 - 5), labels[channel],
+                  fill=(200, 0, 0) if channel in dead else (0, 0, 0), font=font)
         for rank in range(ranks):
             xy = (label_w + rank * step, header_h + i * step)
             canvas.paste(Image.new("RGB", (cell_px, cell_px), _GREY), xy)
 
-    live = table[np.isfinite(table["value"].to_numpy()) & (table["value"].to_numpy() > 0)]
+    live = table[live_mask]
     for index, rows in live.groupby("index", sort=True):
         try:
             entry = lookup.loc[int(index)]

@@ -175,7 +175,8 @@ def test_killed_run_resumes_and_matches_a_clean_run(tmp_path, request):
         stat = (resumed_dir / "results/features" / name).stat()
         assert (stat.st_ino, stat.st_mtime_ns) == (inode, mtime_ns), f"{name} was rewritten"
     shard_names = [f"shard-{i:05d}.h5" for i in range(N_SHARDS)]
-    assert sorted(p.name for p in (resumed_dir / "results/features").iterdir()) == shard_names
+    assert sorted(p.name for p in (resumed_dir / "results/features").iterdir()) == \
+        sorted(shard_names + ["index.json"])
     leftovers = [p for p in (resumed_dir / "results").rglob("*") if ".tmp" in p.name]
     assert not leftovers, f"temporary files left behind: {leftovers}"
     assert (resumed_dir / "results/report/index.html").stat().st_size > 0

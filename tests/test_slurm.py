@@ -257,8 +257,9 @@ def _assert_h5_equal(local_path: Path, slurm_path: Path) -> None:
             )
 
 
-# JSON keys whose values measure the run, not its results (e.g. wall-clock time).
-_RUN_DEPENDENT_JSON_KEYS = {"seconds"}
+# JSON keys whose values depend on the run, not its results: wall-clock time, and the
+# manifest hash (the manifest holds absolute image paths, which differ between workdirs).
+_RUN_DEPENDENT_JSON_KEYS = {"seconds", "manifest_sha256"}
 
 
 def _assert_json_close(local_value, slurm_value, where: str) -> None:
