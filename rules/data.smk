@@ -9,7 +9,7 @@ rule demo_dataset:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     conda:
         "../envs/analysis.yaml"
     script:
@@ -29,7 +29,7 @@ checkpoint manifest:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     conda:
         "../envs/analysis.yaml"
     script:

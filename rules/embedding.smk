@@ -16,7 +16,7 @@ rule embedding:
     threads: 4
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     conda:
         "../envs/analysis.yaml"
     script:

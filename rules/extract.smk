@@ -16,7 +16,7 @@ rule extract:
     threads: max(1, config["extract"]["num_workers"])
     resources:
         mem_mb=8000,
-        runtime=120,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     conda:
         "../envs/torch.yaml"
     script:
@@ -35,7 +35,7 @@ rule shard_index:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=lambda wildcards, attempt: 10 * attempt,
     conda:
         "../envs/torch.yaml"
     script:

@@ -12,7 +12,7 @@ rule train_demo_model:
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     conda:
         "../envs/torch.yaml"
     script:
@@ -34,7 +34,7 @@ rule model_info:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=20,
+        runtime=lambda wildcards, attempt: 20 * attempt,
     conda:
         "../envs/torch.yaml"
     script:

@@ -14,7 +14,7 @@ rule neighbours:
     threads: 4
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     conda:
         "../envs/analysis.yaml"
     script:

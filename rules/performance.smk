@@ -18,7 +18,7 @@ rule performance:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     conda:
         "../envs/analysis.yaml"
     script:

@@ -14,7 +14,7 @@ rule report:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=20,
+        runtime=lambda wildcards, attempt: 20 * attempt,
     conda:
         "../envs/report.yaml"
     script:

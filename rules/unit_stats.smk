@@ -14,7 +14,7 @@ rule unit_stats:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     conda:
         "../envs/analysis.yaml"
     script:
@@ -39,7 +39,7 @@ rule filters:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     conda:
         "../envs/torch.yaml"
     script:

@@ -15,7 +15,7 @@ rule topk_units:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     conda:
         "../envs/analysis.yaml"
     script:
