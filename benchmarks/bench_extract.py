@@ -19,8 +19,6 @@ the demo CNN). Then, on one device, it times:
 - per-image CPU costs of the worker's steps, in one process;
 - with ``--decode cpu,gpu``, extraction once per ``extract.decode`` value
   (``gpu``: convscope's own nvJPEG path), and the two shards compared;
-- with ``--try-fast-attrs``, loader and extraction again with an equivalent,
-  faster ``pixel_attributes`` patched in (a proposal, checked for equal results);
 - on CUDA only, ``gpu_decode``: an experiment, not convscope code: JPEG bytes
   decoded in batches by nvJPEG (`torchvision.io.decode_jpeg` on the GPU),
   resized / cropped / normalised there and fed to the same model.
@@ -355,62 +353,6 @@ def gpu_decode_probe(config: dict, manifest_csv: Path, device: torch.device) -> 
     return {"gpu_decode_e2e_ips": n / seconds, "gpu_decode_only_ips": n / decode_s}
 
 
-def _fast_pixel_attributes(image: np.ndarray) -> dict[str, float]:
-    """`convscope.images.pixel_attributes` with the same results, about 2x faster.
-
-    The per-pixel max / min over the colour axis (``image.max(axis=2)``, a
-    reduction over a length-3 axis, most of the time) become two elementwise
-    ``np.maximum`` / ``np.minimum`` over the uint8 colour planes.
-    """
-    from convscope.images import _REC601, _check_rgb
-
-    image = _check_rgb(image)
-    height, width = image.shape[:2]
-    rgb = image.astype(np.float32)
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    luma = (rgb @ _REC601) / 255.0
-    rg = red - green
-    yb = 0.5 * (red + green) - blue
-    sigma = np.hypot(rg.std(dtype=np.float64), yb.std(dtype=np.float64))
-    mu = np.hypot(rg.mean(dtype=np.float64), yb.mean(dtype=np.float64))
-    r8, g8, b8 = image[..., 0], image[..., 1], image[..., 2]
-    top = np.maximum(np.maximum(r8, g8), b8).astype(np.float32)
-    spread = top - np.minimum(np.minimum(r8, g8), b8).astype(np.float32)
-    saturation = np.divide(spread, top, out=np.zeros_like(top), where=top > 0)
-    return {
-        "brightness": float(luma.mean(dtype=np.float64)),
-        "contrast": float(luma.std(dtype=np.float64)),
-        "colourfulness": float(sigma + 0.3 * mu),
-        "saturation": float(saturation.mean(dtype=np.float64)),
-        "width": float(width),
-        "height": float(height),
-        "aspect": float(width) / float(height),
-    }
-
-
-def with_fast_attrs(config: dict, manifest_csv: Path, model_info: dict, weights: Path,
-                    out_dir: Path, device: torch.device, n_check: int = 50) -> dict:
-    """Loader and extraction again with `_fast_pixel_attributes` patched into extraction."""
-    import convscope.extract as extract_module
-    from convscope.images import load_image, pixel_attributes
-    from convscope.manifest import read_manifest
-
-    manifest, _ = read_manifest(manifest_csv)
-    for path in manifest["path"].astype(str).tolist()[:n_check]:
-        image = load_image(path, -1)
-        if _fast_pixel_attributes(image) != pixel_attributes(image):
-            raise AssertionError(f"fast pixel attributes differ on {path}")
-    original = extract_module.pixel_attributes
-    extract_module.pixel_attributes = _fast_pixel_attributes  # forked workers inherit it
-    try:
-        loader = loader_only(config, manifest_csv, pin_memory=device.type == "cuda")
-        extract = run_extract(config, manifest_csv, model_info, weights, out_dir, device)
-    finally:
-        extract_module.pixel_attributes = original
-    return {"fastattrs_loader_ips": loader["loader_ips"],
-            "fastattrs_extract_ips": extract["extract_ips"]}
-
-
 # --------------------------------------------------------------------------
 # report
 
@@ -449,10 +391,6 @@ def report(result: dict) -> str:
                      f"{r[key] / r['bare_ips']:.3f}, used {r[f'decode_{decode}_used']})"))
     if "gpu_vs_cpu" in r:
         rows.append(("gpu vs cpu shard", json.dumps(r["gpu_vs_cpu"])))
-    if "fastattrs_extract_ips" in r:
-        rows += [("patched attrs: loader img/s", f"{r['fastattrs_loader_ips']:.0f}"),
-                 ("patched attrs: extract img/s", f"{r['fastattrs_extract_ips']:.0f}  (ratio "
-                  f"{r['fastattrs_extract_ips'] / r['bare_ips']:.3f})")]
     if "gpu_decode_e2e_ips" in r:
         rows += [("nvJPEG decode+resize img/s", f"{r['gpu_decode_only_ips']:.0f}"),
                  ("nvJPEG e2e + model img/s", f"{r['gpu_decode_e2e_ips']:.0f}  (ratio "
@@ -477,8 +415,6 @@ def main(argv=None) -> dict:
                         help="images for the per-step worker costs")
     parser.add_argument("--no-gpu-decode", action="store_true",
                         help="skip the nvJPEG experiment on CUDA")
-    parser.add_argument("--try-fast-attrs", action="store_true",
-                        help="also run loader + extraction with a faster pixel_attributes patched in")
     parser.add_argument("--decode", default=None,
                         help="comma list of extract.decode values to run extraction with "
                              "(e.g. cpu,gpu), each reported with its ratio")
@@ -526,8 +462,6 @@ def main(argv=None) -> dict:
         if args.decode:
             result.update(decode_paths(config, csv, model_info, weights, Path(tmp), device,
                                        args.decode.split(",")))
-        if args.try_fast_attrs:
-            result.update(with_fast_attrs(config, csv, model_info, weights, Path(tmp), device))
         if device.type == "cuda" and not args.no_gpu_decode:
             try:
                 result.update(gpu_decode_probe(config, csv, device))

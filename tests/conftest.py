@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,3 +35,16 @@ def tiny_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny_run")
     run_snakemake(workdir, "--configfile", TINY_CONFIG, "--cores", "2")
     return workdir
+
+
+def h5_datasets(path) -> dict[str, np.ndarray]:
+    """Every dataset of an HDF5 file, by path, as numpy arrays."""
+    datasets = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            datasets[name] = obj[()]
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return datasets

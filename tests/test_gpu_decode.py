@@ -11,7 +11,7 @@ from PIL import Image
 
 from convscope import extract, gpu_decode
 from convscope.config import validate_config
-from convscope.images import PIXEL_ATTRIBUTE_NAMES, load_image, make_thumbnail, pixel_attributes
+from convscope.images import PIXEL_ATTRIBUTE_NAMES, make_thumbnail, pixel_attributes
 from convscope.manifest import build_manifest, write_manifest
 from convscope.model_info import describe_model
 from convscope.models import DemoCNN

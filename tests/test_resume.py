@@ -21,14 +21,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from conftest import TINY_CONFIG, snakemake_command
+from conftest import TINY_CONFIG, h5_datasets, snakemake_command
 
 pytestmark = pytest.mark.workflow
 
@@ -128,18 +127,6 @@ def _kill_during_extraction(workdir: Path) -> list[Path]:
     return finished
 
 
-def _h5_datasets(path: Path) -> dict[str, np.ndarray]:
-    datasets = {}
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            datasets[name] = obj[()]
-
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
-    return datasets
-
-
 def _stop_if_running(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -190,8 +177,8 @@ def test_killed_run_resumes_and_matches_a_clean_run(tmp_path, request):
             assert torch.equal(resumed_model[key], value), f"demo model differs at {key}"
 
     for name in shard_names:
-        resumed = _h5_datasets(resumed_dir / "results/features" / name)
-        clean = _h5_datasets(clean_dir / "results/features" / name)
+        resumed = h5_datasets(resumed_dir / "results/features" / name)
+        clean = h5_datasets(clean_dir / "results/features" / name)
         assert resumed.keys() == clean.keys(), name
         for key, values in clean.items():
             np.testing.assert_array_equal(resumed[key], values, err_msg=f"{name}:{key}")

@@ -14,10 +14,10 @@ import re
 import subprocess
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import h5_datasets
 
 try:
     from slurm_cluster import REPO_ROOT, TEST_PROFILE, ensure_slurm_cluster, slurm_free_env
@@ -230,20 +230,8 @@ def _assert_csv_equal(local_dir: Path, slurm_dir: Path, rel_path: str) -> None:
     )
 
 
-def _h5_datasets(path: Path) -> dict[str, np.ndarray]:
-    datasets = {}
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            datasets[name] = obj[()]
-
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
-    return datasets
-
-
 def _assert_h5_equal(local_path: Path, slurm_path: Path) -> None:
-    local, slurm = _h5_datasets(local_path), _h5_datasets(slurm_path)
+    local, slurm = h5_datasets(local_path), h5_datasets(slurm_path)
     assert sorted(local) == sorted(slurm), f"{slurm_path}: datasets differ"
     for name, local_values in local.items():
         slurm_values = slurm[name]
