@@ -2,7 +2,7 @@
 
 Each size runs in a fresh subprocess so that its peak RSS is its own. Per
 size, synthetic clustered codes (N, D) are written as shards (not timed),
-then the stages of `convscope.embedding` are timed: streamed PCA, openTSNE
+then the stages of `convscope.analysis.embedding` are timed: streamed PCA, openTSNE
 (fit on at most ``--fit-max`` points, transform the rest), trustworthiness
 on a sample and the grid assignment of the mosaic.
 
@@ -27,7 +27,7 @@ import numpy as np
 
 def _write_codes(folder: Path, n: int, dim: int, shard_size: int, seed: int = 0) -> list[Path]:
     """Clustered Gaussian codes (20 classes) written shard by shard."""
-    from convscope.shards import write_shard
+    from convscope.store.shards import write_shard
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(20, dim)).astype(np.float32) * 2
@@ -48,8 +48,8 @@ def _peak_rss_mb() -> float:
 
 
 def run_one(n: int, args) -> dict:
-    from convscope.embedding import fit_tsne, map_trustworthiness, reduce_codes
-    from convscope.mosaic import grid_assign
+    from convscope.analysis.embedding import fit_tsne, map_trustworthiness, reduce_codes
+    from convscope.render.mosaic import grid_assign
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         paths = _write_codes(Path(folder), n, args.dim, args.shard_size)

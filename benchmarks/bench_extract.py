@@ -2,17 +2,17 @@
 
 Makes its own data (no network): ``--n-images`` synthetic photo-like JPEGs
 (smooth noise, shapes and grain, Pillow quality 90) in a ``root/<class>/``
-folder, a manifest from `convscope.manifest.build_manifest`, and a randomly
+folder, a manifest from `convscope.data.manifest.build_manifest`, and a randomly
 initialised model (a torchvision model by name saved as a state-dict file, or
 the demo CNN). Then, on one device, it times:
 
 - ``bare``: the model alone on a fixed batch already on the device,
   channels-last, same batch size and autocast precision, inference mode;
-- ``hooks``: the same with `convscope.extract.ActivationSummarizer` hooks on
+- ``hooks``: the same with `convscope.extract.pipeline.ActivationSummarizer` hooks on
   the configured layers (what the per-channel reductions cost);
 - ``loader``: extraction's own DataLoader (decode, resize, thumbnail, pixel
   attributes in workers; pinned memory) iterated without the model;
-- ``extract``: `convscope.extract.extract_shard` end to end (one shard of
+- ``extract``: `convscope.extract.pipeline.extract_shard` end to end (one shard of
   all images). Its rate is read from the returned summary's ``seconds``
   (the loop only: no model loading, no shard writing); ``wall`` also counts
   those;
@@ -81,7 +81,7 @@ def _write_one_image(job) -> None:
 def make_dataset(root: Path, n_images: int, image_hw: tuple[int, int], n_classes: int = 10,
                  processes: int = 4) -> Path:
     """Write ``n_images`` JPEGs under ``root/images/<class>/`` and the manifest; return its csv."""
-    from convscope.manifest import build_manifest, write_manifest
+    from convscope.data.manifest import build_manifest, write_manifest
 
     images = root / "images"
     jobs = []
@@ -99,7 +99,7 @@ def make_dataset(root: Path, n_images: int, image_hw: tuple[int, int], n_classes
 
 def make_model_config(name: str, folder: Path) -> tuple[dict, list[str], Path]:
     """Model section, layer names and a weights file of a randomly initialised model."""
-    from convscope.models import build_model
+    from convscope.nn.models import build_model
 
     torch.manual_seed(0)
     if name == "demo":
@@ -120,7 +120,7 @@ def make_model_config(name: str, folder: Path) -> tuple[dict, list[str], Path]:
 
 
 def build_config(args, model_cfg: dict, layers: list[str]) -> dict:
-    from convscope.config import validate_config
+    from convscope.config.validate import validate_config
 
     if args.model == "demo":
         preprocess = {"input_size": 32, "resize": 32, "crop": "center", "channels": 3}
@@ -163,9 +163,9 @@ def _time_forward(model, x, n_batches: int, warmup: int, dtype, device) -> float
 def bare_and_hooked_forward(config: dict, model_info: dict, device: torch.device,
                             n_batches: int, warmup: int) -> dict:
     """Images/s of the model on a resident batch: bare, and with extraction's hooks."""
-    from convscope.extract import ActivationSummarizer
-    from convscope.models import codes_module_name, load_model
-    from convscope.preprocess import input_hw
+    from convscope.extract.pipeline import ActivationSummarizer
+    from convscope.nn.models import codes_module_name, load_model
+    from convscope.data.preprocess import input_hw
 
     extract_cfg = config["extract"]
     dtype = _PRECISIONS[extract_cfg["precision"]]
@@ -190,8 +190,8 @@ def bare_and_hooked_forward(config: dict, model_info: dict, device: torch.device
 
 def loader_only(config: dict, manifest_csv: Path, pin_memory: bool) -> dict:
     """Images/s of extraction's own DataLoader (the same dataset, collate and settings)."""
-    from convscope.extract import _make_loader
-    from convscope.manifest import read_manifest
+    from convscope.extract.pipeline import _make_loader
+    from convscope.data.manifest import read_manifest
 
     manifest, _ = read_manifest(manifest_csv)
     loader, _ = _make_loader(manifest, config["preprocess"], config["extract"], pin_memory)
@@ -208,9 +208,9 @@ def loader_only(config: dict, manifest_csv: Path, pin_memory: bool) -> dict:
 
 def per_image_costs(config: dict, manifest_csv: Path, n_sample: int) -> dict:
     """Milliseconds per image of each step a loader worker does, in this one process."""
-    from convscope.images import load_image, make_thumbnail, pixel_attributes
-    from convscope.manifest import read_manifest
-    from convscope.preprocess import prepare_uint8
+    from convscope.data.images import load_image, make_thumbnail, pixel_attributes
+    from convscope.data.manifest import read_manifest
+    from convscope.data.preprocess import prepare_uint8
 
     manifest, _ = read_manifest(manifest_csv)
     paths = manifest["path"].astype(str).tolist()[:n_sample]
@@ -236,7 +236,7 @@ def per_image_costs(config: dict, manifest_csv: Path, n_sample: int) -> dict:
 
 def run_extract(config: dict, manifest_csv: Path, model_info: dict, weights: Path,
                 out_dir: Path, device: torch.device, name: str = "shard-00000.h5") -> dict:
-    from convscope.extract import extract_shard
+    from convscope.extract.pipeline import extract_shard
 
     out_path = out_dir / name
     tic = time.perf_counter()
@@ -255,7 +255,7 @@ def decode_paths(config: dict, manifest_csv: Path, model_info: dict, weights: Pa
     """`extract_shard` once per ``extract.decode`` value; CPU vs GPU shards compared."""
     import copy
 
-    from convscope.shards import iter_shards
+    from convscope.store.shards import iter_shards
 
     out, shards = {}, {}
     for decode in decodes:
@@ -293,9 +293,9 @@ def gpu_decode_probe(config: dict, manifest_csv: Path, device: torch.device) -> 
     import torchvision
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from convscope.manifest import read_manifest
-    from convscope.models import load_model
-    from convscope.preprocess import normalize
+    from convscope.data.manifest import read_manifest
+    from convscope.nn.models import load_model
+    from convscope.data.preprocess import normalize
 
     extract_cfg, pre = config["extract"], config["preprocess"]
     dtype = _PRECISIONS[extract_cfg["precision"]]
@@ -422,9 +422,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     import convscope
-    from convscope.extract import resolve_device
-    from convscope.model_info import describe_model
-    from convscope.models import load_model
+    from convscope.extract.pipeline import resolve_device
+    from convscope.nn.model_info import describe_model
+    from convscope.nn.models import load_model
 
     device = resolve_device(args.device)
     image_hw = tuple(int(v) for v in args.image_size.lower().split("x"))

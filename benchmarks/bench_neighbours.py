@@ -2,7 +2,7 @@
 
 Each size runs in a fresh subprocess so that its peak RSS is its own. Per
 size, synthetic codes (N, D) and thumbnails (N, t, t, 3) are written as
-shards (not timed), then `convscope.neighbours.knn_over_shards` finds the k
+shards (not timed), then `convscope.analysis.neighbours.knn_over_shards` finds the k
 nearest neighbours of every image in code space (cosine) and in pixel space
 (Euclidean), and `vote` scores the leave-one-out accuracy. The work is
 N^2 (D or 3 t^2) multiply-adds, done in blocks; memory stays bounded by
@@ -29,7 +29,7 @@ import numpy as np
 def _write_shards(folder: Path, n: int, dim: int, thumb: int, shard_size: int,
                   seed: int = 0) -> list[Path]:
     """Clustered codes and class-tinted noisy thumbnails (20 classes), shard by shard."""
-    from convscope.shards import write_shard
+    from convscope.store.shards import write_shard
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(20, dim)).astype(np.float32) * 2
@@ -55,8 +55,8 @@ def _peak_rss_mb() -> float:
 def run_one(n: int, args) -> dict:
     import torch
 
-    from convscope.neighbours import _resolve_device, knn_accuracy, knn_over_shards
-    from convscope.shards import read_concat
+    from convscope.analysis.neighbours import _resolve_device, knn_accuracy, knn_over_shards
+    from convscope.store.shards import read_concat
 
     if args.threads:
         torch.set_num_threads(args.threads)

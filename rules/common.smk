@@ -4,12 +4,12 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from convscope.config import ConfigError, load_schema, validate_config
-from convscope.extract import n_shards
-from convscope.preflight import PreflightError, preflight
+from convscope.config.validate import ConfigError, load_schema, validate_config
+from convscope.extract.pipeline import n_shards
+from convscope.config.preflight import PreflightError, preflight
 
 try:
-    _validated = validate_config(config, load_schema(Path(workflow.basedir) / "config/schema.yaml"))
+    _validated = validate_config(config, load_schema())
     config.clear()
     config.update(_validated)
     if workflow.is_main_process:  # cluster jobs re-read this file; the checks ran already

@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from convscope.demo_data import generate_demo_dataset  # noqa: E402
+from convscope.data.demo import generate_demo_dataset  # noqa: E402
 from convscope.logs import log_to_file  # noqa: E402
 
 demo = snakemake.params.demo

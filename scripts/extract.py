@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from convscope.extract import extract_shard  # noqa: E402
+from convscope.extract.pipeline import extract_shard  # noqa: E402
 from convscope.logs import log_to_file  # noqa: E402
 
 with log_to_file(snakemake.log[0]):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from convscope.logs import log_to_file  # noqa: E402
-from convscope.manifest import build_manifest, write_manifest  # noqa: E402
+from convscope.data.manifest import build_manifest, write_manifest  # noqa: E402
 
 dataset = snakemake.params.dataset
 with log_to_file(snakemake.log[0]):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from convscope.logs import log_to_file  # noqa: E402
-from convscope.topk_units import run_topk_units  # noqa: E402
+from convscope.analysis.topk_units import run_topk_units  # noqa: E402
 
 with log_to_file(snakemake.log[0]):
     run_topk_units(snakemake.input.shards, snakemake.input.manifest,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from convscope.logs import log_to_file  # noqa: E402
-from convscope.train import train_demo_model  # noqa: E402
+from convscope.nn.train import train_demo_model  # noqa: E402
 
 with log_to_file(snakemake.log[0]):
     train_demo_model(snakemake.input.manifest, snakemake.config, snakemake.output.weights,

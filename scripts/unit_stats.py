@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from convscope.logs import log_to_file  # noqa: E402
-from convscope.unit_stats import run_unit_stats  # noqa: E402
+from convscope.analysis.unit_stats import run_unit_stats  # noqa: E402
 
 with log_to_file(snakemake.log[0]):
     run_unit_stats(snakemake.input.shards, Path(snakemake.output.stats).parent,

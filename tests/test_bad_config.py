@@ -1,6 +1,6 @@
 """User mistakes in the config stop the run before any job, with one clear message.
 
-Each case is checked in-process against `convscope.preflight.preflight` (the
+Each case is checked in-process against `convscope.config.preflight.preflight` (the
 message names the key, file or layer and the valid choices), and a few run
 the real ``snakemake`` command: exit code not 0, the message on stderr, no
 Python traceback, no job started.
@@ -18,9 +18,9 @@ import torch
 import yaml
 from PIL import Image
 
-from convscope.config import ConfigError, validate_config
-from convscope.models import DemoCNN
-from convscope.preflight import PreflightError, preflight
+from convscope.config.validate import ConfigError, validate_config
+from convscope.nn.models import DemoCNN
+from convscope.config.preflight import PreflightError, preflight
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -44,7 +44,7 @@ def _config(data: Path, **sections) -> dict:
     """A valid manifest + custom-model config, with ``sections`` merged in one level deep."""
     raw = {
         "dataset": {"kind": "manifest", "path": str(data / "data.csv")},
-        "model": {"kind": "custom", "factory": "convscope.models:DemoCNN",
+        "model": {"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
                   "factory_kwargs": {"num_classes": 3}, "weights": str(data / "net.pt")},
     }
     for key, value in sections.items():
@@ -202,9 +202,9 @@ def test_unknown_torchvision_name(data):
 
 def test_factory_problems(data):
     message = _preflight_message(_config(data, model={"factory_kwargs": {"n_classes": 3}}))
-    assert "convscope.models:DemoCNN" in message and "factory_kwargs" in message
+    assert "convscope.nn.models:DemoCNN" in message and "factory_kwargs" in message
     assert "n_classes" in message
-    message = _preflight_message(_config(data, model={"factory": "convscope.models:Nope"}))
+    message = _preflight_message(_config(data, model={"factory": "convscope.nn.models:Nope"}))
     assert "model.factory" in message and "'Nope'" in message
 
 

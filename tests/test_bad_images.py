@@ -25,13 +25,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from convscope.config import validate_config
-from convscope.extract import ImageFailure, _ShardImages, extract_shard
-from convscope.images import ImageReadError, load_image
-from convscope.manifest import build_manifest, write_manifest
-from convscope.model_info import describe_model
-from convscope.models import DemoCNN, load_model
-from convscope.shards import iter_shards
+from convscope.config.validate import validate_config
+from convscope.extract.pipeline import ImageFailure, _ShardImages, extract_shard
+from convscope.data.images import ImageReadError, load_image
+from convscope.data.manifest import build_manifest, write_manifest
+from convscope.nn.model_info import describe_model
+from convscope.nn.models import DemoCNN, load_model
+from convscope.store.shards import iter_shards
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -140,7 +140,7 @@ def _setup(tmp_path: Path, on_error: str = "skip"):
     _save_checkpoint(tmp_path / "net.pt")
     config = validate_config({
         "dataset": {"kind": "manifest", "path": str(tmp_path / "data.csv")},
-        "model": {"kind": "custom", "factory": "convscope.models:DemoCNN",
+        "model": {"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
                   "factory_kwargs": {"num_classes": 3}, "weights": str(tmp_path / "net.pt")},
         "preprocess": {"input_size": 32, "resize": 32},
         "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_size": 8,
@@ -258,7 +258,7 @@ def test_workflow_report_lists_failed_images(tmp_path):
     _config, names, _good, bad, _info = _setup(tmp_path)
     overlay = {
         "dataset": {"kind": "manifest", "path": str(tmp_path / "data.csv")},
-        "model": {"kind": "custom", "factory": "convscope.models:DemoCNN",
+        "model": {"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
                   "factory_kwargs": {"num_classes": 3}, "weights": str(tmp_path / "net.pt")},
         "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_size": 8,
                     "device": "cpu"},

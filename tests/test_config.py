@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from convscope.config import ConfigError, load_config, validate_config
+from convscope.config.validate import ConfigError, load_config, validate_config
 
 
 def test_embedded_default_is_valid():

@@ -1,4 +1,4 @@
-"""Tests for convscope.demo_data: the coloured-shapes demo dataset."""
+"""Tests for convscope.data.demo: the coloured-shapes demo dataset."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from convscope.demo_data import (
+from convscope.data.demo import (
     BACKGROUNDS,
     COLOUR_NAMES,
     DEMO_ATTRIBUTES,
@@ -19,8 +19,8 @@ from convscope.demo_data import (
     hue_to_colour,
     render_demo_image,
 )
-from convscope.images import load_image
-from convscope.manifest import build_manifest
+from convscope.data.images import load_image
+from convscope.data.manifest import build_manifest
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from sklearn.decomposition import PCA
 
-from convscope.embedding import (
+from convscope.analysis.embedding import (
     check_embedding_config,
     fit_tsne,
     l2_normalize,
@@ -16,7 +16,7 @@ from convscope.embedding import (
     reduce_codes,
     run_embedding,
 )
-from convscope.shards import write_shard
+from convscope.store.shards import write_shard
 
 CLASS_NAMES = ["a", "b", "c"]
 FAST = {"n_iter": 150, "early_exaggeration_iter": 50, "perplexity": 15}

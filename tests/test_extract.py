@@ -6,14 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from convscope.config import validate_config
-from convscope.extract import extract_shard, n_shards, shard_rows
-from convscope.images import load_image
-from convscope.manifest import build_manifest, write_manifest
-from convscope.model_info import describe_model
-from convscope.models import DemoCNN
-from convscope.preprocess import to_model_input
-from convscope.shards import ShardIdentityError, check_identity, read_attrs, read_identity
+from convscope.config.validate import validate_config
+from convscope.extract.pipeline import extract_shard, n_shards, shard_rows
+from convscope.data.images import load_image
+from convscope.data.manifest import build_manifest, write_manifest
+from convscope.nn.model_info import describe_model
+from convscope.nn.models import DemoCNN
+from convscope.data.preprocess import to_model_input
+from convscope.store.shards import ShardIdentityError, check_identity, read_attrs, read_identity
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_same_config_same_numbers_and_identity_check(setup):
 
 def test_no_partial_file_when_extraction_fails(setup, monkeypatch):
     tmp_path, config, info, _, _ = setup
-    import convscope.shards as shards
+    import convscope.store.shards as shards
 
     def explode(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from convscope.filters import (
+from convscope.analysis.filters import (
     DEAD_RGB,
     activation_maps,
     default_filter_layers,
@@ -134,7 +134,7 @@ def test_default_layers_and_run_filters(tmp_path):
 
 
 def test_run_filters_activation_panels(tmp_path):
-    from convscope.manifest import write_manifest
+    from convscope.data.manifest import write_manifest
 
     rng = np.random.default_rng(3)
     paths = []
@@ -156,7 +156,7 @@ def test_run_filters_activation_panels(tmp_path):
     assert sorted(set(panels["image_index"])) == [1, 3]
     assert set(panels["layer"]) == {"relu1", "block"}
     # the grid of relu1 tiles for image 3 equals the layer maps scaled by the shared range
-    from convscope.preprocess import to_model_input
+    from convscope.data.preprocess import to_model_input
 
     images = [np.asarray(Image.open(paths[i]).convert("RGB")) for i in (1, 3)]
     maps = activation_maps(model, ["relu1"], to_model_input(images, config["preprocess"]))

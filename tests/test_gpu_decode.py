@@ -1,4 +1,4 @@
-"""Device-side decode/prepare (convscope.gpu_decode) against the Pillow/numpy path, and
+"""Device-side decode/prepare (convscope.data.gpu_decode) against the Pillow/numpy path, and
 chunked extraction (small loader tasks merged into model batches)."""
 
 import io
@@ -9,13 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from convscope import extract, gpu_decode
-from convscope.config import validate_config
-from convscope.images import PIXEL_ATTRIBUTE_NAMES, make_thumbnail, pixel_attributes
-from convscope.manifest import build_manifest, write_manifest
-from convscope.model_info import describe_model
-from convscope.models import DemoCNN
-from convscope.preprocess import prepare_uint8
+from convscope.data import gpu_decode
+from convscope.extract import pipeline as extract
+from convscope.config.validate import validate_config
+from convscope.data.images import PIXEL_ATTRIBUTE_NAMES, make_thumbnail, pixel_attributes
+from convscope.data.manifest import build_manifest, write_manifest
+from convscope.nn.model_info import describe_model
+from convscope.nn.models import DemoCNN
+from convscope.data.preprocess import prepare_uint8
 
 _CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -1,4 +1,4 @@
-"""Tests for convscope.images: robust reading, conversions, pixel attributes, thumbnails."""
+"""Tests for convscope.data.images: robust reading, conversions, pixel attributes, thumbnails."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convscope import images
-from convscope.images import (
+from convscope.data import images as images
+from convscope.data.images import (
     PIXEL_ATTRIBUTE_NAMES,
     ImageReadError,
     load_image,

@@ -1,4 +1,4 @@
-"""Tests for convscope.manifest: folder, table and array datasets -> one manifest."""
+"""Tests for convscope.data.manifest: folder, table and array datasets -> one manifest."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from convscope.images import load_image
-from convscope.manifest import (
+from convscope.data.images import load_image
+from convscope.data.manifest import (
     DATASET_KINDS,
     MANIFEST_COLUMNS,
     DatasetError,

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from convscope.model_info import describe_model
-from convscope.models import (DemoCNN, ModelError, build_model, check_layer_names,
+from convscope.nn.model_info import describe_model
+from convscope.nn.models import (DemoCNN, ModelError, build_model, check_layer_names,
                               codes_module_name, load_checkpoint, load_model)
 
 
@@ -20,7 +20,7 @@ def test_unknown_torchvision_name_lists_valid_ones():
 
 
 def test_custom_factory():
-    model = build_model({"kind": "custom", "factory": "convscope.models:DemoCNN",
+    model = build_model({"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
                          "factory_kwargs": {"num_classes": 3}})
     assert isinstance(model, DemoCNN) and model.fc.out_features == 3
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from convscope.mosaic import gather_thumbs, grid_assign, render_cloud, render_mosaic
-from convscope.shards import write_shard
+from convscope.render.mosaic import gather_thumbs, grid_assign, render_cloud, render_mosaic
+from convscope.store.shards import write_shard
 
 METHODS = ["exact", "bisect"]
 

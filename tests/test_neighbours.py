@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from convscope import neighbours
-from convscope.neighbours import (
+from convscope.analysis import neighbours as neighbours
+from convscope.analysis.neighbours import (
     check_neighbours_config,
     knn_accuracy,
     knn_over_shards,
@@ -18,7 +18,7 @@ from convscope.neighbours import (
     sample_queries,
     vote,
 )
-from convscope.shards import write_shard
+from convscope.store.shards import write_shard
 
 CLASS_NAMES = ["circle", "square", "triangle", "star"]
 

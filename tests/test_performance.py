@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from convscope.manifest import write_manifest
-from convscope.performance import run_performance, wilson_interval
-from convscope.shards import write_shard
+from convscope.data.manifest import write_manifest
+from convscope.analysis.performance import run_performance, wilson_interval
+from convscope.store.shards import write_shard
 
 N_CLASSES = 4
 CLASS_NAMES = ["cat", "dog", "fox", "owl"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from convscope.preprocess import geometry, input_box_to_original, normalize, prepare_uint8, to_model_input
+from convscope.data.preprocess import geometry, input_box_to_original, normalize, prepare_uint8, to_model_input
 
 IMAGENET = {"input_size": 224, "resize": 256, "crop": "center", "channels": 3,
             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from convscope.receptive_field import (
+from convscope.nn.receptive_field import (
     ReceptiveField,
     analytic_receptive_fields,
     measured_receptive_field,

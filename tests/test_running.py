@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from convscope.running import RunningTopK
+from convscope.stats.running import RunningTopK
 
 
 def brute_topk(values: np.ndarray, ids: np.ndarray, payload: np.ndarray, k: int):

@@ -17,13 +17,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-import convscope.extract as extract
-import convscope.shards as shards
-from convscope.config import validate_config
-from convscope.manifest import build_manifest, write_manifest
-from convscope.model_info import describe_model
-from convscope.models import DemoCNN
-from convscope.shards import iter_shards, read_attrs
+import convscope.extract.pipeline as extract
+import convscope.store.shards as shards
+from convscope.config.validate import validate_config
+from convscope.data.manifest import build_manifest, write_manifest
+from convscope.nn.model_info import describe_model
+from convscope.nn.models import DemoCNN
+from convscope.store.shards import iter_shards, read_attrs
 
 N_IMAGES = 10
 GREYS = [255, 0, 128, 255, 30, 128, 200, 255, 0, 60]  # one uniform grey per image
@@ -31,7 +31,7 @@ GREYS = [255, 0, 128, 255, 30, 128, 200, 255, 0, 60]  # one uniform grey per ima
 
 def _config(**extract_cfg) -> dict:
     return validate_config({
-        "model": {"kind": "custom", "factory": "convscope.models:DemoCNN",
+        "model": {"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
                   "factory_kwargs": {"num_classes": 3}},
         "preprocess": {"input_size": 16, "resize": 16},
         "extract": {"shard_size": 100, "batch_size": 8, "num_workers": 0, "thumb_size": 8,

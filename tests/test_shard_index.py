@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from convscope.extract import extract_shard
-from convscope.shard_index import write_shard_index
-from convscope.shards import ShardIdentityError
+from convscope.extract.pipeline import extract_shard
+from convscope.store.index import write_shard_index
+from convscope.store.shards import ShardIdentityError
 from test_extract import setup  # noqa: F401 - the shared fixture
 
 

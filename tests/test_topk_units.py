@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from convscope.shards import layer_key, write_shard
+from convscope.store.shards import layer_key, write_shard
 
 try:
-    from convscope.receptive_field import ReceptiveField
+    from convscope.nn.receptive_field import ReceptiveField
 except ImportError:  # stand-in until convscope/receptive_field.py lands; test-only
     class ReceptiveField:
         def __init__(self, size, stride, start):
@@ -33,11 +33,11 @@ except ImportError:  # stand-in until convscope/receptive_field.py lands; test-o
         def from_dict(cls, d):
             return cls(d["size"], d["stride"], d["start"])
 
-    _module = types.ModuleType("convscope.receptive_field")
+    _module = types.ModuleType("convscope.nn.receptive_field")
     _module.ReceptiveField = ReceptiveField
-    sys.modules["convscope.receptive_field"] = _module
+    sys.modules["convscope.nn.receptive_field"] = _module
 
-from convscope.topk_units import (  # noqa: E402
+from convscope.analysis.topk_units import (  # noqa: E402
     TOPK_COLUMNS,
     covers_most_of_input,
     render_context_grid,

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from convscope.shards import layer_key, write_shard
-from convscope.unit_stats import (
+from convscope.store.shards import layer_key, write_shard
+from convscope.analysis.unit_stats import (
     STATS_COLUMNS,
     SUMMARY_COLUMNS,
     UnitStats,

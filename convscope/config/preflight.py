@@ -53,7 +53,7 @@ def _hint(name: str, valid) -> str:
 
 
 def _check_folder(root: Path) -> None:
-    from .manifest import IMAGE_EXTENSIONS
+    from convscope.data.manifest import IMAGE_EXTENSIONS
 
     classes = sorted(entry.name for entry in os.scandir(root)
                      if entry.is_dir() and not entry.name.startswith("."))
@@ -111,7 +111,7 @@ def _check_table(path: Path, dataset: dict) -> None:
 
 
 def _check_array(path: Path) -> None:
-    from .manifest import DatasetError, build_manifest
+    from convscope.data.manifest import DatasetError, build_manifest
 
     try:
         build_manifest("array", path)  # reads shapes and 1-D columns, not the images
@@ -156,7 +156,7 @@ def check_dataset(config: dict) -> None:
 
 def _model_or_error(config: dict):
     """The configured model; with a user checkpoint (or torchvision's cached one) loaded."""
-    from .models import ModelError, build_model, load_model
+    from convscope.nn.models import ModelError, build_model, load_model
 
     model_cfg = config["model"]
     kind = model_cfg["kind"]
@@ -197,7 +197,7 @@ def _check_names(names, valid, key: str, what: str) -> None:
 def _check_forward(model, config: dict) -> None:
     import torch
 
-    from .preprocess import input_hw, normalize
+    from convscope.data.preprocess import input_hw, normalize
 
     preprocess_cfg = config["preprocess"]
     height, width = input_hw(preprocess_cfg)

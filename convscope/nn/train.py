@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .images import load_image
-from .manifest import read_manifest
-from .models import DemoCNN
-from .preprocess import normalize, prepare_uint8
+from convscope.data.images import load_image
+from convscope.data.manifest import read_manifest
+from convscope.nn.models import DemoCNN
+from convscope.data.preprocess import normalize, prepare_uint8
 
 __all__ = ["load_split", "train_demo_model"]
 

@@ -34,8 +34,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from convscope.manifest import MANIFEST_COLUMNS, read_manifest
-from convscope.shards import iter_shards
+from convscope.data.manifest import MANIFEST_COLUMNS, read_manifest
+from convscope.store.shards import iter_shards
 
 __all__ = [
     "Z_95",

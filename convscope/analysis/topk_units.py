@@ -4,13 +4,13 @@ For every analysed layer and channel (a "unit") we find, over the whole
 dataset, the ``k`` images with the largest spatial maximum of that channel
 (``layers/<key>/max`` in the shards), with the feature-map position of the
 maximum (``layers/<key>/argmax``). Shards are streamed one at a time into a
-`convscope.running.RunningTopK` per layer, so memory does not grow with the
+`convscope.stats.running.RunningTopK` per layer, so memory does not grow with the
 number of images.
 
 The position is mapped to a box of model-input pixels through the layer's
-receptive field (`convscope.receptive_field.ReceptiveField`), clipped to the
+receptive field (`convscope.nn.receptive_field.ReceptiveField`), clipped to the
 input, and then to original-image pixels through the preprocessing
-(`convscope.preprocess.input_box_to_original`). Patches are cropped from the
+(`convscope.data.preprocess.input_box_to_original`). Patches are cropped from the
 *original* images, which are read only for the winners.
 
 Figures, per layer:
@@ -22,7 +22,7 @@ Figures, per layer:
   figure).
 
 A slot is grey when the unit does not fire on that image (value ``<= 0`` or
-not finite; the same "fires = above zero" rule as `convscope.unit_stats`),
+not finite; the same "fires = above zero" rule as `convscope.analysis.unit_stats`),
 or when the image cannot be read.
 """
 
@@ -42,10 +42,10 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from convscope.preprocess import input_box_to_original, input_hw
-from convscope.receptive_field import ReceptiveField
-from convscope.running import RunningTopK
-from convscope.shards import iter_shards, layer_key, read_attrs
+from convscope.data.preprocess import input_box_to_original, input_hw
+from convscope.nn.receptive_field import ReceptiveField
+from convscope.stats.running import RunningTopK
+from convscope.store.shards import iter_shards, layer_key, read_attrs
 
 __all__ = [
     "TOPK_COLUMNS",
@@ -212,7 +212,7 @@ def covers_most_of_input(shard_attrs: dict, layer: str, fraction: float = 0.5) -
 
 
 def _load_image(path: str, slot: int) -> np.ndarray:
-    from convscope.images import load_image
+    from convscope.data.images import load_image
 
     return load_image(path, slot)
 

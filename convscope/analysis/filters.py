@@ -21,7 +21,7 @@ Activation panels (`activation_maps`, `render_activation_panel`)
     input. All maps of one layer share one scale (min..max over the panel
     images), so tiles can be compared within a layer.
 
-Dead channels (never firing over the dataset, see `convscope.unit_stats`)
+Dead channels (never firing over the dataset, see `convscope.analysis.unit_stats`)
 are drawn with a red border wherever a channel appears.
 """
 
@@ -383,7 +383,7 @@ def run_filters(
     ``config`` is the whole workflow config: ``config["filters"]`` holds this
     stage's keys (see `run_filters` defaults below), ``config["layers"]`` the
     analysed layers and ``config["preprocess"]`` the preprocessing.
-    ``model`` defaults to ``convscope.models.load_model(config,
+    ``model`` defaults to ``convscope.nn.models.load_model(config,
     weights_file=weights_file)`` on the CPU.
 
     ``config["filters"]`` keys: ``layers`` (conv names, default
@@ -397,13 +397,13 @@ def run_filters(
     cfg = dict(config.get("filters") or {})
     out_dir = Path(out_dir)
     if model is None:
-        from convscope.models import load_model
+        from convscope.nn.models import load_model
 
         model = load_model(config, weights_file=weights_file)
     model.eval()
     shard_attrs = {}
     if shard_paths:
-        from convscope.shards import read_attrs
+        from convscope.store.shards import read_attrs
 
         shard_attrs = read_attrs(shard_paths[0])
     analysed = list(config.get("layers") or shard_attrs.get("layer_names") or [])
@@ -411,7 +411,7 @@ def run_filters(
                       for name, shape in (shard_attrs.get("layer_shapes") or {}).items()}
     masks = {}
     if stats_csv is not None and Path(stats_csv).exists():
-        from convscope.unit_stats import read_dead_masks
+        from convscope.analysis.unit_stats import read_dead_masks
 
         masks = read_dead_masks(stats_csv)
 
@@ -453,9 +453,9 @@ def run_filters(
 
 def _write_panels(config, cfg, model, manifest_csv, panel_images, panel_layers, masks,
                   out_dir: Path) -> list[dict]:
-    from convscope.images import ImageReadError, load_image
-    from convscope.manifest import read_manifest
-    from convscope.preprocess import prepare_uint8, to_model_input
+    from convscope.data.images import ImageReadError, load_image
+    from convscope.data.manifest import read_manifest
+    from convscope.data.preprocess import prepare_uint8, to_model_input
 
     manifest, _ = read_manifest(manifest_csv)
     rows = _choose_panel_rows(manifest, panel_images, int(cfg.get("seed", 0)))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import jinja2
 
-from . import __version__
-from .manifest import read_manifest
-from .shards import iter_shards, read_attrs
+from convscope import __version__
+from convscope.data.manifest import read_manifest
+from convscope.store.shards import iter_shards, read_attrs
 
 __all__ = ["accuracy_rows", "build_report"]
 
@@ -103,7 +103,7 @@ def build_report(out_html, config: dict, manifest_csv, shard_paths, model_info_j
     for path in output_paths:
         if Path(path).name == "train_metrics.json":
             train_metrics = json.loads(Path(path).read_text())
-    env = jinja2.Environment(loader=jinja2.PackageLoader("convscope", "templates"),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("convscope.report", "templates"),
                              autoescape=True)
     html = env.get_template("report.html.j2").render(
         title=config["report"]["title"],

@@ -1,6 +1,6 @@
 """Decode JPEGs and prepare images on the device (the GPU path of extraction).
 
-The CPU path (`convscope.images`, `convscope.preprocess`) decodes with Pillow
+The CPU path (`convscope.data.images`, `convscope.data.preprocess`) decodes with Pillow
 in data-loader workers. On a GPU node that caps extraction far below the
 model's rate, so with ``extract.decode: gpu`` workers only read JPEG bytes and
 this module does the rest on the device, batch by batch:
@@ -8,9 +8,9 @@ this module does the rest on the device, batch by batch:
 - `decode_jpegs`: nvJPEG through `torchvision.io.decode_jpeg` (one batched
   call; per image on failure);
 - `prepare_images`: resize + centre crop/pad to the model input, the same
-  geometry as `convscope.preprocess.geometry`;
+  geometry as `convscope.data.preprocess.geometry`;
 - `make_thumbnails`: centre square crop + antialiased resize;
-- `pixel_attributes`: the definitions of `convscope.images.pixel_attributes`.
+- `pixel_attributes`: the definitions of `convscope.data.images.pixel_attributes`.
 
 All functions take a list of ``(3, H, W) uint8`` tensors on any device (the
 tests run them on the CPU) and group images of equal size into one batched
@@ -28,8 +28,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from .images import MAX_IMAGE_PIXELS, PIXEL_ATTRIBUTE_NAMES
-from .preprocess import geometry, input_hw
+from convscope.data.images import MAX_IMAGE_PIXELS, PIXEL_ATTRIBUTE_NAMES
+from convscope.data.preprocess import geometry, input_hw
 
 __all__ = [
     "jpeg_decode_available",
@@ -149,7 +149,7 @@ def _resize(stack: torch.Tensor, height: int, width: int, mode: str) -> torch.Te
 
 
 def prepare_images(images: list[torch.Tensor], preprocess_cfg: dict) -> torch.Tensor:
-    """`convscope.preprocess.prepare_uint8` for a list of ``(3, H, W) uint8`` tensors.
+    """`convscope.data.preprocess.prepare_uint8` for a list of ``(3, H, W) uint8`` tensors.
 
     Returns:
         (N, in_h, in_w, channels) uint8 on the images' device; areas a crop takes
@@ -181,7 +181,7 @@ def prepare_images(images: list[torch.Tensor], preprocess_cfg: dict) -> torch.Te
 def make_thumbnails(images: list[torch.Tensor], size: int) -> torch.Tensor:
     """(N, size, size, 3) uint8 thumbnails: centre square crop, then antialiased bicubic resize.
 
-    The crop is that of `convscope.images.make_thumbnail`; the resize is bicubic
+    The crop is that of `convscope.data.images.make_thumbnail`; the resize is bicubic
     (Pillow's there is Lanczos), so pixels may differ by a few grey levels.
     """
     size = int(size)
@@ -202,7 +202,7 @@ def make_thumbnails(images: list[torch.Tensor], size: int) -> torch.Tensor:
 def pixel_attributes(images: list[torch.Tensor]) -> torch.Tensor:
     """(N, 7) float32 attributes, columns in `PIXEL_ATTRIBUTE_NAMES` order.
 
-    Same definitions as `convscope.images.pixel_attributes`: brightness and
+    Same definitions as `convscope.data.images.pixel_attributes`: brightness and
     contrast (mean and std of Rec.601 luma, 0..1), colourfulness (Hasler &
     Suesstrunk on the 0..255 scale), mean HSV saturation, width, height (pixels),
     aspect (width / height).

@@ -22,7 +22,7 @@ Outputs of `run_embedding` (under ``out_dir``):
 
 ``coords.csv``      index (manifest row), x, y, label, fitted, grid_row, grid_col
 ``scatter.png``     the map, points coloured by class
-``mosaic.png``      thumbnails snapped to an S x S grid (see `convscope.mosaic`)
+``mosaic.png``      thumbnails snapped to an S x S grid (see `convscope.render.mosaic`)
 ``cloud.png``       thumbnails pasted at their map positions
 ``embedding.json``  n, trustworthiness, perplexity, PCA variance explained, timings, ...
 """
@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from convscope.mosaic import gather_thumbs, grid_assign, render_cloud, render_mosaic
-from convscope.shards import iter_shards, read_attrs, read_concat
+from convscope.render.mosaic import gather_thumbs, grid_assign, render_cloud, render_mosaic
+from convscope.store.shards import iter_shards, read_attrs, read_concat
 
 __all__ = [
     "EMBEDDING_DEFAULTS",
@@ -349,7 +349,7 @@ def _class_names(shard_paths: Sequence, manifest_csv) -> list[str]:
     """Class names from the shard attributes, else from the manifest."""
     names = read_attrs(shard_paths[0]).get("class_names") or []
     if not names and manifest_csv is not None:
-        from convscope.manifest import read_manifest
+        from convscope.data.manifest import read_manifest
 
         names = read_manifest(manifest_csv)[1]
     return [str(name) for name in names]

@@ -10,7 +10,7 @@ Search is exact brute force, done in tiles: a block of query rows (at most
 ``block_mb`` MB of features) is held on the device (CUDA when present) and
 every shard is streamed past it as the reference, in tiles of at most
 ``_TILE_QUERIES x _TILE_REFERENCES`` distances. The k best so far per query
-are kept by `convscope.running.RunningTopK` (ties broken by the smaller
+are kept by `convscope.stats.running.RunningTopK` (ties broken by the smaller
 row), so no N x N matrix is ever built and memory is bounded by the block
 size. A query never counts as its own neighbour (leave-one-out).
 
@@ -43,9 +43,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from convscope.mosaic import gather_thumbs
-from convscope.running import RunningTopK
-from convscope.shards import iter_shards, read_attrs, read_concat
+from convscope.render.mosaic import gather_thumbs
+from convscope.stats.running import RunningTopK
+from convscope.store.shards import iter_shards, read_attrs, read_concat
 
 __all__ = [
     "NEIGHBOURS_DEFAULTS",
@@ -421,7 +421,7 @@ def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
 def _class_names(shard_paths: Sequence, manifest_csv) -> list[str]:
     names = read_attrs(shard_paths[0]).get("class_names") or []
     if not names and manifest_csv is not None:
-        from convscope.manifest import read_manifest
+        from convscope.data.manifest import read_manifest
 
         names = read_manifest(manifest_csv)[1]
     return [str(name) for name in names]

@@ -12,7 +12,7 @@ even on a small shard) and the main loop merges the chunks of one model batch
 again: the model sees the same batches whatever the chunk size. With
 ``extract.decode: gpu`` (``auto`` on a CUDA device where nvJPEG works) workers
 only read JPEG bytes; decoding, resizing, thumbnails and pixel attributes run
-on the GPU (`convscope.gpu_decode`). Files the GPU path cannot take exactly
+on the GPU (`convscope.data.gpu_decode`). Files the GPU path cannot take exactly
 (not JPEG, CMYK, EXIF-rotated, truncated, array rows) are still decoded by
 Pillow in the workers, and a JPEG that nvJPEG rejects is decoded by Pillow in
 the main process, so the failed table is the CPU path's.
@@ -31,14 +31,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__
-from . import gpu_decode
-from .config import config_hash
-from .images import PIXEL_ATTRIBUTE_NAMES, ImageReadError, load_image, make_thumbnail, pixel_attributes
-from .manifest import read_manifest
-from .models import codes_module_name, file_sha256, load_model, model_identity
-from .preprocess import input_hw, normalize, prepare_uint8
-from .shards import layer_key, write_shard
+from convscope import __version__
+from convscope.data import gpu_decode
+from convscope.config.validate import config_hash
+from convscope.data.images import PIXEL_ATTRIBUTE_NAMES, ImageReadError, load_image, make_thumbnail, pixel_attributes
+from convscope.data.manifest import read_manifest
+from convscope.nn.models import codes_module_name, file_sha256, load_model, model_identity
+from convscope.data.preprocess import input_hw, normalize, prepare_uint8
+from convscope.store.shards import layer_key, write_shard
 
 __all__ = ["ImageFailure", "shard_rows", "n_shards", "resolve_device", "resolve_decode",
            "shard_identity", "extract_shard", "ActivationSummarizer"]
@@ -291,7 +291,7 @@ def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shar
 
     Args:
         config: validated workflow config.
-        model_info: `convscope.model_info.describe_model` output for this config.
+        model_info: `convscope.nn.model_info.describe_model` output for this config.
     Returns:
         a small dict of what was done (images, failures, seconds, images per second).
     """

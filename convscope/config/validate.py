@@ -1,4 +1,4 @@
-"""Validate a workflow config against config/schema.yaml, filling defaults.
+"""Validate a workflow config against the schema (convscope/config/schema.yaml), filling defaults.
 
 Errors name the key (``extract.shard_size``) and what would be valid, so a
 typo stops the run before any job starts.
@@ -18,7 +18,7 @@ import yaml
 __all__ = ["ConfigError", "SCHEMA_PATH", "load_schema", "validate_config", "load_config",
            "config_hash"]
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
 
 
 class ConfigError(ValueError):

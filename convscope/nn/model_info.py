@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .models import check_layer_names, codes_module_name
-from .preprocess import input_hw
-from .receptive_field import receptive_fields
+from convscope.nn.models import check_layer_names, codes_module_name
+from convscope.data.preprocess import input_hw
+from convscope.nn.receptive_field import receptive_fields
 
 __all__ = ["layer_output_shapes", "describe_model", "write_model_info"]
 
@@ -57,7 +57,7 @@ def _codes_dim(model: nn.Module, module_name: str, where: str, input_size, in_ch
 def describe_model(model: nn.Module, config: dict) -> dict:
     """JSON-able description of the model for the config's layers and preprocessing.
 
-    Raises `convscope.models.ModelError` for a layer name that is not a module.
+    Raises `convscope.nn.models.ModelError` for a layer name that is not a module.
     """
     layers = list(config["layers"])
     check_layer_names(model, layers)
@@ -86,7 +86,7 @@ def write_model_info(config: dict, out_json, weights_file=None) -> dict:
     import json
     from pathlib import Path
 
-    from .models import load_model, model_identity
+    from convscope.nn.models import load_model, model_identity
 
     model = load_model(config, "cpu", weights_file)
     info = describe_model(model, config)

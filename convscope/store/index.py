@@ -12,8 +12,8 @@ from pathlib import Path
 
 import h5py
 
-from .extract import shard_identity
-from .shards import check_identity, read_attrs
+from convscope.extract.pipeline import shard_identity
+from convscope.store.shards import check_identity, read_attrs
 
 __all__ = ["write_shard_index"]
 
@@ -22,7 +22,7 @@ def write_shard_index(shard_paths, config: dict, manifest_csv, out_json,
                       weights_file=None) -> dict:
     """Verify the shards' identity against the config; write a JSON listing of them.
 
-    Raises `convscope.shards.ShardIdentityError` naming the shard and the
+    Raises `convscope.store.shards.ShardIdentityError` naming the shard and the
     differing settings.
     """
     expected = shard_identity(config, manifest_csv, weights_file)

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from convscope.shards import iter_shards, layer_key, read_attrs
+from convscope.store.shards import iter_shards, layer_key, read_attrs
 
 __all__ = [
     "UnitStats",
