@@ -30,6 +30,7 @@ from convscope.extract.pipeline import ImageFailure, _ShardImages, extract_shard
 from convscope.data.images import ImageReadError, load_image
 from convscope.data.manifest import build_manifest, write_manifest
 from convscope.nn.model_info import describe_model
+from convscope.config import ModelConfig
 from convscope.nn.models import DemoCNN, load_model
 from convscope.store.shards import iter_shards
 
@@ -148,7 +149,8 @@ def _setup(tmp_path: Path, on_error: str = "skip"):
     })
     manifest, class_names = build_manifest("manifest", tmp_path / "data.csv")
     write_manifest(manifest, class_names, tmp_path / "results" / "manifest.csv")
-    model_info = describe_model(load_model(config), config)
+    model_info = describe_model(load_model(ModelConfig.from_dict(config["model"]),
+                                             config["model"]["weights"]), config)
     return config, names, dict(good), bad, model_info
 
 

@@ -4,30 +4,37 @@ import pytest
 import torch
 from torch import nn
 
+from convscope.config import ModelConfig, validate_config
+from convscope.nn.layers import LayerNameError, check_layer_names
 from convscope.nn.model_info import describe_model
-from convscope.nn.models import (DemoCNN, ModelError, build_model, check_layer_names,
-                              codes_module_name, load_checkpoint, load_model)
+from convscope.nn.models import (DemoCNN, ModelError, build_model, codes_module_name,
+                                 load_checkpoint, load_model)
+
+
+def model_cfg(**values) -> ModelConfig:
+    """A validated model section with ``values`` set (defaults from the schema)."""
+    return ModelConfig.from_dict(validate_config({"model": values})["model"])
 
 
 def test_torchvision_model_by_name_without_download():
-    model = build_model({"kind": "torchvision", "name": "alexnet", "num_classes": 7})
+    model = build_model(model_cfg(kind="torchvision", name="alexnet", num_classes=7))
     assert model.classifier[-1].out_features == 7
 
 
 def test_unknown_torchvision_name_lists_valid_ones():
     with pytest.raises(ModelError, match="resnet18"):
-        build_model({"kind": "torchvision", "name": "resnet19"})
+        build_model(model_cfg(kind="torchvision", name="resnet19"))
 
 
 def test_custom_factory():
-    model = build_model({"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
-                         "factory_kwargs": {"num_classes": 3}})
+    model = build_model(model_cfg(kind="custom", factory="convscope.nn.models:DemoCNN",
+                         factory_kwargs={"num_classes": 3}))
     assert isinstance(model, DemoCNN) and model.fc.out_features == 3
 
 
 def test_custom_factory_that_does_not_import():
     with pytest.raises(ModelError, match="cannot import module 'nosuchpackage.models'"):
-        build_model({"kind": "custom", "factory": "nosuchpackage.models:net"})
+        build_model(model_cfg(kind="custom", factory="nosuchpackage.models:net"))
 
 
 def test_checkpoint_round_trip_and_wrapped_state_dicts(tmp_path):
@@ -56,14 +63,12 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
 def test_load_model_demo_infers_classes_from_weights(tmp_path):
     path = tmp_path / "demo.pt"
     torch.save(DemoCNN(num_classes=6).state_dict(), path)
-    config = {"model": {"kind": "demo", "weights": str(path), "num_classes": None},
-              "preprocess": {"channels": 3}}
-    model = load_model(config)
+    model = load_model(model_cfg(kind="demo", weights=str(path)), path)
     assert model.fc.out_features == 6 and not model.training
 
 
 def test_wrong_layer_name_lists_valid_names():
-    with pytest.raises(ModelError) as err:
+    with pytest.raises(LayerNameError) as err:
         check_layer_names(DemoCNN(), ["relu1", "conv9"])
     assert "'conv9'" in str(err.value) and "relu4" in str(err.value)
 
@@ -92,14 +97,13 @@ def test_torchvision_weights_from_the_local_cache(tmp_path, monkeypatch):
     import torchvision
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    config = {"model": {"kind": "torchvision", "name": "squeezenet1_1", "weights": None,
-                        "num_classes": None}, "preprocess": {"channels": 3}}
+    config = model_cfg(kind="torchvision", name="squeezenet1_1")
     with pytest.raises(ModelError, match="not in the local cache"):
-        load_model(config)
+        load_model(config, None)
     reference = torchvision.models.squeezenet1_1(weights=None)
     url = torchvision.models.get_model_weights("squeezenet1_1").DEFAULT.url
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(reference.state_dict(), cache / url.rsplit("/", 1)[1])
-    model = load_model(config)
+    model = load_model(config, None)
     torch.testing.assert_close(model.features[0].weight, reference.features[0].weight)

@@ -59,7 +59,7 @@ def manifest_csv(tmp_path):
 def _use_model(monkeypatch, model: nn.Module) -> None:
     """Make extraction use ``model`` instead of loading a checkpoint."""
     monkeypatch.setattr(extract, "load_model",
-                        lambda config, device="cpu", weights_file=None: model.eval().to(device))
+                        lambda model_cfg, weights_file, device="cpu", **_: model.eval().to(device))
 
 
 def _run(config, manifest_csv, model, out):

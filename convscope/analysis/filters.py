@@ -397,9 +397,12 @@ def run_filters(
     cfg = dict(config.get("filters") or {})
     out_dir = Path(out_dir)
     if model is None:
+        from convscope.config.sections import ModelConfig
         from convscope.nn.models import load_model
 
-        model = load_model(config, weights_file=weights_file)
+        model = load_model(ModelConfig.from_dict(config["model"]),
+                           weights_file or config["model"]["weights"],
+                           in_channels=int(config["preprocess"]["channels"]))
     model.eval()
     shard_attrs = {}
     if shard_paths:

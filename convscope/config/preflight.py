@@ -156,6 +156,7 @@ def check_dataset(config: dict) -> None:
 
 def _model_or_error(config: dict):
     """The configured model; with a user checkpoint (or torchvision's cached one) loaded."""
+    from convscope.config.sections import ModelConfig
     from convscope.nn.models import ModelError, build_model, load_model
 
     model_cfg = config["model"]
@@ -170,8 +171,10 @@ def _model_or_error(config: dict):
                              "model.kind is 'torchvision' (e.g. resnet18)")
     try:
         if weights or kind == "torchvision":
-            return load_model(config, "cpu")
-        return build_model(model_cfg, num_classes=model_cfg.get("num_classes") or 10,
+            return load_model(ModelConfig.from_dict(model_cfg), weights or None,
+                              in_channels=int(config["preprocess"]["channels"]))
+        return build_model(ModelConfig.from_dict(model_cfg),
+                           num_classes=model_cfg.get("num_classes") or 10,
                            in_channels=int(config["preprocess"]["channels"]))
     except ModelError as exc:
         raise PreflightError(str(exc)) from None

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from convscope import __version__
 from convscope.data import gpu_decode
+from convscope.config.sections import ModelConfig
 from convscope.config.validate import config_hash
 from convscope.data.images import PIXEL_ATTRIBUTE_NAMES, ImageReadError, load_image, make_thumbnail, pixel_attributes
 from convscope.data.manifest import read_manifest
@@ -86,7 +87,8 @@ def resolve_decode(name: str, device: torch.device) -> str:
 def shard_identity(config: dict, manifest_csv: str | Path, weights_file=None) -> dict:
     """What must match for shards to be combined: model, layers, preprocessing, manifest."""
     return {
-        "model": model_identity(config, weights_file),
+        "model": model_identity(ModelConfig.from_dict(config["model"]),
+                                weights_file or config["model"]["weights"]),
         "layers": list(config["layers"]),
         "codes_layer": config.get("codes_layer"),
         "preprocess": config_hash(config, ["preprocess"]),
@@ -306,7 +308,8 @@ def extract_shard(config: dict, manifest_csv: str | Path, model_info: dict, shar
     use_cuda = torch_device.type == "cuda"
     if use_cuda:  # autotuned kernels may differ between runs: keep results reproducible
         torch.backends.cudnn.benchmark = False
-    model = load_model(config, torch_device, weights_file)
+    model = load_model(ModelConfig.from_dict(config["model"]), weights_file or config["model"]["weights"],
+                       in_channels=int(config["preprocess"]["channels"]), device=torch_device)
     model = model.to(memory_format=torch.channels_last)
     layers = list(config["layers"])
     layer_shapes = {name: model_info["layers"][name]["shape"] for name in layers}

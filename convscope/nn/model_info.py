@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convscope.nn.models import check_layer_names, codes_module_name
+from convscope.nn.layers import check_layer_names
+from convscope.nn.models import codes_module_name
 from convscope.data.preprocess import input_hw
 from convscope.nn.receptive_field import receptive_fields
 
@@ -86,11 +87,13 @@ def write_model_info(config: dict, out_json, weights_file=None) -> dict:
     import json
     from pathlib import Path
 
+    from convscope.config.sections import ModelConfig
     from convscope.nn.models import load_model, model_identity
 
-    model = load_model(config, "cpu", weights_file)
+    model_cfg = ModelConfig.from_dict(config["model"])
+    model = load_model(model_cfg, weights_file, in_channels=int(config["preprocess"]["channels"]))
     info = describe_model(model, config)
-    info["model"] = model_identity(config, weights_file)
+    info["model"] = model_identity(model_cfg, weights_file)
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     Path(out_json).write_text(json.dumps(info, indent=2))
     for name, layer in info["layers"].items():

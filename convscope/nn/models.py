@@ -22,22 +22,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from convscope.config.sections import ModelConfig
+from convscope.nn.layers import check_layer_names
+
 __all__ = [
     "ModelError",
     "DemoCNN",
-    "DEMO_WEIGHTS_PATH",
     "build_model",
-    "weights_path",
     "load_checkpoint",
     "load_model",
-    "check_layer_names",
     "codes_module_name",
     "file_sha256",
     "model_identity",
 ]
-
-DEMO_WEIGHTS_PATH = "results/model/demo_model.pt"
-
 
 class ModelError(ValueError):
     """A model, checkpoint or layer name in the config is not usable."""
@@ -95,48 +92,39 @@ def _import_factory(spec: str):
                          f"{attr!r}") from None
 
 
-def build_model(model_cfg: dict, num_classes: int | None = None, in_channels: int = 3) -> nn.Module:
+def build_model(model_cfg: ModelConfig, num_classes: int | None = None,
+                in_channels: int = 3) -> nn.Module:
     """An untrained instance of the configured architecture.
 
-    ``num_classes`` is used when the config's ``model.num_classes`` is null.
+    ``num_classes`` is used when ``model.num_classes`` is null.
     """
-    kind = model_cfg.get("kind", "demo")
-    n_classes = model_cfg.get("num_classes") or num_classes
+    kind = model_cfg.kind
+    n_classes = model_cfg.num_classes or num_classes
     if kind == "demo":
         return DemoCNN(num_classes=n_classes or 10, in_channels=in_channels)
     if kind == "torchvision":
         import torchvision
 
-        name = model_cfg.get("name")
+        name = model_cfg.name
         valid = torchvision.models.list_models(module=torchvision.models)
         if name not in valid:
             raise ModelError(f"model.name {name!r} is not a torchvision classification model; "
                              f"valid names include: {', '.join(sorted(valid))}")
-        kwargs = dict(model_cfg.get("factory_kwargs") or {})
-        kwargs.setdefault("num_classes", model_cfg.get("num_classes") or 1000)
+        kwargs = dict(model_cfg.factory_kwargs or {})
+        kwargs.setdefault("num_classes", model_cfg.num_classes or 1000)
         return torchvision.models.get_model(name, weights=None, **kwargs)
     if kind == "custom":
-        spec = model_cfg.get("factory")
+        spec = model_cfg.factory
         if not spec:
             raise ModelError('model.kind is "custom" but model.factory is not set; '
                              'give "package.module:function"')
         factory = _import_factory(spec)
-        model = factory(**(model_cfg.get("factory_kwargs") or {}))
+        model = factory(**(model_cfg.factory_kwargs or {}))
         if not isinstance(model, nn.Module):
             raise ModelError(f"model.factory {spec!r} returned {type(model).__name__}, "
                              "not a torch.nn.Module")
         return model
     raise ModelError(f"model.kind {kind!r} is unknown; valid: demo, torchvision, custom")
-
-
-def weights_path(config: dict) -> str | None:
-    """The checkpoint file the config points to (the trained demo model for ``demo``)."""
-    model_cfg = config["model"]
-    if model_cfg.get("weights"):
-        return model_cfg["weights"]
-    if model_cfg.get("kind", "demo") == "demo":
-        return DEMO_WEIGHTS_PATH
-    return None
 
 
 def _state_dict_from(obj, path) -> dict:
@@ -199,18 +187,22 @@ def _torchvision_cached_weights(name: str):
     return cached
 
 
-def load_model(config: dict, device: str | torch.device = "cpu",
-               weights_file: str | os.PathLike | None = None,
+def load_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | None, *,
+               in_channels: int = 3, device: str | torch.device = "cpu",
                num_classes: int | None = None) -> nn.Module:
-    """The configured model with its weights, in eval mode on ``device``."""
-    model_cfg = config["model"]
-    in_channels = int(config.get("preprocess", {}).get("channels", 3))
-    if num_classes is None and model_cfg.get("kind") == "demo" and not model_cfg.get("num_classes"):
-        num_classes = _demo_num_classes(weights_file or weights_path(config))
+    """The configured model with its weights, in eval mode on ``device``.
+
+    ``weights_file`` is the checkpoint to load (the workflow passes
+    ``model.weights``, or the demo model it trained); None takes torchvision's
+    cached weights for a torchvision model and is an error otherwise. The demo
+    model's class count is read from its checkpoint.
+    """
+    if num_classes is None and model_cfg.kind == "demo" and not model_cfg.num_classes:
+        num_classes = _demo_num_classes(weights_file)
     model = build_model(model_cfg, num_classes=num_classes, in_channels=in_channels)
-    path = weights_file or weights_path(config)
-    if path is None and model_cfg.get("kind") == "torchvision":
-        path = _torchvision_cached_weights(model_cfg["name"])
+    path = weights_file
+    if path is None and model_cfg.kind == "torchvision":
+        path = _torchvision_cached_weights(model_cfg.name)
     if path is None:
         raise ModelError("model.weights is not set; give the checkpoint file of your model")
     load_checkpoint(model, path)
@@ -224,16 +216,6 @@ def _demo_num_classes(path) -> int | None:
         if "fc.weight" in state:
             return int(state["fc.weight"].shape[0])
     return None
-
-
-def check_layer_names(model: nn.Module, layer_names, key: str = "layers") -> None:
-    """Raise `ModelError` if a name is not a module of ``model``, listing valid names."""
-    modules = dict(model.named_modules())
-    bad = [name for name in layer_names if not name or name not in modules]
-    if bad:
-        valid = [name for name in modules if name]
-        raise ModelError(f"config key {key!r}: no module named {', '.join(map(repr, bad))} in the "
-                         f"model; valid module names: {', '.join(valid)}")
 
 
 def codes_module_name(model: nn.Module, codes_layer: str | None) -> tuple[str, str]:
@@ -266,14 +248,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _sha256_cached(str(path), stat.st_size, stat.st_mtime)
 
 
-def model_identity(config: dict, weights_file: str | os.PathLike | None = None) -> dict:
+def model_identity(model_cfg: ModelConfig, weights_file: str | os.PathLike | None) -> dict:
     """What identifies the model a shard came from: kind, name, weights hash."""
-    model_cfg = config["model"]
-    path = weights_file or weights_path(config)
-    if path is None and model_cfg.get("kind") == "torchvision":
-        path = _torchvision_cached_weights(model_cfg["name"])
+    path = weights_file
+    if path is None and model_cfg.kind == "torchvision":
+        path = _torchvision_cached_weights(model_cfg.name)
     return {
-        "kind": model_cfg.get("kind"),
-        "name": model_cfg.get("name") or model_cfg.get("factory") or "DemoCNN",
+        "kind": model_cfg.kind,
+        "name": model_cfg.name or model_cfg.factory or "DemoCNN",
         "weights_sha256": file_sha256(path) if path and Path(path).exists() else None,
     }

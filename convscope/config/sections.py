@@ -1,0 +1,218 @@
+"""Typed, read-only views of the config's sections.
+
+Defaults live in one place, the schema (``convscope/config/schema.yaml``);
+`convscope.config.validate_config` fills them in. The classes here hold no
+defaults of their own: each is built from one *validated* section with
+``from_dict`` and has exactly the schema's keys as fields (a test checks this),
+so a library function that takes, say, an `EmbeddingConfig` gets every setting
+it may read, typed, and nothing else.
+
+    cfg = validate_config(yaml.safe_load(open("my.yaml")))
+    embedding = EmbeddingConfig.from_dict(cfg["embedding"])
+    embedding.perplexity  # 30.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "Section",
+    "DemoDatasetConfig",
+    "DatasetConfig",
+    "TrainConfig",
+    "ModelConfig",
+    "PreprocessConfig",
+    "ExtractConfig",
+    "UnitsConfig",
+    "UnitStatsConfig",
+    "FiltersConfig",
+    "EmbeddingConfig",
+    "NeighboursConfig",
+    "PerformanceConfig",
+    "ReportConfig",
+    "SECTIONS",
+]
+
+
+class Section:
+    """Base of the section classes: build from a validated dict, turn back into one."""
+
+    _nested: ClassVar[dict[str, type]] = {}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Build from a validated config section; an unknown or missing key raises ``TypeError``."""
+        values = dict(values)
+        for key, section_type in cls._nested.items():
+            if isinstance(values.get(key), dict):
+                values[key] = section_type.from_dict(values[key])
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        missing = sorted(names - set(values))
+        if unknown or missing:
+            raise TypeError(f"{cls.__name__}: unknown keys {unknown}, missing keys {missing} "
+                            "(build it from a config validated by validate_config)")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as the plain dict it was built from."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DemoDatasetConfig(Section):
+    n_images: int
+    image_size: int
+    seed: int
+    test_fraction: float
+
+
+@dataclass(frozen=True)
+class DatasetConfig(Section):
+    kind: str
+    path: str | None
+    label_column: str | None
+    path_column: str
+    demo: DemoDatasetConfig
+
+    _nested: ClassVar[dict[str, type]] = {"demo": DemoDatasetConfig}
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    kind: str
+    name: str | None
+    factory: str | None
+    factory_kwargs: dict
+    weights: str | None
+    num_classes: int | None
+    train: TrainConfig
+
+    _nested: ClassVar[dict[str, type]] = {"train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig(Section):
+    input_size: int | list[int]
+    channels: int
+    resize: int | None
+    crop: str
+    mean: list[float]
+    std: list[float]
+
+
+@dataclass(frozen=True)
+class ExtractConfig(Section):
+    shard_size: int
+    batch_size: int
+    precision: str
+    device: str
+    num_workers: int
+    thumb_size: int
+    on_error: str
+    decode: str
+
+
+@dataclass(frozen=True)
+class UnitsConfig(Section):
+    topk: int
+    patch_px: int
+    max_channels: int
+
+
+@dataclass(frozen=True)
+class UnitStatsConfig(Section):
+    layers: list[str] | None
+    hist_bins: int
+
+
+@dataclass(frozen=True)
+class FiltersConfig(Section):
+    layers: list[str] | None
+    scale: str
+    inputs_per_filter: int
+    max_filters: int
+    tile_px: int
+    panel_images: int | list[int]
+    panel_layers: list[str] | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig(Section):
+    l2_normalize: bool
+    pca_dims: int | None
+    perplexity: float
+    n_iter: int
+    early_exaggeration_iter: int
+    learning_rate: str | float
+    method: str
+    neighbors: str
+    seed: int
+    fit_max: int
+    transform_batch: int
+    trust_sample: int
+    trust_k: int
+    grid_size: int
+    grid_max: int
+    exact_max_cells: int
+    tile_px: int
+    cloud_px: int
+    cloud_max_images: int
+    cloud_tile_px: int
+    scatter_max_points: int
+
+
+@dataclass(frozen=True)
+class NeighboursConfig(Section):
+    k: int
+    queries_per_class: int
+    max_query_classes: int
+    query_indices: list[int]
+    accuracy_k: list[int]
+    spaces: list[str]
+    seed: int
+    device: str
+    block_mb: int
+    tile_px: int
+
+
+@dataclass(frozen=True)
+class PerformanceConfig(Section):
+    split: str
+    n_bins: int
+    max_categories: int
+    exclude: list[str]
+
+
+@dataclass(frozen=True)
+class ReportConfig(Section):
+    title: str
+
+
+#: config key -> the class of that section (the top-level ``layers`` and
+#: ``codes_layer`` are plain values: a list of module names and a name or None).
+SECTIONS: dict[str, type[Section]] = {
+    "dataset": DatasetConfig,
+    "model": ModelConfig,
+    "preprocess": PreprocessConfig,
+    "extract": ExtractConfig,
+    "units": UnitsConfig,
+    "unit_stats": UnitStatsConfig,
+    "filters": FiltersConfig,
+    "embedding": EmbeddingConfig,
+    "neighbours": NeighboursConfig,
+    "performance": PerformanceConfig,
+    "report": ReportConfig,
+}
