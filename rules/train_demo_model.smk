@@ -17,25 +17,3 @@ rule train_demo_model:
         "../envs/torch.yaml"
     script:
         "../scripts/train_demo_model.py"
-
-
-rule model_info:
-    input:
-        weights=get_weights_input,
-    output:
-        "results/model/model_info.json",
-    log:
-        "logs/model_info.log",
-    params:
-        model=config["model"],
-        preprocess=config["preprocess"],
-        layers=config["layers"],
-        codes_layer=config["codes_layer"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=lambda wildcards, attempt: 20 * attempt,
-    conda:
-        "../envs/torch.yaml"
-    script:
-        "../scripts/model_info.py"

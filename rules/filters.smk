@@ -1,0 +1,23 @@
+rule filters:
+    input:
+        shards=get_shard_paths,
+        shard_index="results/features/index.json",
+        manifest="results/manifest.csv",
+        stats="results/units/stats.csv",
+        weights=get_weights_input,
+    output:
+        directory("results/units/filters"),
+    log:
+        "logs/units/filters.log",
+    params:
+        filters=config.get("filters", {}),
+        layers=config["layers"],
+        preprocess=config["preprocess"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/filters.py"

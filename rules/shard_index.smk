@@ -1,0 +1,17 @@
+rule shard_index:
+    input:
+        shards=get_shard_paths,
+        manifest="results/manifest.csv",
+        weights=get_weights_input,
+    output:
+        "results/features/index.json",
+    log:
+        "logs/shard_index.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=lambda wildcards, attempt: 10 * attempt,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/shard_index.py"
