@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast test-gpu lint clean
 
 setup: $(VENV)/.installed
 
@@ -17,9 +17,19 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 
+# Everything CI runs: unit tests, end-to-end workflow runs and the local SLURM
+# cluster (installed here with apt-get; needs root). A failed install fails.
 test: setup
-	bash .ci/slurm/install.sh || echo "SLURM packages not installed: the SLURM tests will skip"
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+	bash .ci/slurm/install.sh
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m "not gpu"
+
+# The quick loop for development: unit tests only (about a minute on 2 cores).
+test-fast: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m "not workflow and not slurm and not gpu"
+
+# Tests that need a CUDA GPU (not part of CI, which has none).
+test-gpu: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m gpu
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -1,21 +1,32 @@
-import json
 import sys
-from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
 from convscope.config.validate import ConfigError, load_schema, validate_config
-from convscope.extract.pipeline import n_shards
-from convscope.config.preflight import PreflightError, preflight
+from convscope.config.preflight import PreflightError, check_dataset, check_model
+from convscope.store.rows import n_shards
 
+# Validate the config (defaults from the schema) and check the dataset while
+# parsing: cheap, so -n, --unlock and --lint pay almost nothing. Building the
+# model to check layer names and checkpoint waits for `onstart`, which runs
+# only when jobs are about to run (not for -n, --unlock, --lint, --list-rules).
 try:
     _validated = validate_config(config, load_schema())
     config.clear()
     config.update(_validated)
     if workflow.is_main_process:  # cluster jobs re-read this file; the checks ran already
-        preflight(config)
+        check_dataset(config)
 except (ConfigError, PreflightError) as exc:
     sys.exit(f"convscope: {exc}")  # the message alone, no traceback (a WorkflowError shows one)
+
+
+onstart:
+    if workflow.is_main_process:
+        try:
+            check_model(config)
+        except PreflightError as exc:
+            print(f"convscope: {exc}", file=sys.stderr)
+            raise SystemExit(1)
 
 
 wildcard_constraints:
@@ -25,7 +36,7 @@ wildcard_constraints:
 def get_dataset_source(wildcards=None):
     """The file or folder the manifest is built from."""
     if config["dataset"]["kind"] == "demo":
-        return "results/demo/manifest.csv"
+        return rules.demo_dataset.output.manifest
     return config["dataset"]["path"]
 
 
@@ -34,7 +45,7 @@ def get_weights_input(wildcards=None):
     if config["model"]["weights"]:
         return config["model"]["weights"]
     if config["model"]["kind"] == "demo":
-        return "results/model/demo_model.pt"
+        return rules.train_demo_model.output.weights
     return []
 
 
@@ -54,7 +65,7 @@ def get_n_images():
 def get_shard_paths(wildcards=None):
     """Every shard file of the dataset (known once the manifest exists)."""
     count = n_shards(get_n_images(), config["extract"]["shard_size"])
-    return [f"results/features/shard-{i:05d}.h5" for i in range(count)]
+    return expand(rules.extract.output[0], shard=[f"{i:05d}" for i in range(count)])
 
 
 def get_report_inputs(wildcards=None):

@@ -74,37 +74,45 @@ def slurm_free_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
 
 
+def _cannot_run(reason: str) -> None:
+    """Fail under CI (``CI=true``: the cluster is part of the test suite there); elsewhere
+    skip, so that a developer without root can still run the rest."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true but the local SLURM cluster cannot run: {reason}")
+    pytest.skip(reason)
+
+
 def ensure_slurm_cluster() -> None:
     """Install and start the local one-node SLURM cluster; return once it is idle.
 
-    Calls `pytest.skip` when SLURM cannot be installed here (not Linux, no
-    apt-get, apt-get failed, or not root and no cluster already running).
-    Calls `pytest.fail` when it is installed but does not start, since that is
-    a bug in ``.ci/slurm/start.sh`` or the host.
+    When SLURM cannot be installed here (not Linux, no apt-get, apt-get
+    failed, or not root and no cluster already running) the test fails under
+    CI and is skipped elsewhere. Calls `pytest.fail` when it is installed but
+    does not start, since that is a bug in ``.ci/slurm/start.sh`` or the host.
     Safe to call from several processes at once; cheap when the cluster is up.
     """
     global _cluster_ready
     if _cluster_ready:
         return
     if not sys.platform.startswith("linux"):
-        pytest.skip(f"local SLURM cluster needs Linux, this is {sys.platform}")
+        _cannot_run(f"local SLURM cluster needs Linux, this is {sys.platform}")
     if shutil.which("bash") is None:
-        pytest.skip("local SLURM cluster needs bash")
+        _cannot_run("local SLURM cluster needs bash")
 
     if os.geteuid() != 0:
         if _debug_partition_up():
             _cluster_ready = True
             return
-        pytest.skip("starting the local SLURM cluster needs root, and none is running")
+        _cannot_run("starting the local SLURM cluster needs root, and none is running")
 
     with open(_LOCK_PATH, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             install = _run_script("install.sh", _INSTALL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            pytest.skip(f"installing SLURM took over {_INSTALL_TIMEOUT_S} s")
+            _cannot_run(f"installing SLURM took over {_INSTALL_TIMEOUT_S} s")
         if install.returncode != 0:
-            pytest.skip(
+            _cannot_run(
                 "cannot install SLURM here (.ci/slurm/install.sh exited "
                 f"{install.returncode}):\n{_tail(install.stdout + install.stderr)}"
             )

@@ -106,7 +106,7 @@ def test_path_column_absent(data):
 
 
 def test_parquet_label_column_absent(data):
-    pytest.importorskip("pyarrow")
+    import pyarrow  # noqa: F401 - a dependency of convscope: Parquet manifests
     pd.read_csv(data / "data.csv").to_parquet(data / "data.parquet")
     preflight(validate_config(_config(data, dataset={"path": str(data / "data.parquet")})))
     message = _preflight_message(_config(data, dataset={"path": str(data / "data.parquet"),
@@ -236,6 +236,7 @@ _CASES = {
 }
 
 
+@pytest.mark.workflow
 def test_snakemake_stops_before_any_job(data):
     torch.save(DemoCNN(num_classes=5).state_dict(), data / "five.pt")
     runs = {}
@@ -258,3 +259,20 @@ def test_snakemake_stops_before_any_job(data):
         for expected in _CASES[name][1]:
             assert expected in stderr, (name, expected, output)
         assert not (data / name / "results").exists(), name
+
+
+@pytest.mark.workflow
+def test_dry_run_and_lint_do_not_build_the_model(data):
+    """-n and --lint only validate the config and the dataset; the model (here a checkpoint
+    that does not fit) is checked when jobs are about to run (see the test above)."""
+    torch.save(DemoCNN(num_classes=5).state_dict(), data / "five.pt")
+    raw = _config(data)
+    raw["model"]["weights"] = str(data / "five.pt")
+    (data / "config.yaml").write_text(yaml.safe_dump(raw))
+    for flags in (["-n"], ["--lint"]):
+        proc = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile",
+                               "config.yaml", *flags], cwd=data, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, (flags, proc.stdout + proc.stderr)
+        assert "fc.weight" not in proc.stdout + proc.stderr
+    assert not (data / "results").exists()

@@ -1,7 +1,7 @@
 """Run Snakemake workflows on a real one-node SLURM cluster (``.ci/slurm/``).
 
 The cluster is installed and started on first use (needs root and apt-get;
-skipped otherwise). Jobs go through ``snakemake --executor slurm`` with the
+under CI a cluster that cannot be installed or started fails the tests). Jobs go through ``snakemake --executor slurm`` with the
 test profile ``.ci/slurm/test-profile``: partition ``debug``, no account,
 status from ``squeue`` (the test cluster has no accounting database).
 """
@@ -43,29 +43,6 @@ rule second:
     input: "first.txt"
     output: "second.txt"
     shell: "cat {input} > {output} && echo $SLURM_JOB_ID >> {output}"
-"""
-
-
-_GPU_AND_CPU_RULES_SNAKEFILE = """\
-rule all:
-    input: "extract.txt", "attribution.txt", "synthesis.txt", "units.txt"
-
-rule extract:
-    output: "extract.txt"
-    shell: "touch {output}"
-
-rule attribution:
-    output: "attribution.txt"
-    shell: "touch {output}"
-
-rule synthesis:
-    output: "synthesis.txt"
-    shell: "touch {output}"
-
-rule units:
-    output: "units.txt"
-    threads: 3
-    shell: "touch {output}"
 """
 
 
@@ -166,9 +143,8 @@ def _dry_run_resources(output: str) -> dict[str, dict[str, str]]:
     return resources
 
 
-def test_slurm_profile_requests_gpus_for_gpu_rules(tmp_path):
-    """profiles/slurm parses, reads its environment variables and sets GPU resources."""
-    (tmp_path / "Snakefile").write_text(_GPU_AND_CPU_RULES_SNAKEFILE)
+def _profile_dry_run(workdir: Path, *targets: str) -> str:
+    """Dry-run the real workflow on the tiny config with profiles/slurm; return its output."""
     env = slurm_free_env() | {
         "CONVSCOPE_SLURM_PARTITION": "cpu-part",
         "CONVSCOPE_SLURM_GPU_PARTITION": "gpu-part",
@@ -176,27 +152,59 @@ def test_slurm_profile_requests_gpus_for_gpu_rules(tmp_path):
     env.pop("CONVSCOPE_SLURM_ACCOUNT", None)
     proc = subprocess.run(
         _snakemake_command()
-        + ["--workflow-profile", str(REPO_ROOT / "profiles" / "slurm"), "--dry-run"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+        + ["--snakefile", str(WORKFLOW_SNAKEFILE), "--configfile", str(TINY_CONFIG),
+           "--workflow-profile", str(REPO_ROOT / "profiles" / "slurm"), "--dry-run", *targets],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    resources = _dry_run_resources(proc.stdout + proc.stderr)
+    return proc.stdout + proc.stderr
 
-    for rule in ("extract", "attribution", "synthesis"):
-        assert resources[rule]["slurm_partition"] == "gpu-part"
-        assert resources[rule]["gpu"] == "1"
-        assert resources[rule]["cpus_per_gpu"] == "8"
-        assert "slurm_account" not in resources[rule]
+
+def _profile_rules() -> set[str]:
+    profile = (REPO_ROOT / "profiles" / "slurm" / "config.yaml").read_text()
+    block = profile[profile.index("set-resources:"):]
+    return set(re.findall(r"^  (\w+):$", block, flags=re.M))
+
+
+def _workflow_rules() -> set[str]:
+    proc = subprocess.run(
+        _snakemake_command() + ["--snakefile", str(WORKFLOW_SNAKEFILE), "--list-rules"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return {line.strip() for line in proc.stdout.splitlines() if re.fullmatch(r"\w+", line.strip())}
+
+
+def test_slurm_profile_names_only_rules_of_the_workflow():
+    rules = _workflow_rules()
+    assert {"extract", "topk_units", "report"} <= rules, rules
+    assert _profile_rules() and _profile_rules() <= rules, (_profile_rules(), rules)
+
+
+@pytest.mark.workflow
+def test_slurm_profile_gives_the_real_rules_their_resources(tmp_path):
+    """profiles/slurm on the real workflow: GPU partition and one GPU for extraction,
+    the CPU partition and the rules' own runtime/memory elsewhere."""
+    # Shards are known once the manifest checkpoint has run: build it locally first.
+    subprocess.run(
+        _snakemake_command()
+        + ["--snakefile", str(WORKFLOW_SNAKEFILE), "--configfile", str(TINY_CONFIG),
+           "--cores", "1", "results/manifest.csv"],
+        cwd=tmp_path, env=slurm_free_env(), capture_output=True, text=True, timeout=300,
+        check=True,
+    )  # fmt: skip
+    resources = _dry_run_resources(_profile_dry_run(tmp_path))
+    assert {"extract", "topk_units", "embedding"} <= set(resources), sorted(resources)
+    assert resources["extract"]["slurm_partition"] == "gpu-part"
+    assert resources["extract"]["gpu"] == "1"
+    assert resources["extract"]["cpus_per_gpu"] == "8"
     assert resources["extract"]["runtime"] == "120"  # "120 * attempt", first attempt
     assert resources["extract"]["mem_mb"] == "32000"
-    assert resources["units"]["slurm_partition"] == "cpu-part"
-    assert "gpu" not in resources["units"]
-    assert resources["units"]["runtime"] == "60"  # "60 * attempt"
+    assert "slurm_account" not in resources["extract"]
+    for rule in ("topk_units", "embedding", "report"):
+        assert resources[rule]["slurm_partition"] == "cpu-part", rule
+        assert "gpu" not in resources[rule], rule
+    assert resources["topk_units"]["runtime"] == "60"  # rules/topk_units.smk: 60 * attempt
+    assert resources["embedding"]["mem_mb"] == "8000"  # rules/embedding.smk
 
 
 def _result_files(workdir: Path) -> set[str]:
@@ -268,12 +276,7 @@ def _assert_json_close(local_value, slurm_value, where: str) -> None:
 
 @pytest.mark.slurm
 @pytest.mark.workflow
-@pytest.mark.skipif(
-    not (WORKFLOW_SNAKEFILE.exists() and TINY_CONFIG.exists()), reason="workflow not ready"
-)
 def test_workflow_on_slurm_matches_local(slurm_cluster, tmp_path):
-    # TODO(lead): check that tiny_config.yaml's paths work under --directory <tmp>
-    # (relative paths resolve against the working directory, not the repo).
     common = ["--snakefile", str(WORKFLOW_SNAKEFILE), "--configfile", str(TINY_CONFIG)]
     local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
     local_dir.mkdir()

@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 __all__ = ["ConfigError", "SCHEMA_PATH", "load_schema", "validate_config", "load_config",
-           "config_hash"]
+           "config_hash", "merge_configs", "describe_config"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
 
@@ -100,3 +100,37 @@ def config_hash(config: dict, sections=None) -> str:
     part = {k: config.get(k) for k in sections} if sections else config
     blob = json.dumps(part, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def merge_configs(base: dict, override: dict) -> dict:
+    """``override`` merged into ``base`` key by key (nested mappings merged, the rest replaced),
+    as Snakemake merges ``--configfile`` files; neither input is changed."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_configs(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _yaml_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def describe_config(config: dict, schema: dict | None = None, indent: int = 0) -> str:
+    """YAML text of a validated ``config`` with each key's schema description as a comment."""
+    schema = schema or load_schema()
+    lines = []
+    known = list(schema.get("properties", {}))
+    for key in [k for k in known if k in config] + [k for k in config if k not in known]:
+        value = config[key]
+        sub = schema.get("properties", {}).get(key, {})
+        note = " ".join(str(sub.get("description", "")).split())
+        pad = " " * indent
+        if isinstance(value, dict) and sub.get("properties"):
+            lines.append(f"{pad}{key}:" + (f"  # {note}" if note else ""))
+            lines.append(describe_config(value, sub, indent + 2).rstrip("\n"))
+        else:
+            lines.append(f"{pad}{key}: {_yaml_value(value)}" + (f"  # {note}" if note else ""))
+    return "\n".join(lines) + "\n"
