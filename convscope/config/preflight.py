@@ -22,30 +22,20 @@ the workflow, so only its architecture is checked.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
+
+from convscope.nn.layers import did_you_mean as _hint
+from convscope.nn.layers import listing as _listing
 
 __all__ = ["PreflightError", "preflight", "check_dataset", "check_model"]
 
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 _ARRAY_SUFFIXES = (".npz", ".h5", ".hdf5")
-_MAX_LISTED = 40  # valid choices listed in a message
 
 
 class PreflightError(ValueError):
     """A config value points at something that is not there or does not fit."""
-
-
-def _listing(names, limit: int = _MAX_LISTED) -> str:
-    names = [str(n) for n in names]
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return (", ".join(names[:limit]) or "none") + more
-
-
-def _hint(name: str, valid) -> str:
-    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # --------------------------------------------------------------------------
@@ -125,7 +115,7 @@ def check_dataset(config: dict) -> None:
     kind = dataset["kind"]
     if kind == "demo":
         return
-    raw = dataset.get("path")
+    raw = dataset["path"]
     if not raw:
         raise PreflightError(f"config key 'dataset.path' must be set for dataset.kind {kind!r} "
                              "(a folder, a .csv/.parquet manifest or a .npz/.h5 array file)")
@@ -159,42 +149,40 @@ def _model_or_error(config: dict):
     from convscope.config.sections import ModelConfig
     from convscope.nn.models import ModelError, build_model, load_model
 
-    model_cfg = config["model"]
-    kind = model_cfg["kind"]
-    weights = model_cfg.get("weights")
+    model_cfg = ModelConfig.from_dict(config["model"])
+    in_channels = int(config["preprocess"]["channels"])
+    weights = model_cfg.weights
     if weights and not Path(weights).is_file():
         what = "is a folder, not a file" if Path(weights).is_dir() else "does not exist"
         raise PreflightError(f"config key 'model.weights': {weights} {what} (give a checkpoint "
                              "file: a state dict, or a dict holding one under 'state_dict')")
-    if kind == "torchvision" and not model_cfg.get("name"):
+    if model_cfg.kind == "torchvision" and not model_cfg.name:
         raise PreflightError("config key 'model.name' must name a torchvision model when "
                              "model.kind is 'torchvision' (e.g. resnet18)")
     try:
-        if weights or kind == "torchvision":
-            return load_model(ModelConfig.from_dict(model_cfg), weights or None,
-                              in_channels=int(config["preprocess"]["channels"]))
-        return build_model(ModelConfig.from_dict(model_cfg),
-                           num_classes=model_cfg.get("num_classes") or 10,
-                           in_channels=int(config["preprocess"]["channels"]))
+        if weights or model_cfg.kind == "torchvision":
+            return load_model(model_cfg, weights, in_channels=in_channels)
+        # the demo model is trained by the workflow: only its architecture can be checked
+        return build_model(model_cfg, num_classes=model_cfg.num_classes or 10,
+                           in_channels=in_channels)
     except ModelError as exc:
         raise PreflightError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the user's factory or kwargs failed
-        what = (f"model.factory {model_cfg.get('factory')!r}" if kind == "custom"
-                else f"model.name {model_cfg.get('name')!r}" if kind == "torchvision"
-                else "the demo model")
+        what = {"custom": f"model.factory {model_cfg.factory!r}",
+                "torchvision": f"model.name {model_cfg.name!r}"}.get(model_cfg.kind,
+                                                                    "the demo model")
         raise PreflightError(f"{what} with model.factory_kwargs "
-                             f"{dict(model_cfg.get('factory_kwargs') or {})} could not be "
-                             f"built: {type(exc).__name__}: {exc}") from None
+                             f"{dict(model_cfg.factory_kwargs)} could not be built: "
+                             f"{type(exc).__name__}: {exc}") from None
 
 
-def _check_names(names, valid, key: str, what: str) -> None:
-    if names is None:
-        return
-    names = [names] if isinstance(names, str) else list(names)
-    bad = [name for name in names if name not in valid]
+def _check_analysed(names, layers) -> None:
+    """``unit_stats.layers`` must name analysed layers (a subset of ``layers``)."""
+    bad = [name for name in names or [] if name not in layers]
     if bad:
-        raise PreflightError(f"config key {key!r}: {bad[0]!r} is not {what}{_hint(bad[0], valid)}; "
-                             f"valid names: {_listing(valid)}")
+        raise PreflightError(f"config key 'unit_stats.layers': {bad[0]!r} is not an analysed "
+                             f"layer (one of 'layers'){_hint(bad[0], layers)}; valid names: "
+                             f"{_listing(layers)}")
 
 
 def _check_forward(model, config: dict) -> None:
@@ -232,23 +220,24 @@ def check_model(config: dict) -> None:
     """Check the model, its checkpoint and every layer name; raise `PreflightError` or return."""
     from torch import nn
 
+    from convscope.nn.layers import LayerNameError, check_layer_names, module_names
+
     model = _model_or_error(config)
-    modules = {name: module for name, module in model.named_modules() if name}
-    _check_names(config["layers"], modules, "layers", "a module of the model")
-    if config.get("codes_layer"):
-        _check_names(config["codes_layer"], modules, "codes_layer", "a module of the model")
-    elif not any(isinstance(m, nn.Linear) for m in modules.values()):
-        raise PreflightError("config key 'codes_layer' is null, which takes the CNN code from "
-                             "the input of the last nn.Linear, but the model has none; set "
-                             f"codes_layer to a module name: {_listing(modules)}")
-    _check_names(config.get("unit_stats", {}).get("layers"), list(config["layers"]),
-                 "unit_stats.layers", "an analysed layer (one of 'layers')")
-    filters_cfg = config.get("filters", {})
-    convs = [name for name, m in modules.items() if isinstance(m, nn.Conv2d)]
-    _check_names(filters_cfg.get("layers"), convs, "filters.layers",
-                 "an nn.Conv2d module of the model")
-    _check_names(filters_cfg.get("panel_layers"), modules, "filters.panel_layers",
-                 "a module of the model")
+    filters_cfg = config["filters"]
+    try:
+        check_layer_names(model, config["layers"], key="layers")
+        if config["codes_layer"]:
+            check_layer_names(model, config["codes_layer"], key="codes_layer")
+        elif not any(isinstance(m, nn.Linear) for m in model.modules()):
+            raise PreflightError("config key 'codes_layer' is null, which takes the CNN code "
+                                 "from the input of the last nn.Linear, but the model has none; "
+                                 f"set codes_layer to a module name: {_listing(module_names(model))}")
+        _check_analysed(config["unit_stats"]["layers"], list(config["layers"]))
+        check_layer_names(model, filters_cfg["layers"], key="filters.layers", kind=nn.Conv2d,
+                          what="an nn.Conv2d module of the model")
+        check_layer_names(model, filters_cfg["panel_layers"], key="filters.panel_layers")
+    except LayerNameError as exc:
+        raise PreflightError(str(exc)) from None
     _check_forward(model, config)
 
 

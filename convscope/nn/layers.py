@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # importing torch is slow; the workflow imports this module while parsing
+    from torch import nn
 
 __all__ = ["LayerNameError", "module_names", "check_layer_names", "get_module", "get_modules",
            "listing", "did_you_mean"]
