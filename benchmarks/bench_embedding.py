@@ -3,7 +3,8 @@
 Each size runs in a fresh subprocess so that its peak RSS is its own. Per
 size, synthetic clustered codes (N, D) are written as shards (not timed),
 then the stages of `convscope.analysis.embedding` are timed: streamed PCA, openTSNE
-(fit on at most ``--fit-max`` points, transform the rest), trustworthiness
+(fit on at most ``--fit-max`` points, transform the rest; the other
+settings are the schema's defaults), trustworthiness
 on a sample and the grid assignment of the mosaic.
 
     python benchmarks/bench_embedding.py                      # modest default sizes
@@ -49,23 +50,27 @@ def _peak_rss_mb() -> float:
 
 def run_one(n: int, args) -> dict:
     from convscope.analysis.embedding import fit_tsne, map_trustworthiness, reduce_codes
+    from convscope.config import EmbeddingConfig, validate_config
     from convscope.render.mosaic import grid_assign
+
+    cfg = EmbeddingConfig.from_dict(
+        validate_config({"embedding": {"fit_max": args.fit_max}})["embedding"])
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         paths = _write_codes(Path(folder), n, args.dim, args.shard_size)
         rss_data = _peak_rss_mb()
         seconds = {}
         tic = time.perf_counter()
-        reduced, _ = reduce_codes(paths, pca_dims=50, normalize=True)
+        reduced, _ = reduce_codes(paths, pca_dims=cfg.pca_dims, normalize=cfg.l2_normalize)
         seconds["pca"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        xy, fitted, info = fit_tsne(reduced, seed=0, n_jobs=args.threads, fit_max=args.fit_max)
+        xy, fitted, info = fit_tsne(reduced, cfg, n_jobs=args.threads)
         seconds["tsne"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        trust, _, _ = map_trustworthiness(reduced, xy, 10, 1000, 0)
+        trust, _, _ = map_trustworthiness(reduced, xy, cfg.trust_k, cfg.trust_sample, cfg.seed)
         seconds["trust"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        grid_assign(xy, min(40, int(np.sqrt(n))))
+        grid_assign(xy, min(cfg.grid_max, int(np.sqrt(n))), exact_max_cells=cfg.exact_max_cells)
         seconds["grid"] = time.perf_counter() - tic
     return {"n": n, "dim": args.dim, "n_fitted": int(fitted.sum()), "method": info["method"],
             "seconds": seconds, "total_s": sum(seconds.values()), "trustworthiness": trust,

@@ -8,7 +8,7 @@ the demo CNN). Then, on one device, it times:
 
 - ``bare``: the model alone on a fixed batch already on the device,
   channels-last, same batch size and autocast precision, inference mode;
-- ``hooks``: the same with `convscope.extract.pipeline.ActivationSummarizer` hooks on
+- ``hooks``: the same with `convscope.extract.summarize.summarize_activations` hooks on
   the configured layers (what the per-channel reductions cost);
 - ``loader``: extraction's own DataLoader (decode, resize, thumbnail, pixel
   attributes in workers; pinned memory) iterated without the model;
@@ -99,6 +99,7 @@ def make_dataset(root: Path, n_images: int, image_hw: tuple[int, int], n_classes
 
 def make_model_config(name: str, folder: Path) -> tuple[dict, list[str], Path]:
     """Model section, layer names and a weights file of a randomly initialised model."""
+    from convscope.config import ModelConfig, validate_config
     from convscope.nn.models import build_model
 
     torch.manual_seed(0)
@@ -108,7 +109,7 @@ def make_model_config(name: str, folder: Path) -> tuple[dict, list[str], Path]:
     else:
         model_cfg = {"kind": "torchvision", "name": name}
         layers = _RESNET_LAYERS if name.startswith(("resnet", "resnext", "wide_resnet")) else None
-    model = build_model(model_cfg)
+    model = build_model(ModelConfig.from_dict(validate_config({"model": model_cfg})["model"]))
     if layers is None:  # the last four top-level children that are not the head
         children = [n for n, m in model.named_children()
                     if not isinstance(m, (torch.nn.Linear, torch.nn.Dropout))]
@@ -160,25 +161,44 @@ def _time_forward(model, x, n_batches: int, warmup: int, dtype, device) -> float
     return time.perf_counter() - tic
 
 
-def bare_and_hooked_forward(config: dict, model_info: dict, device: torch.device,
+def _sections(config: dict, device: torch.device | str | None = None) -> dict:
+    """`extract_shard`'s keyword arguments from a validated config (device overridden)."""
+    from convscope.config import ExtractConfig, ModelConfig, PreprocessConfig
+
+    extract = dict(config["extract"], **({"device": str(device)} if device else {}))
+    return {"model": ModelConfig.from_dict(config["model"]),
+            "preprocess": PreprocessConfig.from_dict(config["preprocess"]),
+            "extract": ExtractConfig.from_dict(extract),
+            "layers": config["layers"], "codes_layer": config["codes_layer"]}
+
+
+def _load(config: dict, weights, device) -> torch.nn.Module:
+    from convscope.config import ModelConfig
+    from convscope.nn.models import load_model
+
+    return load_model(ModelConfig.from_dict(config["model"]), weights,
+                      in_channels=int(config["preprocess"]["channels"]), device=device)
+
+
+def bare_and_hooked_forward(config: dict, model_info: dict, weights, device: torch.device,
                             n_batches: int, warmup: int) -> dict:
     """Images/s of the model on a resident batch: bare, and with extraction's hooks."""
-    from convscope.extract.pipeline import ActivationSummarizer
-    from convscope.nn.models import codes_module_name, load_model
     from convscope.data.preprocess import input_hw
+    from convscope.extract.summarize import summarize_activations
+    from convscope.nn.models import codes_module_name
 
     extract_cfg = config["extract"]
     dtype = _PRECISIONS[extract_cfg["precision"]]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False  # as extract_shard sets it
-    model = load_model(config, device).to(memory_format=torch.channels_last)
+    model = _load(config, weights, device).to(memory_format=torch.channels_last)
     batch = extract_cfg["batch_size"]
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, model_info["in_channels"], *input_hw(config["preprocess"]),
                     generator=generator).to(device).contiguous(memory_format=torch.channels_last)
     bare_s = _time_forward(model, x, n_batches, warmup, dtype, device)
     codes_module, codes_where = codes_module_name(model, config.get("codes_layer"))
-    with ActivationSummarizer(model, config["layers"], codes_module, codes_where):
+    with summarize_activations(model, config["layers"], codes_module, codes_where):
         hooks_s = _time_forward(model, x, n_batches, warmup, dtype, device)
     images = n_batches * batch
     del model, x
@@ -190,11 +210,12 @@ def bare_and_hooked_forward(config: dict, model_info: dict, device: torch.device
 
 def loader_only(config: dict, manifest_csv: Path, pin_memory: bool) -> dict:
     """Images/s of extraction's own DataLoader (the same dataset, collate and settings)."""
-    from convscope.extract.pipeline import _make_loader
     from convscope.data.manifest import read_manifest
+    from convscope.extract.loader import make_loader
 
     manifest, _ = read_manifest(manifest_csv)
-    loader, _ = _make_loader(manifest, config["preprocess"], config["extract"], pin_memory)
+    sections = _sections(config)
+    loader, _ = make_loader(manifest, sections["preprocess"], sections["extract"], pin_memory)
     tic = time.perf_counter()
     first = None
     n = 0
@@ -240,8 +261,8 @@ def run_extract(config: dict, manifest_csv: Path, model_info: dict, weights: Pat
 
     out_path = out_dir / name
     tic = time.perf_counter()
-    summary = extract_shard(config, manifest_csv, model_info, 0, out_path, weights,
-                            device=str(device))
+    summary = extract_shard(manifest_csv, model_info, 0, out_path, weights_file=weights,
+                            **_sections(config, device))
     wall = time.perf_counter() - tic
     return {"extract_ips": summary["images"] / max(summary["seconds"], 1e-9),
             "extract_loop_s": summary["seconds"], "extract_wall_s": wall,
@@ -281,7 +302,7 @@ def decode_paths(config: dict, manifest_csv: Path, model_info: dict, weights: Pa
     return out
 
 
-def gpu_decode_probe(config: dict, manifest_csv: Path, device: torch.device) -> dict:
+def gpu_decode_probe(config: dict, manifest_csv: Path, weights, device: torch.device) -> dict:
     """Experiment: nvJPEG batch decode + GPU resize/crop/normalise + the model (no hooks).
 
     File bytes are read by a few threads; decode and everything after it run
@@ -294,12 +315,11 @@ def gpu_decode_probe(config: dict, manifest_csv: Path, device: torch.device) -> 
     from torchvision.io import ImageReadMode, decode_jpeg
 
     from convscope.data.manifest import read_manifest
-    from convscope.nn.models import load_model
     from convscope.data.preprocess import normalize
 
     extract_cfg, pre = config["extract"], config["preprocess"]
     dtype = _PRECISIONS[extract_cfg["precision"]]
-    model = load_model(config, device).to(memory_format=torch.channels_last)
+    model = _load(config, weights, device).to(memory_format=torch.channels_last)
     manifest, _ = read_manifest(manifest_csv)
     paths = manifest["path"].astype(str).tolist()
     batch = extract_cfg["batch_size"]
@@ -422,9 +442,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     import convscope
-    from convscope.extract.pipeline import resolve_device
+    from convscope.nn.device import resolve_device
     from convscope.nn.model_info import describe_model
-    from convscope.nn.models import load_model
 
     device = resolve_device(args.device)
     image_hw = tuple(int(v) for v in args.image_size.lower().split("x"))
@@ -441,7 +460,8 @@ def main(argv=None) -> dict:
         print(f"data ready in {time.perf_counter() - tic:.1f} s: {csv}", file=sys.stderr)
         model_cfg, layers, weights = make_model_config(args.model, Path(tmp))
         config = build_config(args, model_cfg, layers)
-        model_info = describe_model(load_model(config, "cpu"), config)
+        model_info = describe_model(_load(config, weights, "cpu"), config["preprocess"],
+                                    config["layers"], config["codes_layer"])
 
         result = {
             "device": str(device),
@@ -455,7 +475,8 @@ def main(argv=None) -> dict:
             "layers": layers,
         }
         n_batches = args.bare_batches or max(10, -(-args.n_images // args.batch_size))
-        result.update(bare_and_hooked_forward(config, model_info, device, n_batches, warmup=3))
+        result.update(bare_and_hooked_forward(config, model_info, weights, device, n_batches,
+                                              warmup=3))
         result.update(per_image_costs(config, csv, args.cost_sample))
         result.update(loader_only(config, csv, pin_memory=device.type == "cuda"))
         result.update(run_extract(config, csv, model_info, weights, Path(tmp), device))
@@ -464,7 +485,7 @@ def main(argv=None) -> dict:
                                        args.decode.split(",")))
         if device.type == "cuda" and not args.no_gpu_decode:
             try:
-                result.update(gpu_decode_probe(config, csv, device))
+                result.update(gpu_decode_probe(config, csv, weights, device))
             except Exception as exc:  # noqa: BLE001 - an experiment; report and go on
                 result["gpu_decode_error"] = f"{type(exc).__name__}: {exc}"
     result["ratio_extract_bare"] = result["extract_ips"] / result["bare_ips"]

@@ -55,12 +55,13 @@ def _peak_rss_mb() -> float:
 def run_one(n: int, args) -> dict:
     import torch
 
-    from convscope.analysis.neighbours import _resolve_device, knn_accuracy, knn_over_shards
+    from convscope.analysis.neighbours import knn_accuracy, knn_over_shards
+    from convscope.nn.device import resolve_device
     from convscope.store.shards import read_concat
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device, key="--device")
     out = {"n": n, "dim": args.dim, "thumb": args.thumb, "k": args.k, "device": str(device)}
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         paths = _write_shards(Path(folder), n, args.dim, args.thumb, args.shard_size)

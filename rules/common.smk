@@ -49,11 +49,12 @@ def get_weights_input(wildcards=None):
     return []
 
 
-def get_extract_settings(wildcards=None):
-    """The extract settings that can change a shard's numbers (speed settings excluded,
-    so changing them does not re-extract finished shards)."""
+def get_extract_settings(wildcards=None, speed=False):
+    """The extract settings that can change a shard's numbers (the rule's params), or with
+    ``speed=True`` the speed settings (batch_size, num_workers, device), which the rule
+    passes as resources so that changing them does not re-extract finished shards."""
     speed_only = ("batch_size", "num_workers", "device")
-    return {k: v for k, v in config["extract"].items() if k not in speed_only}
+    return {k: v for k, v in config["extract"].items() if (k in speed_only) == speed}
 
 
 def get_n_images():
@@ -69,19 +70,35 @@ def get_shard_paths(wildcards=None):
 
 
 def get_report_inputs(wildcards=None):
-    """Every analysis output the report shows."""
-    outputs = [
-        "results/units/topk.csv",
-        "results/units/stats.csv",
-        "results/units/filters",
-        "results/performance/tables.md",
-        "results/embedding/embedding.json",
-        "results/neighbours/knn_accuracy.json",
-    ]
+    """The analysis outputs the report shows, by the names `convscope.report.ReportInputs` uses."""
+    inputs = {
+        "overall": rules.performance.output.overall,
+        "per_class": rules.performance.output.per_class,
+        "per_attribute": rules.performance.output.per_attribute,
+        "performance_tables": rules.performance.output.tables,
+        "confusion": rules.performance.output.confusion,
+        "confusion_plot": rules.performance.output.confusion_plot,
+        "attribute_plots": rules.performance.output.plots,
+        "embedding_summary": rules.embedding.output.summary,
+        "coords": rules.embedding.output.coords,
+        "scatter": rules.embedding.output.scatter,
+        "mosaic": rules.embedding.output.mosaic,
+        "cloud": rules.embedding.output.cloud,
+        "knn_accuracy": rules.neighbours.output.accuracy,
+        "queries": rules.neighbours.output.queries,
+        "panels": rules.neighbours.output.panels,
+        "topk_table": rules.topk_units.output.table,
+        "topk_index": rules.topk_units.output.index,
+        "topk_pages": rules.topk_units.output.pages,
+        "unit_stats": rules.unit_stats.output.stats,
+        "unit_summary": rules.unit_stats.output.summary,
+        "firing_rate": rules.unit_stats.output.plot,
+        "filters": rules.filters.output[0],
+    }
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
-        outputs.append("results/model/train_metrics.json")
-    return outputs
+        inputs["train_metrics"] = rules.train_demo_model.output.metrics
+    return inputs
 
 
 def get_final_output(wildcards=None):
-    return ["results/report/index.html"]
+    return [rules.report.output.html]

@@ -12,7 +12,7 @@ rule embedding:
     log:
         "logs/embedding/embedding.log",
     params:
-        embedding=config.get("embedding", {}),
+        embedding=config["embedding"],
     threads: 4
     resources:
         mem_mb=8000,

@@ -9,6 +9,7 @@ rule extract:
         "logs/extract/shard-{shard}.log",
     params:
         shard_id=lambda wildcards: int(wildcards.shard),
+        model=config["model"],
         extract=get_extract_settings,
         preprocess=config["preprocess"],
         layers=config["layers"],
@@ -17,6 +18,11 @@ rule extract:
     resources:
         mem_mb=8000,
         runtime=lambda wildcards, attempt: 120 * attempt,
+        # The speed settings travel as resources, which (unlike params) are no rerun
+        # trigger: changing them does not re-extract finished shards.
+        extract_batch_size=get_extract_settings(speed=True)["batch_size"],
+        extract_num_workers=get_extract_settings(speed=True)["num_workers"],
+        extract_device=get_extract_settings(speed=True)["device"],
     conda:
         "../envs/torch.yaml"
     script:

@@ -10,9 +10,10 @@ rule filters:
     log:
         "logs/units/filters.log",
     params:
-        filters=config.get("filters", {}),
+        filters=config["filters"],
         layers=config["layers"],
         preprocess=config["preprocess"],
+        model=config["model"],
     threads: 1
     resources:
         mem_mb=4000,

@@ -2,7 +2,7 @@ rule model_info:
     input:
         weights=get_weights_input,
     output:
-        "results/model/model_info.json",
+        info="results/model/model_info.json",
     log:
         "logs/model_info.log",
     params:

@@ -10,7 +10,7 @@ rule neighbours:
     log:
         "logs/neighbours/neighbours.log",
     params:
-        neighbours=config.get("neighbours", {}),
+        neighbours=config["neighbours"],
     threads: 4
     resources:
         mem_mb=4000,

@@ -14,7 +14,7 @@ rule performance:
     log:
         "logs/performance/performance.log",
     params:
-        performance=config.get("performance", {}),
+        performance=config["performance"],
     threads: 1
     resources:
         mem_mb=4000,

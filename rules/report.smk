@@ -1,16 +1,17 @@
 rule report:
     input:
+        unpack(get_report_inputs),
         manifest="results/manifest.csv",
         model_info="results/model/model_info.json",
         shards=get_shard_paths,
         shard_index="results/features/index.json",
-        outputs=get_report_inputs,
     output:
-        "results/report/index.html",
+        html="results/report/index.html",
     log:
         "logs/report.log",
     params:
         report=config["report"],
+        dataset=config["dataset"],
     threads: 1
     resources:
         mem_mb=4000,

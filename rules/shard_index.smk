@@ -7,6 +7,12 @@ rule shard_index:
         "results/features/index.json",
     log:
         "logs/shard_index.log",
+    params:
+        model=config["model"],
+        preprocess=config["preprocess"],
+        layers=config["layers"],
+        codes_layer=config["codes_layer"],
+        shard_size=config["extract"]["shard_size"],
     threads: 1
     resources:
         mem_mb=2000,

@@ -6,12 +6,12 @@ rule topk_units:
     output:
         table="results/units/topk.csv",
         index="results/units/topk.json",
+        pages=directory("results/units/topk"),
     log:
         "logs/units/topk_units.log",
     params:
-        topk=config["units"]["topk"],
-        patch_px=config["units"]["patch_px"],
-        max_channels=config["units"]["max_channels"],
+        units=config["units"],
+        layers=config["layers"],
     threads: 1
     resources:
         mem_mb=4000,

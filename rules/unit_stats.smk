@@ -10,7 +10,7 @@ rule unit_stats:
     log:
         "logs/units/unit_stats.log",
     params:
-        unit_stats=config.get("unit_stats", {}),
+        unit_stats=config["unit_stats"],
     threads: 1
     resources:
         mem_mb=4000,

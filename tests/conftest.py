@@ -48,3 +48,12 @@ def h5_datasets(path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
         f.visititems(visit)
     return datasets
+
+
+def describe_from_config(model, config: dict) -> dict:
+    """`describe_model` for a validated whole config (tests build whole configs)."""
+    from convscope.config import PreprocessConfig
+    from convscope.nn.model_info import describe_model
+
+    return describe_model(model, PreprocessConfig.from_dict(config["preprocess"]),
+                          config["layers"], config["codes_layer"])

@@ -26,13 +26,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from convscope.config.validate import validate_config
-from convscope.extract.pipeline import ImageFailure, _ShardImages, extract_shard
+from convscope.extract.loader import ShardImages
+from convscope.extract.pipeline import ImageFailure
 from convscope.data.images import ImageReadError, load_image
 from convscope.data.manifest import build_manifest, write_manifest
-from convscope.nn.model_info import describe_model
-from convscope.config import ModelConfig
+from convscope.config import ModelConfig, PreprocessConfig
 from convscope.nn.models import DemoCNN, load_model
 from convscope.store.shards import iter_shards
+from conftest import describe_from_config
+from test_extract import extract_with
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -149,7 +151,7 @@ def _setup(tmp_path: Path, on_error: str = "skip"):
     })
     manifest, class_names = build_manifest("manifest", tmp_path / "data.csv")
     write_manifest(manifest, class_names, tmp_path / "results" / "manifest.csv")
-    model_info = describe_model(load_model(ModelConfig.from_dict(config["model"]),
+    model_info = describe_from_config(load_model(ModelConfig.from_dict(config["model"]),
                                              config["model"]["weights"]), config)
     return config, names, dict(good), bad, model_info
 
@@ -161,7 +163,7 @@ def _setup(tmp_path: Path, on_error: str = "skip"):
 def test_bad_images_are_recorded_and_good_ones_converted(tmp_path):
     config, names, good, bad, model_info = _setup(tmp_path)
     out = tmp_path / "results" / "features" / "shard-00000.h5"
-    summary = extract_shard(config, tmp_path / "results" / "manifest.csv", model_info, 0, out)
+    summary = extract_with(config, tmp_path / "results" / "manifest.csv", model_info, 0, out)
 
     wanted = ["index", "failed/index", "failed/reason", "thumbs", "codes", "layers/relu4/max"]
     wanted += [f"image_attrs/{a}" for a in ("brightness", "saturation", "width", "height")]
@@ -191,7 +193,7 @@ def test_on_error_fail_stops_without_a_shard(tmp_path):
     config, names, _good, bad, model_info = _setup(tmp_path, on_error="fail")
     out = tmp_path / "results" / "features" / "shard-00000.h5"
     with pytest.raises(ImageFailure) as err:
-        extract_shard(config, tmp_path / "results" / "manifest.csv", model_info, 0, out)
+        extract_with(config, tmp_path / "results" / "manifest.csv", model_info, 0, out)
     first_bad = next(n for n in names if n in bad)
     assert first_bad in str(err.value) and "on_error" in str(err.value)
     assert not out.parent.exists() or not any(out.parent.iterdir())
@@ -230,6 +232,10 @@ def _image_like_bytes(draw):
     return suffix, bytes(data)
 
 
+_PREPROCESS_16 = PreprocessConfig.from_dict(
+    validate_config({"preprocess": {"input_size": 16, "resize": 16}})["preprocess"])
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about what it salvages
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -245,7 +251,7 @@ def test_random_bytes_decode_or_fail_cleanly(tmp_path, case):
     else:
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     rows = pd.DataFrame({"index": [0], "path": [str(path)], "slot": [-1], "label": [0]})
-    item = _ShardImages(rows, {"input_size": 16, "resize": 16, "channels": 3}, 8)[0]
+    item = ShardImages(rows, _PREPROCESS_16, 8)[0]
     assert ("failed" in item) != ("image" in item)
     if "image" in item:
         assert item["image"].shape == (16, 16, 3) and item["thumb"].shape == (8, 8, 3)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import colorsys
 import os
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from convscope.config import validate_config
+from convscope.config.sections import DemoDatasetConfig
 from convscope.data.demo import (
     BACKGROUNDS,
     COLOUR_NAMES,
@@ -23,10 +24,20 @@ from convscope.data.images import load_image
 from convscope.data.manifest import build_manifest
 
 
+def demo_settings(**values) -> DemoDatasetConfig:
+    """A validated ``dataset.demo`` section with ``values`` set (defaults from the schema)."""
+    return DemoDatasetConfig.from_dict(validate_config({"dataset": {"demo": values}})["dataset"]["demo"])
+
+
+def generate(out_dir, **values):
+    """The demo dataset in ``out_dir``: ``manifest.csv`` beside the ``images`` folder."""
+    return generate_demo_dataset(demo_settings(**values), out_dir / "manifest.csv", out_dir / "images")
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("demo")
-    frame = generate_demo_dataset(out_dir, n_images=205, image_size=32, seed=7, test_fraction=0.2)
+    frame = generate(out_dir, n_images=205, image_size=32, seed=7, test_fraction=0.2)
     return out_dir, frame
 
 
@@ -111,13 +122,13 @@ def test_unknown_shape():
 
 def test_same_seed_same_bytes_different_seed_differs(tmp_path, demo):
     out_dir, frame = demo
-    again = generate_demo_dataset(tmp_path / "again", n_images=205, image_size=32, seed=7)
+    again = generate(tmp_path / "again", n_images=205, image_size=32, seed=7)
     pd.testing.assert_frame_equal(again, frame)
     for path in frame["path"]:
         assert (out_dir / path).read_bytes() == (tmp_path / "again" / path).read_bytes()
     assert (out_dir / "manifest.csv").read_bytes() == (tmp_path / "again" / "manifest.csv").read_bytes()
 
-    other = generate_demo_dataset(tmp_path / "other", n_images=20, image_size=32, seed=8)
+    other = generate(tmp_path / "other", n_images=20, image_size=32, seed=8)
     differ = sum(
         (out_dir / p).read_bytes() != (tmp_path / "other" / p).read_bytes() for p in other["path"]
     )
@@ -154,16 +165,26 @@ def test_build_manifest_reads_the_demo(demo):
     assert set(DEMO_ATTRIBUTES) <= set(manifest.columns)
 
 
+def test_paths_are_relative_to_the_manifest_folder(tmp_path):
+    # The images folder need not sit beside the manifest: paths are written
+    # relative to the manifest's folder, and build_manifest resolves them there.
+    frame = generate_demo_dataset(demo_settings(n_images=16, image_size=24, seed=3),
+                                  tmp_path / "tables" / "demo.csv", tmp_path / "pixels" / "demo")
+    assert frame["path"].iloc[0] == "../pixels/demo/00000.png"
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["demo.csv"]
+    assert len(list((tmp_path / "pixels" / "demo").glob("*.png"))) == 16
+    manifest, _ = build_manifest("manifest", tmp_path / "tables" / "demo.csv")
+    assert manifest["path"].iloc[15] == str(tmp_path / "pixels" / "demo" / "00015.png")
+    assert load_image(manifest["path"].iloc[15]).shape == (24, 24, 3)
+
+
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="n_images"):
-        generate_demo_dataset(tmp_path, n_images=0)
-    with pytest.raises(ValueError, match="test_fraction"):
-        generate_demo_dataset(tmp_path, n_images=5, test_fraction=1.5)
-
-
-def test_generation_time(tmp_path):
-    start = time.perf_counter()
-    frame = generate_demo_dataset(tmp_path / "full", n_images=3000, image_size=64, seed=0)
-    elapsed = time.perf_counter() - start
-    assert len(frame) == 3000
-    assert elapsed < 30, f"3000 demo images took {elapsed:.1f} s"
+    # A section built without the validator still gets its values checked.
+    good = demo_settings().to_dict()
+    with pytest.raises(ValueError, match="dataset.demo.n_images"):
+        generate_demo_dataset(DemoDatasetConfig(**{**good, "n_images": 0}),
+                              tmp_path / "m.csv", tmp_path / "images")
+    with pytest.raises(ValueError, match="dataset.demo.test_fraction"):
+        generate_demo_dataset(DemoDatasetConfig(**{**good, "test_fraction": 1.5}),
+                              tmp_path / "m.csv", tmp_path / "images")
+    assert not (tmp_path / "m.csv").exists()

@@ -9,17 +9,30 @@ from PIL import Image
 from sklearn.decomposition import PCA
 
 from convscope.analysis.embedding import (
-    check_embedding_config,
     fit_tsne,
     l2_normalize,
     map_trustworthiness,
     reduce_codes,
     run_embedding,
 )
+from convscope.config import ConfigError, EmbeddingConfig, validate_config
 from convscope.store.shards import write_shard
 
 CLASS_NAMES = ["a", "b", "c"]
 FAST = {"n_iter": 150, "early_exaggeration_iter": 50, "perplexity": 15}
+OUTPUTS = ("coords", "scatter", "mosaic", "cloud", "summary")
+
+
+def _cfg(**settings) -> EmbeddingConfig:
+    """The embedding section with ``settings`` over the schema's defaults."""
+    return EmbeddingConfig.from_dict(validate_config({"embedding": settings})["embedding"])
+
+
+def _outputs(folder):
+    """Output paths of run_embedding under ``folder`` (names as the rule declares them)."""
+    names = {"coords": "coords.csv", "scatter": "scatter.png", "mosaic": "mosaic.png",
+             "cloud": "cloud.png", "summary": "embedding.json"}
+    return {key: folder / name for key, name in names.items()}
 
 
 def _shards(tmp_path, n=240, dims=32, sizes=(100, 100, 37, 3), seed=0):
@@ -82,13 +95,13 @@ def test_pca_dims_capped_by_code_width(tmp_path):
 def test_tsne_is_reproducible_with_a_seed():
     rng = np.random.default_rng(0)
     points = np.concatenate([rng.normal(size=(100, 8)), rng.normal(size=(100, 8)) + 6])
-    a, fitted, info = fit_tsne(points, seed=3, **FAST)
-    b, _, _ = fit_tsne(points, seed=3, **FAST)
-    c, _, _ = fit_tsne(points, seed=4, **FAST)
+    a, fitted, info = fit_tsne(points, _cfg(seed=3, **FAST))
+    b, _, _ = fit_tsne(points, _cfg(seed=3, **FAST))
+    c, _, _ = fit_tsne(points, _cfg(seed=4, **FAST))
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     assert fitted.all() and info["method"] == "bh" and info["n_fitted"] == 200
-    trust, n, k = map_trustworthiness(points, a, n_neighbors=10, sample=150)
+    trust, n, k = map_trustworthiness(points, a, n_neighbors=10, sample=150, seed=0)
     assert trust > 0.9 and n == 150 and k == 10
 
 
@@ -96,7 +109,7 @@ def test_tsne_fits_a_sample_and_places_the_rest():
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1], 150)
     points = rng.normal(size=(300, 8)) + 8 * labels[:, None]
-    xy, fitted, info = fit_tsne(points, seed=0, fit_max=120, transform_batch=70, **FAST)
+    xy, fitted, info = fit_tsne(points, _cfg(seed=0, fit_max=120, transform_batch=70, **FAST))
     assert fitted.sum() == 120 and info["n_fitted"] == 120
     assert np.isfinite(xy).all()
     # Placed points land with their own cluster: nearest fitted point has the same label.
@@ -107,25 +120,29 @@ def test_tsne_fits_a_sample_and_places_the_rest():
 
 def test_perplexity_is_lowered_for_tiny_datasets():
     points = np.random.default_rng(0).normal(size=(30, 4))
-    _, _, info = fit_tsne(points, perplexity=30, n_iter=50, early_exaggeration_iter=20)
+    _, _, info = fit_tsne(points, _cfg(perplexity=30, n_iter=50, early_exaggeration_iter=20))
     assert info["perplexity_effective"] == pytest.approx(29 / 3)
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ValueError, match="valid keys"):
-        check_embedding_config({"perplexityy": 5})
-    with pytest.raises(ValueError, match="embedding.method"):
-        check_embedding_config({"method": "exact"})
-    with pytest.raises(ValueError, match="embedding.fit_max"):
-        check_embedding_config({"fit_max": 0})
+    with pytest.raises(ConfigError, match=r"embedding\.perplexityy.*valid keys"):
+        _cfg(perplexityy=5)
+    with pytest.raises(ConfigError, match=r"embedding\.method.*'bh'"):
+        _cfg(method="exact")
+    with pytest.raises(ConfigError, match=r"embedding\.fit_max"):
+        _cfg(fit_max=0)
+    with pytest.raises(ConfigError, match=r"embedding\.perplexity"):
+        _cfg(perplexity=0)
+    assert _cfg().perplexity == 30.0 and _cfg().pca_dims == 50  # the schema's defaults
 
 
 def test_run_embedding_writes_outputs(tmp_path):
     paths, _, labels = _shards(tmp_path)
     out = tmp_path / "embedding"
-    cfg = {**FAST, "grid_size": 12, "tile_px": 8, "cloud_px": 200, "cloud_tile_px": 16,
-           "cloud_max_images": 50, "trust_sample": 200}
-    summary = run_embedding(paths, None, out, cfg)
+    cfg = _cfg(**FAST, grid_size=12, tile_px=8, cloud_px=200, cloud_tile_px=16,
+               cloud_max_images=50, trust_sample=200)
+    summary = run_embedding(paths, None, cfg, **_outputs(out))
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in _outputs(out).values())
     coords = pd.read_csv(out / "coords.csv")
     assert list(coords.columns[:5]) == ["index", "x", "y", "label", "fitted"]
     np.testing.assert_array_equal(coords["index"], np.arange(240) * 2)
@@ -143,6 +160,7 @@ def test_run_embedding_writes_outputs(tmp_path):
     assert 0.8 < saved["trustworthiness"] <= 1.0
     assert saved["class_names"] == CLASS_NAMES
     # Same config, same map.
-    run_embedding(paths, None, tmp_path / "again", cfg)
-    again = pd.read_csv(tmp_path / "again" / "coords.csv")
+    elsewhere = {key: tmp_path / "again" / f"{key}-file" for key in OUTPUTS}
+    run_embedding(paths, None, cfg, **elsewhere)
+    again = pd.read_csv(elsewhere["coords"])
     np.testing.assert_array_equal(again[["x", "y"]], coords[["x", "y"]])

@@ -9,16 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from convscope.data import gpu_decode
-from convscope.extract import pipeline as extract
 from convscope.config.validate import validate_config
+from convscope.data import gpu_decode
+from convscope.extract import loader
+from convscope.extract import pipeline
 from convscope.data.images import PIXEL_ATTRIBUTE_NAMES, make_thumbnail, pixel_attributes
 from convscope.data.manifest import build_manifest, write_manifest
-from convscope.nn.model_info import describe_model
-from convscope.nn.models import DemoCNN
 from convscope.data.preprocess import prepare_uint8
-
-_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+from convscope.nn.models import DemoCNN
+from conftest import describe_from_config
+from test_extract import extract_with
 
 
 def _smooth_image(rng, height, width):
@@ -120,10 +120,10 @@ def test_read_jpeg_for_device_takes_only_what_it_can_decode_like_pillow(tmp_path
 
 
 def test_chunks_keep_model_batches():
-    chunks, per_batch = extract._chunks(10, 4, 3)
+    chunks, per_batch = loader.chunks(10, 4, 3)
     assert chunks == [[0, 1, 2], [3], [4, 5, 6], [7], [8, 9]] and per_batch == [2, 2, 1]
-    assert extract._chunk_size(1000, 256, 16) == 16 and extract._chunk_size(10, 4, 0) == 4
-    assert extract._chunk_size(100_000, 256, 16) == 32
+    assert loader.chunk_size(1000, 256, 16) == 16 and loader.chunk_size(10, 4, 0) == 4
+    assert loader.chunk_size(100_000, 256, 16) == 32
 
 
 # --------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def shard_setup(tmp_path):
 
     model = DemoCNN(num_classes=2)
     model.load_state_dict(torch.load(weights))
-    info = describe_model(model.eval(), config())
+    info = describe_from_config(model.eval(), config())
     return tmp_path, config, info
 
 
@@ -174,30 +174,23 @@ def _read(path):
     return out
 
 
-_REAL_LOAD_MODEL = extract.load_model
+def _counting_model(weights) -> tuple[DemoCNN, list[int]]:
+    """The checkpoint's model, and the list of batch sizes its forward passes see."""
+    model = DemoCNN(num_classes=2)
+    model.load_state_dict(torch.load(weights))
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda m, inputs: sizes.append(len(inputs[0])))
+    return model.eval(), sizes
 
 
-def _batch_sizes(monkeypatch):
-    sizes = []
-    real = _REAL_LOAD_MODEL
-
-    def load(*args, **kwargs):
-        model = real(*args, **kwargs)
-        model.register_forward_pre_hook(lambda m, inputs: sizes.append(len(inputs[0])))
-        return model
-
-    monkeypatch.setattr(extract, "load_model", load)
-    return sizes
-
-
-def test_chunked_loader_gives_the_same_shard(shard_setup, monkeypatch):
+def test_chunked_loader_gives_the_same_shard(shard_setup):
     tmp_path, config, info = shard_setup
     shards, sizes = [], []
     for workers in (0, 2):
-        seen = _batch_sizes(monkeypatch)
+        cfg = config(num_workers=workers, decode="cpu")
+        model, seen = _counting_model(cfg["model"]["weights"])
         out = tmp_path / f"w{workers}.h5"
-        summary = extract.extract_shard(config(num_workers=workers, decode="cpu"),
-                                        tmp_path / "manifest.csv", info, 0, out)
+        summary = extract_with(cfg, tmp_path / "manifest.csv", info, 0, out, network=model)
         assert summary["decode"] == "cpu" and summary["failed"] == 1
         shards.append(_read(out))
         sizes.append(seen)
@@ -209,12 +202,12 @@ def test_chunked_loader_gives_the_same_shard(shard_setup, monkeypatch):
 
 def _compare_decode_paths(tmp_path, config, info, device, monkeypatch):
     if device == "cpu":  # run the GPU path's code with CPU tensors
-        monkeypatch.setattr(extract, "resolve_decode", lambda name, dev: name)
+        monkeypatch.setattr(pipeline, "resolve_decode", lambda name, dev: name)
     paths = {}
-    for decode in ("cpu", "gpu", "gpu"):
-        out = tmp_path / f"{decode}-{len(paths)}.h5"
-        summary = extract.extract_shard(config(num_workers=2, decode=decode, device=device),
-                                        tmp_path / "manifest.csv", info, 0, out)
+    for n, decode in enumerate(("cpu", "gpu", "gpu")):
+        out = tmp_path / f"{decode}-{n}.h5"
+        summary = extract_with(config(num_workers=2, decode=decode, device=device),
+                               tmp_path / "manifest.csv", info, 0, out)
         assert summary["decode"] == decode
         paths[decode] = paths.get(decode, []) + [out]
     cpu, gpu, gpu_again = _read(paths["cpu"][0]), _read(paths["gpu"][0]), _read(paths["gpu"][1])
@@ -238,16 +231,16 @@ def test_gpu_path_code_on_cpu_tensors_matches_cpu_path(shard_setup, monkeypatch)
     _compare_decode_paths(tmp_path, config, info, "cpu", monkeypatch)
 
 
-@_CUDA
+@pytest.mark.gpu
 def test_gpu_path_on_cuda_matches_cpu_path(shard_setup, monkeypatch):
     tmp_path, config, info = shard_setup
     _compare_decode_paths(tmp_path, config, info, "cuda", monkeypatch)
 
 
 def test_decode_choice():
-    assert extract.resolve_decode("auto", torch.device("cpu")) == "cpu"
-    assert extract.resolve_decode("cpu", torch.device("cpu")) == "cpu"
+    assert loader.resolve_decode("auto", torch.device("cpu")) == "cpu"
+    assert loader.resolve_decode("cpu", torch.device("cpu")) == "cpu"
     with pytest.raises(RuntimeError, match="extract.decode is 'gpu'"):
-        extract.resolve_decode("gpu", torch.device("cpu"))
+        loader.resolve_decode("gpu", torch.device("cpu"))
     with pytest.raises(ValueError, match="auto, cpu, gpu"):
-        extract.resolve_decode("nvjpeg", torch.device("cpu"))
+        loader.resolve_decode("nvjpeg", torch.device("cpu"))

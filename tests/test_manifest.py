@@ -11,15 +11,26 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from convscope.config import validate_config
+from convscope.config.sections import DatasetConfig
 from convscope.data.images import load_image
 from convscope.data.manifest import (
     DATASET_KINDS,
     MANIFEST_COLUMNS,
     DatasetError,
     build_manifest,
+    classes_path,
+    dataset_manifest,
+    read_class_names,
     read_manifest,
+    write_dataset_manifest,
     write_manifest,
 )
+
+
+def dataset_cfg(**values) -> DatasetConfig:
+    """A validated ``dataset`` section with ``values`` set (defaults from the schema)."""
+    return DatasetConfig.from_dict(validate_config({"dataset": values})["dataset"])
 
 
 def _png(path, value=0):
@@ -297,3 +308,66 @@ def test_read_manifest_errors(tmp_path):
     (tmp_path / "m.classes.json").write_text("[]")
     with pytest.raises(DatasetError, match=r"lacks the manifest columns \['index', 'slot', 'label', 'split'\]"):
         read_manifest(tmp_path / "m.csv")
+
+
+def test_write_to_declared_paths(tmp_path):
+    table = pd.DataFrame({"path": ["b.png", "a.png"], "label": ["y", "x"], "depth": [2.5, 1.0]})
+    table.to_csv(tmp_path / "in.csv", index=False)
+    manifest, class_names = build_manifest("manifest", tmp_path / "in.csv")
+    csv, classes = tmp_path / "out" / "m.csv", tmp_path / "elsewhere" / "names.json"
+    write_manifest(manifest, class_names, csv, classes)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.csv"]
+    assert classes.read_text() == '[\n "x",\n "y"\n]\n'
+    expected_csv = (
+        "index,path,slot,label,split,depth\n"
+        f"0,{tmp_path / 'b.png'},-1,1,all,2.5\n"
+        f"1,{tmp_path / 'a.png'},-1,0,all,1.0\n"
+    )
+    assert csv.read_text() == expected_csv
+    with pytest.raises(DatasetError, match="m.classes.json"):
+        read_manifest(csv)
+    again, names = read_manifest(csv, classes)
+    assert names == ["x", "y"] and again["label"].tolist() == [1, 0]
+
+
+def test_classes_path_is_next_to_the_manifest(tmp_path):
+    assert classes_path(tmp_path / "results" / "manifest.csv") == tmp_path / "results" / "manifest.classes.json"
+
+
+def test_class_name_files(tmp_path):
+    forms = {
+        "list.json": ["cat", "dog"],
+        "wrapped.json": {"classes": ["cat", "dog"]},
+        "by_id.json": {"1": "dog", "0": "cat"},
+    }
+    for name, value in forms.items():
+        (tmp_path / name).write_text(json.dumps(value))
+        assert read_class_names(tmp_path / name) == ["cat", "dog"], name
+    (tmp_path / "gap.json").write_text(json.dumps({"0": "cat", "2": "dog"}))
+    with pytest.raises(DatasetError, match="without gaps"):
+        read_class_names(tmp_path / "gap.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="cannot read class names"):
+        read_class_names(tmp_path / "bad.json")
+
+
+def test_dataset_manifest_from_the_config_section(tmp_path):
+    _png(tmp_path / "root" / "owl" / "1.png")
+    _png(tmp_path / "root" / "bat" / "2.png")
+    manifest, class_names = dataset_manifest(dataset_cfg(kind="folder", path="unused"), tmp_path / "root")
+    assert class_names == ["bat", "owl"] and manifest["label"].tolist() == [0, 1]
+
+    # A demo dataset is read as the table the demo generator wrote; the
+    # section's column names apply to it as to any manifest table.
+    pd.DataFrame({"file": ["images/0.png", "images/1.png"], "y": ["b", "a"], "hue": [10.0, 20.0]}
+                 ).to_csv(tmp_path / "demo.csv", index=False)
+    demo = dataset_cfg(kind="demo", path_column="file", label_column="y")
+    csv, classes = tmp_path / "results" / "manifest.csv", tmp_path / "results" / "manifest.classes.json"
+    written, class_names = write_dataset_manifest(demo, tmp_path / "demo.csv", csv, classes)
+    assert class_names == ["a", "b"]
+    assert json.loads(classes.read_text()) == ["a", "b"]
+    again, names = read_manifest(csv)
+    assert names == ["a", "b"]
+    assert again["path"].tolist() == [str(tmp_path / "images" / "0.png"), str(tmp_path / "images" / "1.png")]
+    assert again["label"].tolist() == [1, 0] and again["hue"].tolist() == [10.0, 20.0]
+    pd.testing.assert_frame_equal(again, written, check_dtype=False)

@@ -6,11 +6,11 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.neighbors import NearestNeighbors
 
 from convscope.analysis import neighbours as neighbours
 from convscope.analysis.neighbours import (
-    check_neighbours_config,
     knn_accuracy,
     knn_over_shards,
     knn_search,
@@ -18,9 +18,22 @@ from convscope.analysis.neighbours import (
     sample_queries,
     vote,
 )
+from convscope.config import ConfigError, NeighboursConfig, validate_config
+from convscope.nn.device import DeviceError
 from convscope.store.shards import write_shard
 
 CLASS_NAMES = ["circle", "square", "triangle", "star"]
+
+
+def _cfg(**settings) -> NeighboursConfig:
+    """The neighbours section with ``settings`` over the schema's defaults."""
+    return NeighboursConfig.from_dict(validate_config({"neighbours": settings})["neighbours"])
+
+
+def _outputs(folder):
+    """Output paths of run_neighbours under ``folder`` (names as the rule declares them)."""
+    return {"queries": folder / "queries.csv", "panels": folder / "panels.png",
+            "accuracy": folder / "knn_accuracy.json"}
 
 
 def _synthetic(n=300, dims=32, thumb=16, seed=0, unlabelled=0):
@@ -98,7 +111,8 @@ def test_query_subset_and_reference_mask(data):
     paths, codes, _, labels = data
     mask = labels >= 0
     queries = np.array([250, 3, 140, 3])
-    dist, pos = knn_over_shards(paths, "code", 5, query_rows=queries, reference_mask=mask)
+    dist, pos = knn_over_shards(paths, "code", 5, query_rows=queries, reference_mask=mask,
+                                block_mb=256)
     feats = _unit(codes.astype(np.float64))
     sims = feats[queries] @ feats.T
     for qi, q in enumerate(queries):
@@ -148,7 +162,8 @@ def test_knn_accuracy_matches_sklearn_classifier(data):
     mask = labels >= 0
     labelled = np.flatnonzero(mask)
     k = 5
-    dist, pos = knn_over_shards(paths, "code", k, query_rows=labelled, reference_mask=mask)
+    dist, pos = knn_over_shards(paths, "code", k, query_rows=labelled, reference_mask=mask,
+                                block_mb=256)
     local = np.searchsorted(labelled, pos)
     acc = knn_accuracy(labels[labelled], local, dist, [1, 3, 5])
     # Independent: sklearn neighbours (self dropped) + a plain Python vote.
@@ -167,21 +182,35 @@ def test_sample_queries_is_seeded_and_per_class():
     np.testing.assert_array_equal(a, b)
     per_class = Counter(labels[a].tolist())
     assert len(per_class) == 5 and set(per_class.values()) == {2}
-    assert len(sample_queries(np.full(30, -1), 2, 3)) == 6
+    assert len(sample_queries(np.full(30, -1), 2, 3, seed=0)) == 6
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ValueError, match="valid keys"):
-        check_neighbours_config({"kk": 3})
-    with pytest.raises(ValueError, match="neighbours.spaces"):
-        check_neighbours_config({"spaces": ["codes"]})
+    with pytest.raises(ConfigError, match=r"neighbours\.kk.*valid keys"):
+        _cfg(kk=3)
+    with pytest.raises(ConfigError, match=r"neighbours\.spaces"):
+        _cfg(spaces=["codes"])
+    with pytest.raises(ConfigError, match=r"neighbours\.accuracy_k"):
+        _cfg(accuracy_k=[])
+    with pytest.raises(ConfigError, match=r"neighbours\.device"):
+        _cfg(device="gpu")
+    assert _cfg().k == 8 and _cfg().spaces == ["code", "pixel"]  # the schema's defaults
+
+
+def test_missing_cuda_device_names_the_key(data, tmp_path):
+    missing = "cuda:99" if torch.cuda.is_available() else "cuda"  # a device not on this machine
+    with pytest.raises(DeviceError, match=r"neighbours\.device"):
+        run_neighbours(data[0], None, _cfg(device=missing), **_outputs(tmp_path / "n"))
+    assert not (tmp_path / "n").exists()  # refused before any output
 
 
 def test_run_neighbours_writes_outputs(data, tmp_path):
     paths, codes, _, labels = data
     out = tmp_path / "neighbours"
-    summary = run_neighbours(paths, None, out, {"k": 4, "accuracy_k": [1, 3], "device": "cpu",
-                                                "block_mb": 1})
+    summary = run_neighbours(paths, None, _cfg(k=4, accuracy_k=[1, 3], device="cpu", block_mb=1),
+                             **_outputs(out))
+    assert sorted(p.name for p in out.iterdir()) == ["knn_accuracy.json", "panels.png",
+                                                     "queries.csv"]
     table = pd.read_csv(out / "queries.csv")
     assert set(table["space"]) == {"code", "pixel"}
     assert table.groupby(["query_index", "space"]).size().eq(4).all()
@@ -195,8 +224,9 @@ def test_run_neighbours_writes_outputs(data, tmp_path):
     assert {(r["space"], r["k"]) for r in saved["results"]} == {
         ("code", 1), ("code", 3), ("pixel", 1), ("pixel", 3)}
     # A query list by manifest index.
-    run_neighbours(paths, None, out, {"k": 2, "query_indices": [1005, 1290], "accuracy_k": [1]})
+    run_neighbours(paths, None, _cfg(k=2, query_indices=[1005, 1290], accuracy_k=[1]),
+                   **_outputs(out))
     table = pd.read_csv(out / "queries.csv")
     assert sorted(table["query_index"].unique()) == [1005, 1290]
     with pytest.raises(ValueError, match="query_indices"):
-        run_neighbours(paths, None, out, {"query_indices": [7]})
+        run_neighbours(paths, None, _cfg(query_indices=[7]), **_outputs(out))

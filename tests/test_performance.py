@@ -5,12 +5,40 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from convscope.data.manifest import write_manifest
 from convscope.analysis.performance import run_performance, wilson_interval
+from convscope.config import ConfigError, PerformanceConfig, validate_config
+from convscope.data.manifest import write_manifest
 from convscope.store.shards import write_shard
 
 N_CLASSES = 4
 CLASS_NAMES = ["cat", "dog", "fox", "owl"]
+
+
+def _cfg(**settings) -> PerformanceConfig:
+    """The performance section with ``settings`` over the schema's defaults."""
+    return PerformanceConfig.from_dict(validate_config({"performance": settings})["performance"])
+
+
+def _outputs(folder):
+    """Output paths of run_performance under ``folder`` (names as the rule declares them)."""
+    names = {"overall": "overall.csv", "per_class": "per_class.csv",
+             "per_attribute": "per_attribute.csv", "tables": "tables.md",
+             "confusion": "confusion.csv", "confusion_plot": "confusion.png",
+             "plots": "per_attribute"}
+    return {key: folder / name for key, name in names.items()}
+
+
+def _run(paths, manifest_csv, folder, **settings):
+    return run_performance(paths, manifest_csv, _cfg(**settings), **_outputs(folder))
+
+
+def _quantile_groups(values: np.ndarray, n_bins: int) -> list[np.ndarray]:
+    """Row masks of the quantile bins, by hand: edges at the linear-interpolation quantiles
+    (duplicates dropped), bins closed on the right, the smallest value in the first bin."""
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, n_bins + 1)))
+    masks = [(values > lo) & (values <= hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    masks[0] |= values == edges[0]
+    return edges, masks
 
 
 @pytest.fixture
@@ -74,7 +102,8 @@ def _check_group(table, expected_groups):
 def test_tables_match_pandas_groupby(data, tmp_path):
     paths, manifest_csv, expected = data
     out = tmp_path / "perf"
-    run_performance(paths, manifest_csv, out, {"n_bins": 4})
+    _run(paths, manifest_csv, out, n_bins=4)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in _outputs(out).values())
     rows = expected[(expected["label"] >= 0) & (expected["split"] == "test")]
 
     overall = pd.read_csv(out / "overall.csv")
@@ -105,13 +134,18 @@ def test_tables_match_pandas_groupby(data, tmp_path):
     for attr in ["distance", "pixel_brightness"]:
         table = per_attr[per_attr["attribute"] == attr]
         known = rows[rows[attr].notna()]
-        bins = pd.qcut(known[attr], 4, duplicates="drop")
-        grouped = known.groupby(bins, observed=True).agg(
-            n=("top1", "size"), top1=("top1", "mean"), top5=("top5", "mean"))
+        values = known[attr].to_numpy(dtype=np.float64)
+        edges, masks = _quantile_groups(values, 4)
         assert table["kind"].eq("numeric").all()
-        _check_group(table, grouped)
-        np.testing.assert_allclose(table["bin_hi"], [iv.right for iv in grouped.index])
-        assert table["bin_lo"].iloc[0] == pytest.approx(known[attr].min())
+        np.testing.assert_array_equal(table["n"], [m.sum() for m in masks])
+        np.testing.assert_allclose(table["top1"], [known["top1"].to_numpy()[m].mean()
+                                                   for m in masks])
+        np.testing.assert_allclose(table["top5"], [known["top5"].to_numpy()[m].mean()
+                                                   for m in masks])
+        # the edges as pandas' bin labels round them (precision=3: three significant digits)
+        np.testing.assert_allclose(table["bin_hi"], edges[1:], rtol=1e-3)
+        assert table["bin_lo"].iloc[0] == pytest.approx(values.min())
+        assert sum(m.sum() for m in masks) == len(known)  # every row in exactly one bin
     confusion = pd.read_csv(out / "confusion.csv", index_col=0)
     direct = pd.crosstab(rows["label"], rows["pred"])
     for true_id in direct.index:
@@ -131,16 +165,18 @@ def test_tables_match_pandas_groupby(data, tmp_path):
 def test_split_choices(data, tmp_path):
     paths, manifest_csv, expected = data
     labelled = expected[expected["label"] >= 0]
-    tables = run_performance(paths, manifest_csv, tmp_path / "all", {"split": "all"})
+    tables = _run(paths, manifest_csv, tmp_path / "all", split="all")
     assert tables["overall"]["n"].item() == len(labelled)
-    tables = run_performance(paths, manifest_csv, tmp_path / "train", {"split": "train",
-                                                                         "exclude": ["camera"]})
+    tables = _run(paths, manifest_csv, tmp_path / "train", split="train", exclude=["camera"])
     assert tables["overall"]["n"].item() == (labelled["split"] == "train").sum()
     assert "camera" not in set(tables["per_attribute"]["attribute"])
-    with pytest.raises(ValueError, match="performance.split"):
-        run_performance(paths, manifest_csv, tmp_path / "bad", {"split": "val"})
+    with pytest.raises(ConfigError, match=r"performance\.split.*'test'"):
+        _cfg(split="val")
+    with pytest.raises(ConfigError, match=r"performance\.n_bins"):
+        _cfg(n_bins=0)
     with pytest.raises(ValueError, match="valid choices"):
-        run_performance(paths, manifest_csv, tmp_path / "bad", {"exclude": ["nope"]})
+        _run(paths, manifest_csv, tmp_path / "bad", exclude=["nope"])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_wilson_against_scipy():

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from convscope.data.preprocess import geometry, input_box_to_original, normalize, prepare_uint8, to_model_input
+from convscope.config import PreprocessConfig, validate_config
+from convscope.data.preprocess import (as_preprocess_config, crop_or_pad, geometry,
+                                       input_box_to_original, normalize, prepare_uint8,
+                                       to_channels, to_model_input)
 
 IMAGENET = {"input_size": 224, "resize": 256, "crop": "center", "channels": 3,
             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -74,3 +77,43 @@ def test_to_model_input_shapes():
     images = [np.zeros((40, 60, 3), np.uint8), np.zeros((70, 30, 3), np.uint8)]
     x = to_model_input(images, {"input_size": 32, "resize": 32, "crop": "center"})
     assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
+
+
+# --------------------------------------------------------------------------
+# the steps shared by the CPU and the GPU path
+
+
+def test_to_channels_luma_equals_numpy_for_every_colour():
+    """All 2^24 colours: the tensor luma rounds exactly as numpy's float32 matmul does."""
+    values = np.arange(256, dtype=np.uint8)
+    red, green, blue = np.meshgrid(values, values, values, indexing="ij")
+    rgb = np.stack([red.ravel(), green.ravel(), blue.ravel()], axis=-1).reshape(1, 4096, 4096, 3)
+    want = np.clip(np.rint(rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)),
+                   0, 255).astype(np.uint8)
+    got = to_channels(torch.from_numpy(rgb), 1).numpy()
+    assert got.shape == (1, 4096, 4096, 1)
+    np.testing.assert_array_equal(got[..., 0], want)
+    same = torch.from_numpy(rgb[:, :2])
+    assert to_channels(same, 3) is same
+
+
+@pytest.mark.parametrize("left,top", [(0, 0), (2, 1), (-3, -2), (5, -1), (40, 0)])
+def test_crop_or_pad_is_a_window_with_zeros_outside(left, top):
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, size=(2, 6, 8, 3), dtype=np.uint8)
+    got = crop_or_pad(torch.from_numpy(images), left, top, 5, 7).numpy()
+    want = np.zeros((2, 5, 7, 3), np.uint8)
+    for y in range(5):  # brute force, pixel by pixel
+        for x in range(7):
+            if 0 <= y + top < 6 and 0 <= x + left < 8:
+                want[:, y, x] = images[:, y + top, x + left]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_dict_and_typed_section_give_the_same_result():
+    section = PreprocessConfig.from_dict(validate_config({"preprocess": IMAGENET})["preprocess"])
+    image = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(prepare_uint8(image, section), prepare_uint8(image, IMAGENET))
+    assert geometry(400, 300, section) == geometry(400, 300, IMAGENET)
+    assert as_preprocess_config({"input_size": 16}) == PreprocessConfig.from_dict(
+        validate_config({"preprocess": {"input_size": 16}})["preprocess"])  # schema defaults

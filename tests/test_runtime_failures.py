@@ -1,9 +1,10 @@
 """Failures while a shard is extracted: out of GPU memory, a full disk or a
 read-only folder, NaN or infinite activations.
 
-All run on the CPU: out-of-memory is simulated by a model that raises
-``torch.cuda.OutOfMemoryError`` for batches larger than a limit, a full disk
-by an h5py dataset creation that raises ENOSPC.
+The out-of-memory back-off is tested on its own (`BatchBackoff` with a step
+that raises ``torch.cuda.OutOfMemoryError`` above a batch size), then once
+through a whole shard. A full disk is an h5py dataset creation that raises
+ENOSPC. Everything runs on the CPU except the tests marked ``gpu``.
 """
 
 import errno
@@ -17,13 +18,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-import convscope.extract.pipeline as extract
-import convscope.store.shards as shards
+import convscope.store.atomic as atomic
 from convscope.config.validate import validate_config
+from convscope.extract.backoff import BatchBackoff, is_out_of_memory
 from convscope.data.manifest import build_manifest, write_manifest
-from convscope.nn.model_info import describe_model
 from convscope.nn.models import DemoCNN
 from convscope.store.shards import iter_shards, read_attrs
+from conftest import describe_from_config
+from test_extract import extract_with
 
 N_IMAGES = 10
 GREYS = [255, 0, 128, 255, 30, 128, 200, 255, 0, 60]  # one uniform grey per image
@@ -56,14 +58,79 @@ def manifest_csv(tmp_path):
     return csv
 
 
-def _use_model(monkeypatch, model: nn.Module) -> None:
-    """Make extraction use ``model`` instead of loading a checkpoint."""
-    monkeypatch.setattr(extract, "load_model",
-                        lambda model_cfg, weights_file, device="cpu", **_: model.eval().to(device))
+def _run(config, manifest_csv, model, out, info=None):
+    """Extract shard 0 with ``model`` (already built) into ``out``."""
+    info = info or describe_from_config(model, config)
+    return extract_with(config, manifest_csv, info, 0, out, network=model)
 
 
-def _run(config, manifest_csv, model, out):
-    return extract.extract_shard(config, manifest_csv, describe_model(model, config), 0, out)
+# --------------------------------------------------------------------------
+# the back-off on its own
+
+
+class _Step:
+    """A batch step that runs out of (simulated) GPU memory above ``max_batch`` images."""
+
+    def __init__(self, max_batch: int, error: Exception | None = None):
+        self.max_batch, self.error = max_batch, error
+        self.sizes: list[int] = []
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.sizes.append(len(images))
+        if self.error is not None:
+            raise self.error
+        if len(images) > self.max_batch:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"double": images * 2, "first": images[:, :1]}
+
+
+def test_backoff_halves_the_batch_size_and_keeps_it():
+    step, messages = _Step(max_batch=2), []
+    backoff = BatchBackoff(8, report=messages.append)
+    images = torch.arange(30, dtype=torch.float32).reshape(10, 3)
+    out = backoff.run(step, images)
+    assert step.sizes == [8, 4, 2, 2, 2, 2, 2]  # 8 and 4 fail; the whole batch again in 2s
+    torch.testing.assert_close(out["double"], images * 2)
+    torch.testing.assert_close(out["first"], images[:, :1])
+    assert messages == ["out of GPU memory at batch size 8: lowering the batch size to 4",
+                        "out of GPU memory at batch size 4: lowering the batch size to 2"]
+    assert backoff.batch_size == 2
+    step.sizes.clear()
+    backoff.run(step, images[:3])  # the next batch starts at the lowered size
+    assert step.sizes == [2, 1] and len(messages) == 2
+
+
+def test_backoff_raises_out_of_memory_at_batch_size_one():
+    step = _Step(max_batch=0)
+    backoff = BatchBackoff(4, report=lambda msg: None)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        backoff.run(step, torch.zeros(4, 3))
+    assert step.sizes == [4, 2, 1] and backoff.batch_size == 1
+
+
+def test_backoff_does_not_retry_other_errors():
+    step = _Step(max_batch=100, error=RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    backoff = BatchBackoff(4, report=lambda msg: None)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        backoff.run(step, torch.zeros(4, 3))
+    assert step.sizes == [4] and backoff.batch_size == 4
+    with pytest.raises(ValueError):
+        BatchBackoff(0)
+
+
+def test_plain_runtime_error_is_out_of_memory_only_on_cuda():
+    plain = RuntimeError("CUDA error: out of memory")
+    assert is_out_of_memory(plain, cuda=True) and not is_out_of_memory(plain, cuda=False)
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("x"), cuda=False)
+    assert not is_out_of_memory(ValueError("out of memory"), cuda=True)
+    step = _Step(max_batch=100, error=plain)
+    with pytest.raises(RuntimeError):  # on a CPU run it is not retried
+        BatchBackoff(4, cuda=False, report=lambda msg: None).run(step, torch.zeros(4, 3))
+    assert step.sizes == [4]
+    step = _Step(max_batch=100, error=plain)
+    with pytest.raises(RuntimeError):  # on a CUDA run it is, down to 1
+        BatchBackoff(4, cuda=True, report=lambda msg: None).run(step, torch.zeros(4, 3))
+    assert step.sizes == [4, 2, 1]
 
 
 # --------------------------------------------------------------------------
@@ -85,23 +152,19 @@ class _SmallMemoryCNN(DemoCNN):
         return super().forward(x)
 
 
-_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=_CUDA)])
-def test_out_of_memory_lowers_the_batch_size(tmp_path, manifest_csv, monkeypatch, capsys, device):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_out_of_memory_in_a_shard_gives_the_same_numbers(tmp_path, manifest_csv, capsys,
+                                                          device):
     torch.manual_seed(0)
     reference = DemoCNN(num_classes=3).eval()
     small = _SmallMemoryCNN(max_batch=2)
     small.load_state_dict(reference.state_dict())
     config = _config(batch_size=8, device=device)
+    info = describe_from_config(reference, config)
 
-    _use_model(monkeypatch, reference)
-    _run(config, manifest_csv, reference, tmp_path / "ref.h5")
+    _run(config, manifest_csv, reference, tmp_path / "ref.h5", info)
     capsys.readouterr()
-    _use_model(monkeypatch, small)
-    info = describe_model(reference, config)
-    summary = extract.extract_shard(config, manifest_csv, info, 0, tmp_path / "oom.h5")
+    summary = _run(config, manifest_csv, small, tmp_path / "oom.h5", info)
     log = capsys.readouterr().out
 
     assert "out of GPU memory at batch size 8: lowering the batch size to 4" in log
@@ -130,46 +193,27 @@ class _GreedyCNN(DemoCNN):
         return super().forward(x)
 
 
-@_CUDA
-def test_real_cuda_out_of_memory_lowers_the_batch_size(tmp_path, manifest_csv, monkeypatch,
-                                                       capsys):
+@pytest.mark.gpu
+def test_real_cuda_out_of_memory_lowers_the_batch_size(tmp_path, manifest_csv, capsys):
     total = torch.cuda.get_device_properties(0).total_memory
     model = _GreedyCNN(total // 3)  # batches of 8 and 4 cannot fit, 2 can
-    _use_model(monkeypatch, model)
     config = _config(batch_size=8, device="cuda")
-    info = describe_model(DemoCNN(num_classes=3), config)
-    summary = extract.extract_shard(config, manifest_csv, info, 0, tmp_path / "s.h5")
+    info = describe_from_config(DemoCNN(num_classes=3), config)
+    summary = _run(config, manifest_csv, model, tmp_path / "s.h5", info)
     log = capsys.readouterr().out
     assert "lowering the batch size to 4" in log and "lowering the batch size to 2" in log
     assert summary["batch_size"] == 2 and summary["images"] == N_IMAGES
     assert np.isfinite(next(iter_shards([tmp_path / "s.h5"], ["codes"]))["codes"]).all()
 
 
-def test_out_of_memory_at_batch_size_one_is_raised(tmp_path, manifest_csv, monkeypatch):
+def test_out_of_memory_at_batch_size_one_leaves_no_shard(tmp_path, manifest_csv):
     model = _SmallMemoryCNN(max_batch=0)
-    _use_model(monkeypatch, model)
     config = _config(batch_size=4)
-    info = describe_model(DemoCNN(num_classes=3), config)
+    info = describe_from_config(DemoCNN(num_classes=3), config)
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        extract.extract_shard(config, manifest_csv, info, 0, tmp_path / "s.h5")
+        _run(config, manifest_csv, model, tmp_path / "features" / "s.h5", info)
     assert model.batch_sizes == [4, 2, 1]
-    assert not (tmp_path / "s.h5").exists()
-
-
-def test_other_errors_are_not_retried(tmp_path, manifest_csv, monkeypatch):
-    calls = []
-
-    class Broken(DemoCNN):
-        def forward(self, x):
-            calls.append(x.shape[0])
-            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
-
-    _use_model(monkeypatch, Broken(num_classes=3))
-    config = _config(batch_size=4)
-    info = describe_model(DemoCNN(num_classes=3), config)
-    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
-        extract.extract_shard(config, manifest_csv, info, 0, tmp_path / "s.h5")
-    assert calls == [4]
+    assert _leftovers(tmp_path / "features") == []
 
 
 # --------------------------------------------------------------------------
@@ -183,7 +227,6 @@ def _leftovers(folder) -> list[str]:
 def test_full_disk_leaves_no_shard_and_no_temp_file(tmp_path, manifest_csv, monkeypatch):
     torch.manual_seed(0)
     model = DemoCNN(num_classes=3)
-    _use_model(monkeypatch, model)
     config = _config()
     out = tmp_path / "features" / "shard-00000.h5"
     real_create = h5py.Group.create_dataset
@@ -210,26 +253,32 @@ def test_full_disk_leaves_no_shard_and_no_temp_file(tmp_path, manifest_csv, monk
 
 def test_failed_rename_leaves_no_temp_file(tmp_path, manifest_csv, monkeypatch):
     model = DemoCNN(num_classes=3)
-    _use_model(monkeypatch, model)
     out = tmp_path / "features" / "shard-00000.h5"
 
     def refuse(src, dst):
         assert os.path.exists(src)  # the complete temporary file is there...
         raise PermissionError(errno.EACCES, "Permission denied", str(dst))
 
-    monkeypatch.setattr(shards.os, "replace", refuse)
+    monkeypatch.setattr(atomic.os, "replace", refuse)
     with pytest.raises(PermissionError):
         _run(_config(), manifest_csv, model, out)
     assert _leftovers(out.parent) == []  # ...and removed
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
 def test_read_only_output_folder(tmp_path, manifest_csv, monkeypatch):
     model = DemoCNN(num_classes=3)
-    _use_model(monkeypatch, model)
     folder = tmp_path / "features"
     folder.mkdir()
     folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root ignores folder permissions: refuse as they would
+        real_file = h5py.File
+
+        def refuse(name, mode="r", *args, **kwargs):
+            if mode != "r" and os.path.dirname(os.fspath(name)) == str(folder):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(name))
+            return real_file(name, mode, *args, **kwargs)
+
+        monkeypatch.setattr(h5py, "File", refuse)
     try:
         with pytest.raises(PermissionError):
             _run(_config(), manifest_csv, model, folder / "shard-00000.h5")
@@ -274,9 +323,8 @@ class _NonFiniteNet(nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore:receptive fields of _NonFiniteNet")
-def test_nonfinite_activations_are_counted_per_layer(tmp_path, manifest_csv, monkeypatch):
+def test_nonfinite_activations_are_counted_per_layer(tmp_path, manifest_csv):
     model = _NonFiniteNet().eval()
-    _use_model(monkeypatch, model)
     config = _config(batch_size=3)
     config["layers"] = ["relu1", "poison", "relu2"]
     out = tmp_path / "shard.h5"

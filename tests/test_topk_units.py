@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pandas as pd
@@ -13,39 +11,18 @@ from PIL import Image
 
 from convscope.store.shards import layer_key, write_shard
 
-try:
-    from convscope.nn.receptive_field import ReceptiveField
-except ImportError:  # stand-in until convscope/receptive_field.py lands; test-only
-    class ReceptiveField:
-        def __init__(self, size, stride, start):
-            self.size, self.stride, self.start = tuple(size), tuple(stride), tuple(start)
-
-        def boxes_xyxy(self, ys, xs):
-            ys, xs = np.asarray(ys, np.float64), np.asarray(xs, np.float64)
-            x0 = self.start[1] + xs * self.stride[1]
-            y0 = self.start[0] + ys * self.stride[0]
-            return np.stack([x0, y0, x0 + self.size[1], y0 + self.size[0]], axis=1)
-
-        def to_dict(self):
-            return {"size": list(self.size), "stride": list(self.stride), "start": list(self.start)}
-
-        @classmethod
-        def from_dict(cls, d):
-            return cls(d["size"], d["stride"], d["start"])
-
-    _module = types.ModuleType("convscope.nn.receptive_field")
-    _module.ReceptiveField = ReceptiveField
-    sys.modules["convscope.nn.receptive_field"] = _module
-
-from convscope.analysis.topk_units import (  # noqa: E402
+from convscope.analysis.layer_names import layer_file_names, safe_layer_name
+from convscope.analysis.topk_units import (
     TOPK_COLUMNS,
     covers_most_of_input,
     render_context_grid,
     render_patch_grid,
     run_topk_units,
-    safe_layer_name,
     topk_units,
 )
+from convscope.config import validate_config
+from convscope.config.sections import UnitsConfig
+from convscope.nn.receptive_field import ReceptiveField
 
 PREPROCESS = {"resize": 32, "crop": "center", "input_size": [32, 32],
               "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -152,10 +129,10 @@ def test_table_matches_brute_force(tmp_path, k):
 
 def test_layer_selection_and_unknown_layer(tmp_path):
     paths, _ = write_shards(tmp_path, n_images=10)
-    table = topk_units(paths, layer_names=["fc"], k=2)
+    table = topk_units(paths, layers=["fc"], k=2)
     assert set(table["layer"]) == {"fc"} and len(table) == 6 * 2
-    with pytest.raises(ValueError, match="valid choices: features/0, features/3, fc"):
-        topk_units(paths, layer_names=["conv9"])
+    with pytest.raises(ValueError, match="'layers'.*valid names: features/0, features/3, fc"):
+        topk_units(paths, layers=["conv9"], k=2)
 
 
 def test_box_by_hand_resize_half_and_centre_crop(tmp_path):
@@ -246,24 +223,43 @@ def test_run_topk_units_writes_table_pages_and_index(tmp_path):
         rows.append({"index": index, "path": str(path), "slot": -1, "label": -1, "split": "all"})
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
 
-    out = tmp_path / "units" / "topk"
-    (out / "features_0").mkdir(parents=True)
-    (out / "features_0" / "patches-007.png").write_bytes(b"stale")
-    run_topk_units(paths, tmp_path / "manifest.csv", out, k=4, patch_px=16, max_channels=2)
+    out = tmp_path / "units"
+    (out / "topk" / "features_0").mkdir(parents=True)
+    (out / "topk" / "features_0" / "patches-007.png").write_bytes(b"stale")
+    units = UnitsConfig.from_dict(validate_config(
+        {"units": {"topk": 4, "patch_px": 16, "max_channels": 2}})["units"])
+    returned = run_topk_units(paths, tmp_path / "manifest.csv", units,
+                              table_csv=out / "topk.csv", index_json=out / "topk.json",
+                              pages_dir=out / "topk")
 
     table = pd.read_csv(out / "topk.csv")
     pd.testing.assert_frame_equal(table, brute_table(full, layers, 4), check_dtype=False)
+    pd.testing.assert_frame_equal(returned, brute_table(full, layers, 4), check_dtype=False)
     index = json.loads((out / "topk.json").read_text())
+    # pages relative to the folder of topk.json; every page numbered, even a single one
     assert index == {
-        "features/0": [f"features_0/patches-00{i}.png" for i in range(3)],  # 5 channels / 2
-        "features/3": ["features_3/patches-000.png", "features_3/patches-001.png",
-                       "features_3/context-000.png", "features_3/context-001.png"],
-        "fc": [f"fc/patches-00{i}.png" for i in range(3)] + [f"fc/context-00{i}.png" for i in range(3)],
+        "features/0": [f"topk/features_0/patches-00{i}.png" for i in range(3)],  # 5 channels / 2
+        "features/3": ["topk/features_3/patches-000.png", "topk/features_3/patches-001.png",
+                       "topk/features_3/context-000.png", "topk/features_3/context-001.png"],
+        "fc": ([f"topk/fc/patches-00{i}.png" for i in range(3)]
+               + [f"topk/fc/context-00{i}.png" for i in range(3)]),
     }
-    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
-    assert on_disk == sorted(f for files in index.values() for f in files)
-    with Image.open(out / "features_0" / "patches-000.png") as image:
+    on_disk = sorted(p.relative_to(out).as_posix() for p in (out / "topk").rglob("*"))
+    folders = ["topk/fc", "topk/features_0", "topk/features_3"]
+    assert on_disk == sorted(folders + [f for files in index.values() for f in files])
+    assert sorted(p.name for p in out.iterdir()) == ["topk", "topk.csv", "topk.json"]
+    with Image.open(out / "topk" / "features_0" / "patches-000.png") as image:
         assert image.mode == "RGB" and image.height > 2 * 16
+    with Image.open(out / "topk" / "fc" / "context-000.png") as image:  # cells of 2 x patch_px
+        assert image.height > 2 * 32
+
+    # one page per layer is still page 000; pages may live outside the index's folder
+    one_page = UnitsConfig.from_dict({**units.to_dict(), "max_channels": 8})
+    run_topk_units(paths, tmp_path / "manifest.csv", one_page, table_csv=tmp_path / "t.csv",
+                   index_json=tmp_path / "json" / "topk.json", pages_dir=tmp_path / "pages",
+                   layers=["fc"])
+    assert json.loads((tmp_path / "json" / "topk.json").read_text()) == {
+        "fc": ["../pages/fc/patches-000.png", "../pages/fc/context-000.png"]}
 
 
 def test_context_rule_and_safe_names():
@@ -273,3 +269,5 @@ def test_context_rule_and_safe_names():
     assert covers_most_of_input(attrs, "fc")  # no receptive field: the whole input
     assert safe_layer_name("features/0") == "features_0"
     assert safe_layer_name("layer4.1/conv 2") == "layer4.1_conv_2"
+    assert layer_file_names(["a/b", "a_b", "c", "a b"]) == {"a/b": "a_b", "a_b": "a_b-2",
+                                                            "c": "c", "a b": "a_b-3"}

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from convscope.config import validate_config
+from convscope.config.sections import UnitStatsConfig
 from convscope.store.shards import layer_key, write_shard
 from convscope.analysis.unit_stats import (
     STATS_COLUMNS,
@@ -14,6 +16,15 @@ from convscope.analysis.unit_stats import (
 )
 
 LAYERS = {"features.0": 6, "features/3": 4}
+
+
+def _section(**values) -> UnitStatsConfig:
+    return UnitStatsConfig.from_dict(validate_config({"unit_stats": values})["unit_stats"])
+
+
+def _run(paths, out, section):
+    return run_unit_stats(paths, section, stats_csv=out / "stats.csv",
+                          summary_csv=out / "summary.csv", plot_png=out / "firing_rate.png")
 
 
 def _raw_layer(rng, n, channels, dead_channels=(), pre_relu=False):
@@ -52,7 +63,9 @@ def shards(tmp_path):
 def test_run_unit_stats_matches_numpy(shards, tmp_path):
     paths, raw = shards
     out = tmp_path / "units"
-    run_unit_stats(paths, out, {})
+    _run(paths, out, _section())
+    assert sorted(p.name for p in out.iterdir()) == ["firing_rate.png", "stats.csv",
+                                                     "summary.csv"]
     stats = pd.read_csv(out / "stats.csv")
     summary = pd.read_csv(out / "summary.csv")
     assert list(stats.columns) == STATS_COLUMNS
@@ -80,10 +93,11 @@ def test_run_unit_stats_matches_numpy(shards, tmp_path):
 
 def test_layer_choice_and_error(shards, tmp_path):
     paths, _ = shards
-    run_unit_stats(paths, tmp_path / "one", {"layers": ["features/3"]})
+    _run(paths, tmp_path / "one", _section(layers=["features/3"], hist_bins=5))
     assert set(pd.read_csv(tmp_path / "one" / "stats.csv")["layer"]) == {"features/3"}
-    with pytest.raises(ValueError, match="valid choices"):
-        run_unit_stats(paths, tmp_path / "bad", {"layers": ["conv9"]})
+    with pytest.raises(ValueError, match="'unit_stats.layers'.*valid names: features.0, features/3"):
+        _run(paths, tmp_path / "bad", _section(layers=["conv9"]))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_accumulator_merge_state_and_nonfinite():

@@ -46,7 +46,7 @@ def test_topk_table_matches_brute_force_over_shards(tiny_run):
         np.testing.assert_allclose(got["value"].to_numpy(), expected, rtol=1e-6)
         assert values[index == got["index"].iloc[0], channel][0] == pytest.approx(expected[0])
     assert ((layer.x1 > layer.x0) & (layer.x0 >= 0) & (layer.x1 <= 32)).all()
-    pages = sorted((tiny_run / "results/units/relu1").glob("patches*.png"))
+    pages = sorted((tiny_run / "results/units/topk/relu1").glob("patches*.png"))
     assert [p.name for p in pages] == ["patches-000.png", "patches-001.png"]  # 32 channels, 16 a page
 
 
@@ -57,7 +57,7 @@ def test_analyses_and_report(tiny_run):
     assert overall.loc[0, "n"] == 30  # the test split
     html = (tiny_run / "results/report/index.html").read_text()
     assert "Accuracy" in html and "relu4" in html
-    assert "../units/relu1/patches-000.png" in html
+    assert "../units/topk/relu1/patches-000.png" in html
 
 
 def test_rerun_does_nothing(tiny_run):

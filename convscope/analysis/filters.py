@@ -23,6 +23,10 @@ Activation panels (`activation_maps`, `render_activation_panel`)
 
 Dead channels (never firing over the dataset, see `convscope.analysis.unit_stats`)
 are drawn with a red border wherever a channel appears.
+
+The stage (`run_filters`: load the model, then `write_filter_figures`) writes
+only inside the folder it is given: ``weights/<conv>.png``,
+``activations/<manifest row>/<layer>.png`` and ``index.csv`` listing them.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,13 +44,22 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from convscope.analysis.layer_names import layer_file_names
+from convscope.config.sections import FiltersConfig, ModelConfig, PreprocessConfig
+from convscope.nn.device import model_device
+from convscope.nn.hooks import capture_tensors
+from convscope.nn.layers import check_layer_names, get_module
+from convscope.render.grids import scale_to_unit, tile_grid, to_rgb_uint8, upscale_nearest
+from convscope.store.atomic import save_image, write_text
+
 __all__ = [
     "DEAD_RGB",
+    "INDEX_COLUMNS",
     "filter_images",
     "activation_maps",
     "render_activation_panel",
-    "resolve_module",
     "default_filter_layers",
+    "write_filter_figures",
     "run_filters",
 ]
 
@@ -55,73 +67,20 @@ logger = logging.getLogger(__name__)
 
 #: Border colour of dead channels.
 DEAD_RGB = (220, 30, 30)
+#: Columns of the figure index ``index.csv`` written by `write_filter_figures`.
+INDEX_COLUMNS = ["kind", "layer", "analysed_layer", "image_index", "file"]
 _BACKGROUND = 40
 _GAP = 1
 
 
-def resolve_module(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called ``name`` (``"features/0"`` is read as ``"features.0"``)."""
-    modules = dict(model.named_modules())
-    for candidate in (name, name.replace("/", ".")):
-        if candidate in modules and candidate != "":
-            return modules[candidate]
-    choices = [key for key in modules if key]
-    shown = ", ".join(choices[:40]) + (" ..." if len(choices) > 40 else "")
-    raise ValueError(f"layer {name!r} is not a module of the model; valid choices: {shown}")
-
-
-def _normalise(values: np.ndarray, scale: str) -> np.ndarray:
-    """Map an array to 0..1 by its own range (see module docstring)."""
-    if scale == "minmax":
-        lo, hi = float(values.min()), float(values.max())
-        if hi - lo <= 0:
-            return np.full_like(values, 0.5, dtype=np.float64)
-        return (values - lo) / (hi - lo)
-    if scale == "symmetric":
-        peak = float(np.abs(values).max())
-        if peak <= 0:
-            return np.full_like(values, 0.5, dtype=np.float64)
-        return 0.5 + 0.5 * values / peak
-    raise ValueError(f"filters.scale must be 'minmax' or 'symmetric', got {scale!r}")
-
-
-def _to_rgb_uint8(tile01: np.ndarray) -> np.ndarray:
-    """(h, w) or (h, w, 3) values in 0..1 -> (h, w, 3) uint8."""
-    tile = np.clip(np.rint(tile01 * 255.0), 0, 255).astype(np.uint8)
-    if tile.ndim == 2:
-        tile = np.repeat(tile[..., None], 3, axis=2)
-    return tile
-
-
-def _upscale(tile: np.ndarray, factor: int) -> np.ndarray:
-    if factor <= 1:
-        return tile
-    return np.repeat(np.repeat(tile, factor, axis=0), factor, axis=1)
-
-
 def _grid(groups: Sequence[np.ndarray], dead: np.ndarray, pad: int,
           ncols: int | None = None) -> np.ndarray:
-    """Lay equally sized (h, w, 3) uint8 groups on a grid, each framed by ``pad`` px.
-
-    The frame is red for groups flagged in ``dead`` and background otherwise.
-    """
-    gh, gw = groups[0].shape[:2]
-    n = len(groups)
-    if ncols is None:
-        ncols = max(1, math.ceil(math.sqrt(n * gh / gw)))
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    cell_h, cell_w = gh + 2 * pad, gw + 2 * pad
-    canvas = np.full((nrows * cell_h + pad, ncols * cell_w + pad, 3), _BACKGROUND, np.uint8)
-    for i, group in enumerate(groups):
-        y, x = (i // ncols) * cell_h + pad // 2, (i % ncols) * cell_w + pad // 2
-        if dead[i]:
-            canvas[y:y + cell_h, x:x + cell_w] = DEAD_RGB
-        canvas[y + pad:y + pad + gh, x + pad:x + pad + gw] = group
-    return canvas
+    """`convscope.render.grids.tile_grid` with this module's colours (dead frames red)."""
+    return tile_grid(groups, dead, pad, ncols=ncols, background=_BACKGROUND, flag_rgb=DEAD_RGB)
 
 
 def _dead_vector(dead_mask, n: int) -> np.ndarray:
+    """(n,) bool dead flags from an optional mask of at least ``n`` entries."""
     if dead_mask is None:
         return np.zeros(n, dtype=bool)
     dead_mask = np.asarray(dead_mask, dtype=bool)
@@ -130,26 +89,47 @@ def _dead_vector(dead_mask, n: int) -> np.ndarray:
     return dead_mask[:n]
 
 
+def _filter_group(kernel: np.ndarray, scale: str, inputs_per_filter: int,
+                  factor: int) -> np.ndarray:
+    """The picture of one output channel's (I, kh, kw) kernel: (h, w, 3) uint8 (module docstring)."""
+    n_in = kernel.shape[0]
+    if n_in == 3:
+        tiles = [scale_to_unit(kernel.transpose(1, 2, 0), scale)]
+    elif inputs_per_filter == 0:
+        tiles = [scale_to_unit(kernel.mean(axis=0), scale)]
+    else:
+        k = min(int(inputs_per_filter), n_in)
+        strongest = np.argsort(-np.sqrt((kernel ** 2).sum(axis=(1, 2))), kind="stable")[:k]
+        tiles = list(scale_to_unit(kernel[strongest], scale))  # one scale per filter
+    tiles = [upscale_nearest(to_rgb_uint8(t), factor) for t in tiles]
+    if len(tiles) > 1:
+        gap = np.full((tiles[0].shape[0], _GAP, 3), _BACKGROUND, np.uint8)
+        tiles = [part for t in tiles for part in (t, gap)][:-1]
+    return np.concatenate(tiles, axis=1)
+
+
 def filter_images(
     weight: torch.Tensor | np.ndarray,
     *,
-    scale: str = "minmax",
-    inputs_per_filter: int = 0,
+    scale: str,
+    inputs_per_filter: int,
+    tile_px: int,
+    max_filters: int | None = None,
     dead_mask: np.ndarray | None = None,
-    tile_px: int = 24,
-    max_filters: int = 256,
     pad: int = 2,
 ) -> np.ndarray:
     """Grid image of convolution filters.
 
     Args:
         weight: (O, I, kh, kw) convolution weight.
-        scale: ``"minmax"`` or ``"symmetric"``, per filter (module docstring).
+        scale: ``"minmax"`` or ``"symmetric"``, per filter (``filters.scale``,
+            module docstring).
         inputs_per_filter: for ``I != 3``: 0 shows the mean over input
             channels, ``k > 0`` the ``k`` input kernels of largest L2 norm.
-        dead_mask: (O,) bool; True channels get a red frame.
         tile_px: kernels are enlarged by an integer factor to about this size.
-        max_filters: only the first ``max_filters`` output channels are drawn.
+        max_filters: only the first ``max_filters`` output channels are drawn
+            (None: all).
+        dead_mask: (O,) bool; True channels get a red frame.
         pad: frame width in pixels.
     Returns:
         (H, W, 3) uint8 image.
@@ -161,71 +141,33 @@ def filter_images(
         raise ValueError(f"expected a conv weight of shape (O, I, kh, kw), got {weight.shape}")
     if inputs_per_filter < 0:
         raise ValueError(f"filters.inputs_per_filter must be >= 0, got {inputs_per_filter}")
-    n_out, n_in, kh, kw = weight.shape
+    n_out, _, kh, kw = weight.shape
     dead = _dead_vector(dead_mask, n_out)
-    n_show = min(n_out, int(max_filters))
+    n_show = n_out if max_filters is None else min(n_out, int(max_filters))
     factor = max(1, int(tile_px) // max(kh, kw))
-    groups = []
-    for o in range(n_show):
-        kernel = weight[o]
-        if n_in == 3:
-            tiles = [_normalise(kernel.transpose(1, 2, 0), scale)]
-        elif inputs_per_filter == 0:
-            tiles = [_normalise(kernel.mean(axis=0), scale)]
-        else:
-            k = min(int(inputs_per_filter), n_in)
-            strongest = np.argsort(-np.sqrt((kernel ** 2).sum(axis=(1, 2))), kind="stable")[:k]
-            tiles = list(_normalise(kernel[strongest], scale))  # one scale per filter
-        tiles = [_upscale(_to_rgb_uint8(t), factor) for t in tiles]
-        if len(tiles) > 1:
-            gap = np.full((tiles[0].shape[0], _GAP, 3), _BACKGROUND, np.uint8)
-            tiles = [part for t in tiles for part in (t, gap)][:-1]
-        groups.append(np.concatenate(tiles, axis=1))
+    groups = [_filter_group(weight[o], scale, inputs_per_filter, factor) for o in range(n_show)]
     return _grid(groups, dead[:n_show], pad)
 
 
-def _first_tensor(output):
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, torch.Tensor):
-                return item
-    raise TypeError(f"module output of type {type(output).__name__} holds no tensor")
-
-
 @torch.no_grad()
-def activation_maps(model: nn.Module, layer_names: Sequence[str],
-                    inputs: torch.Tensor) -> dict[str, np.ndarray]:
+def activation_maps(model: nn.Module, layer_names: Sequence[str], inputs: torch.Tensor,
+                    key: str = "filters.panel_layers") -> dict[str, np.ndarray]:
     """Feature maps of ``layer_names`` for a batch, via forward hooks.
 
     Args:
         model: the network (its train/eval mode is left as it is).
         layer_names: module names (``"features.3"``; ``"/"`` is read as ``"."``).
-        inputs: (N, C, H, W) model input.
+        inputs: (N, C, H, W) model input; moved to the model's device.
+        key: the config key the names come from, for the error message.
     Returns:
         layer name -> (N, C_l, h, w) float32 array. A 2-D output (N, C) becomes
         (N, C, 1, 1). A module called several times in one forward pass keeps
         its last output. The hooks are removed afterwards, even on error.
+    Raises:
+        convscope.nn.layers.LayerNameError: a name is not a module of the model.
     """
-    modules = {name: resolve_module(model, name) for name in layer_names}
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def _hook(name):
-        def hook(module, args, output):
-            captured[name] = _first_tensor(output).detach()
-        return hook
-
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(_hook(name)))
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        model(inputs.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with capture_tensors(model, list(layer_names), key=key) as captured:
+        model(inputs.to(model_device(model)))
     maps = {}
     for name in layer_names:
         if name not in captured:
@@ -276,7 +218,7 @@ def render_activation_panel(
     span = float(hi) - float(lo)
     scaled = (maps - lo) / span if span > 0 else np.zeros_like(maps)
     factor = max(1, int(tile_px) // max(h, w))
-    tiles = [_upscale(_to_rgb_uint8(np.clip(m, 0, 1)), factor) for m in scaled]
+    tiles = [upscale_nearest(to_rgb_uint8(np.clip(m, 0, 1)), factor) for m in scaled]
     grid = _grid(tiles, _dead_vector(dead_mask, n_ch), pad,
                  ncols=max(1, math.ceil(math.sqrt(n_ch))))
     side = grid.shape[0]
@@ -334,11 +276,8 @@ def default_filter_layers(model: nn.Module, analysed_layers: Sequence[str],
     return chosen
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "layer"
-
-
 def _match_mask(masks: dict[str, np.ndarray], layer: str | None, channels: int):
+    """The dead mask of ``layer`` if it has ``channels`` entries, else None (logged)."""
     if layer is None or layer not in masks:
         return None
     mask = masks[layer]
@@ -350,6 +289,7 @@ def _match_mask(masks: dict[str, np.ndarray], layer: str | None, channels: int):
 
 
 def _choose_panel_rows(manifest: pd.DataFrame, panel_images, seed: int) -> pd.DataFrame:
+    """Manifest rows of the panels: a seeded sample of ``panel_images`` rows, or those listed."""
     if isinstance(panel_images, (int, np.integer)) and not isinstance(panel_images, bool):
         count = min(int(panel_images), len(manifest))
         if count <= 0:
@@ -366,115 +306,90 @@ def _choose_panel_rows(manifest: pd.DataFrame, panel_images, seed: int) -> pd.Da
     return by_index.loc[wanted].reset_index(drop=True)
 
 
-def run_filters(
-    config: dict,
-    out_dir: str | os.PathLike,
-    *,
-    shard_paths: Sequence[str | os.PathLike] = (),
-    manifest_csv: str | os.PathLike | None = None,
-    stats_csv: str | os.PathLike | None = None,
-    weights_file: str | os.PathLike | None = None,
-    model: nn.Module | None = None,
-) -> pd.DataFrame:
-    """Write filter-weight images and activation panels under ``out_dir``.
+def _read_masks(stats_csv: str | os.PathLike | None) -> dict[str, np.ndarray]:
+    """Dead-channel masks by layer from the unit statistics table, or none without one."""
+    if stats_csv is None:
+        return {}
+    from convscope.analysis.unit_stats import read_dead_masks
 
-    Files: ``weights/<conv>.png``, ``activations/<index>/<layer>.png`` and
-    ``index.csv`` (kind, layer, analysed_layer, image_index, file) listing them.
-    ``config`` is the whole workflow config: ``config["filters"]`` holds this
-    stage's keys (see `run_filters` defaults below), ``config["layers"]`` the
-    analysed layers and ``config["preprocess"]`` the preprocessing.
-    ``model`` defaults to ``convscope.nn.models.load_model(config,
-    weights_file=weights_file)`` on the CPU.
+    return read_dead_masks(stats_csv)
 
-    ``config["filters"]`` keys: ``layers`` (conv names, default
-    `default_filter_layers`; a listed conv still gets the dead mask of the
-    analysed layer it feeds), ``scale`` ("minmax"), ``inputs_per_filter`` (0),
-    ``max_filters`` (256), ``tile_px`` (24), ``panel_images`` (4: a count
-    sampled with ``seed``, or a list of manifest indices), ``panel_layers``
-    (default the analysed layers), ``seed`` (0).
-    Returns the index table.
+
+def _layer_channels(shard_paths: Sequence[str | os.PathLike]) -> dict[str, int]:
+    """Analysed layer -> channel count, from the first shard's ``layer_shapes`` (empty without shards)."""
+    if not shard_paths:
+        return {}
+    from convscope.store.shards import read_attrs
+
+    shapes = read_attrs(shard_paths[0]).get("layer_shapes") or {}
+    return {name: int(shape[0]) for name, shape in shapes.items()}
+
+
+def _conv_layers(model: nn.Module, filters: FiltersConfig, layers: Sequence[str],
+                 layer_channels: dict[str, int]) -> dict[str, str | None]:
+    """Conv name -> analysed layer whose dead mask it shows: ``filters.layers`` or the default.
+
+    A conv listed in ``filters.layers`` still gets the mask of the analysed
+    layer it feeds (`default_filter_layers`), or its own if it is analysed.
     """
-    cfg = dict(config.get("filters") or {})
-    out_dir = Path(out_dir)
-    if model is None:
-        from convscope.config.sections import ModelConfig
-        from convscope.nn.models import load_model
+    chosen = default_filter_layers(model, layers, layer_channels)
+    if filters.layers:
+        check_layer_names(model, filters.layers, key="filters.layers", kind=nn.Conv2d,
+                          what="an nn.Conv2d of the model")
+        chosen = {name: chosen.get(name, name if name in layers else None)
+                  for name in filters.layers}
+    return chosen
 
-        model = load_model(ModelConfig.from_dict(config["model"]),
-                           weights_file or config["model"]["weights"],
-                           in_channels=int(config["preprocess"]["channels"]))
-    model.eval()
-    shard_attrs = {}
-    if shard_paths:
-        from convscope.store.shards import read_attrs
 
-        shard_attrs = read_attrs(shard_paths[0])
-    analysed = list(config.get("layers") or shard_attrs.get("layer_names") or [])
-    layer_channels = {name: int(shape[0])
-                      for name, shape in (shard_attrs.get("layer_shapes") or {}).items()}
-    masks = {}
-    if stats_csv is not None and Path(stats_csv).exists():
-        from convscope.analysis.unit_stats import read_dead_masks
-
-        masks = read_dead_masks(stats_csv)
-
+def _write_weight_images(model: nn.Module, conv_layers: dict[str, str | None],
+                         filters: FiltersConfig, masks: dict[str, np.ndarray],
+                         out_dir: Path) -> list[dict]:
+    """``weights/<conv>.png`` for every conv; returns their `INDEX_COLUMNS` records."""
+    names = layer_file_names(list(conv_layers))
     records = []
-    conv_layers = default_filter_layers(model, analysed, layer_channels)
-    if cfg.get("layers"):
-        conv_layers = {name: conv_layers.get(name, name if name in analysed else None)
-                       for name in cfg["layers"]}
-    (out_dir / "weights").mkdir(parents=True, exist_ok=True)
     for conv_name, feeds in conv_layers.items():
-        module = resolve_module(model, conv_name)
-        if not isinstance(module, nn.Conv2d):
-            raise ValueError(f"filters.layers: {conv_name!r} is a {type(module).__name__}, "
-                             "not an nn.Conv2d")
-        weight = module.weight
-        grid = filter_images(
-            weight,
-            scale=cfg.get("scale", "minmax"),
-            inputs_per_filter=int(cfg.get("inputs_per_filter", 0)),
-            dead_mask=_match_mask(masks, feeds, weight.shape[0]),
-            tile_px=int(cfg.get("tile_px", 24)),
-            max_filters=int(cfg.get("max_filters", 256)),
-        )
-        path = out_dir / "weights" / f"{_safe_name(conv_name)}.png"
-        Image.fromarray(grid).save(path)
+        weight = get_module(model, conv_name, key="filters.layers").weight
+        grid = filter_images(weight, scale=filters.scale,
+                             inputs_per_filter=filters.inputs_per_filter,
+                             tile_px=filters.tile_px, max_filters=filters.max_filters,
+                             dead_mask=_match_mask(masks, feeds, weight.shape[0]))
+        path = out_dir / "weights" / f"{names[conv_name]}.png"
+        save_image(path, Image.fromarray(grid))
         records.append({"kind": "weights", "layer": conv_name, "analysed_layer": feeds,
-                        "image_index": -1, "file": str(path.relative_to(out_dir))})
-
-    panel_images = cfg.get("panel_images", 4)
-    panel_layers = list(cfg.get("panel_layers") or analysed)
-    if manifest_csv is not None and panel_layers and panel_images:
-        records += _write_panels(config, cfg, model, manifest_csv, panel_images,
-                                 panel_layers, masks, out_dir)
-    index = pd.DataFrame(records, columns=["kind", "layer", "analysed_layer", "image_index",
-                                           "file"])
-    index.to_csv(out_dir / "index.csv", index=False)
-    return index
+                        "image_index": -1, "file": path.relative_to(out_dir).as_posix()})
+    return records
 
 
-def _write_panels(config, cfg, model, manifest_csv, panel_images, panel_layers, masks,
-                  out_dir: Path) -> list[dict]:
+def _read_panel_images(manifest_csv, panel_images, seed: int) -> tuple[list, list[int]]:
+    """The panel images as (H, W, 3) uint8 and their manifest rows; unreadable ones skipped."""
     from convscope.data.images import ImageReadError, load_image
     from convscope.data.manifest import read_manifest
-    from convscope.data.preprocess import prepare_uint8, to_model_input
 
     manifest, _ = read_manifest(manifest_csv)
-    rows = _choose_panel_rows(manifest, panel_images, int(cfg.get("seed", 0)))
-    preprocess_cfg = config["preprocess"]
     images, indices = [], []
-    for row in rows.itertuples(index=False):
+    for row in _choose_panel_rows(manifest, panel_images, seed).itertuples(index=False):
         try:
             images.append(load_image(row.path, int(row.slot)))
             indices.append(int(row.index))
         except ImageReadError as err:
             logger.warning("panel image %s (%s) skipped: %s", row.index, row.path, err)
+    return images, indices
+
+
+def _write_panels(model: nn.Module, filters: FiltersConfig, preprocess: PreprocessConfig,
+                  manifest_csv, panel_layers: list[str], masks: dict[str, np.ndarray],
+                  out_dir: Path) -> list[dict]:
+    """``activations/<index>/<layer>.png`` for the panel images; returns their records."""
+    from convscope.data.preprocess import prepare_uint8, to_model_input
+
+    images, indices = _read_panel_images(manifest_csv, filters.panel_images, filters.seed)
     if not images:
         return []
+    preprocess_cfg = preprocess.to_dict()
     inputs = to_model_input(images, preprocess_cfg)
     shown = [prepare_uint8(image, preprocess_cfg) for image in images]
     maps = activation_maps(model, panel_layers, inputs)
+    names = layer_file_names(panel_layers)
     records = []
     for layer in tqdm(panel_layers, desc="activation panels", unit="layer"):
         layer_maps = maps[layer]
@@ -482,10 +397,83 @@ def _write_panels(config, cfg, model, manifest_csv, panel_images, panel_layers, 
         mask = _match_mask(masks, layer, layer_maps.shape[1])
         for image_index, picture, image_maps in zip(indices, shown, layer_maps):
             panel = render_activation_panel(picture, image_maps, mask, value_range=value_range,
-                                            tile_px=int(cfg.get("tile_px", 24)))
-            path = out_dir / "activations" / str(image_index) / f"{_safe_name(layer)}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(panel).save(path)
+                                            tile_px=filters.tile_px)
+            path = out_dir / "activations" / str(image_index) / f"{names[layer]}.png"
+            save_image(path, Image.fromarray(panel))
             records.append({"kind": "activations", "layer": layer, "analysed_layer": layer,
-                            "image_index": image_index, "file": str(path.relative_to(out_dir))})
+                            "image_index": image_index,
+                            "file": path.relative_to(out_dir).as_posix()})
     return records
+
+
+def write_filter_figures(
+    model: nn.Module,
+    filters: FiltersConfig,
+    layers: Sequence[str],
+    preprocess: PreprocessConfig,
+    out_dir: str | os.PathLike,
+    *,
+    shard_paths: Sequence[str | os.PathLike] = (),
+    manifest_csv: str | os.PathLike | None = None,
+    stats_csv: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Write filter-weight images and activation panels of ``model`` under ``out_dir``.
+
+    Args:
+        model: the network (put in eval mode).
+        filters: the ``filters`` section: which convs (``layers``, default
+            `default_filter_layers`), how to draw them, which panel images
+            (``panel_images``: a count sampled with ``seed``, or manifest
+            rows) and layers (``panel_layers``, default ``layers``).
+        layers: the analysed layers (config key ``layers``).
+        preprocess: how an image becomes the model input (for the panels).
+        out_dir: the stage's folder; it receives ``weights/<conv>.png``,
+            ``activations/<index>/<layer>.png`` and ``index.csv``
+            (`INDEX_COLUMNS`, one row per image file, paths relative to
+            ``out_dir``), written last.
+        shard_paths: shards whose ``layer_shapes`` tell each analysed
+            layer's channel count (helps pick the conv feeding it).
+        manifest_csv: the manifest; without it no panels are drawn.
+        stats_csv: the unit statistics; dead channels get red frames.
+    Returns:
+        the index table.
+    """
+    out_dir = Path(out_dir)
+    model.eval()
+    layers = list(layers)
+    masks = _read_masks(stats_csv)
+    conv_layers = _conv_layers(model, filters, layers, _layer_channels(shard_paths))
+    records = _write_weight_images(model, conv_layers, filters, masks, out_dir)
+    panel_layers = list(filters.panel_layers or layers)
+    if manifest_csv is not None and panel_layers and filters.panel_images:
+        records += _write_panels(model, filters, preprocess, manifest_csv, panel_layers, masks,
+                                 out_dir)
+    index = pd.DataFrame(records, columns=INDEX_COLUMNS)
+    write_text(out_dir / "index.csv", index.to_csv(index=False))
+    return index
+
+
+def run_filters(
+    model_cfg: ModelConfig,
+    weights_file: str | os.PathLike | None,
+    filters: FiltersConfig,
+    layers: Sequence[str],
+    preprocess: PreprocessConfig,
+    out_dir: str | os.PathLike,
+    *,
+    shard_paths: Sequence[str | os.PathLike] = (),
+    manifest_csv: str | os.PathLike | None = None,
+    stats_csv: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """The filters stage: load the model on the CPU, then `write_filter_figures`.
+
+    ``weights_file`` is the checkpoint (`convscope.nn.models.load_model`;
+    None only for a torchvision model with cached weights). The other
+    arguments are those of `write_filter_figures`.
+    """
+    from convscope.nn.models import load_model
+
+    model = load_model(model_cfg, weights_file, in_channels=preprocess.channels)
+    return write_filter_figures(model, filters, layers, preprocess, out_dir,
+                                shard_paths=shard_paths, manifest_csv=manifest_csv,
+                                stats_csv=stats_csv)

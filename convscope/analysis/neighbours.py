@@ -19,12 +19,15 @@ neighbours; a tie between classes goes to the class whose tied neighbours
 have the smallest summed distance, and an exact tie after that to the
 smaller class id.
 
-Outputs of `run_neighbours` (under ``out_dir``):
+Outputs of `run_neighbours`, each at the path it is given:
 
-``queries.csv``        query_index, query_label, space, rank, neighbour_index,
-                       neighbour_label, distance, same_label
-``panels.png``         per query: the query, then one row of its k nearest per space
-``knn_accuracy.json``  leave-one-out k-NN accuracy per space and k, with n
+``queries``   CSV: query_index, query_label, space, rank, neighbour_index,
+              neighbour_label, distance, same_label
+``panels``    PNG: per query, the query, then one row of its k nearest per space
+``accuracy``  JSON: leave-one-out k-NN accuracy per space and k, with n
+
+Settings come from the ``neighbours`` section (`NeighboursConfig`); their
+defaults and ranges are in the config schema.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import h5py
@@ -43,14 +46,17 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from convscope.analysis.common import class_name, class_names
+from convscope.config.sections import NeighboursConfig
+from convscope.nn.device import resolve_device
 from convscope.render.mosaic import gather_thumbs
 from convscope.stats.running import RunningTopK
-from convscope.store.shards import iter_shards, read_attrs, read_concat
+from convscope.store.atomic import atomic_path, save_image, write_text
+from convscope.store.shards import iter_shards, read_concat
 
 __all__ = [
-    "NEIGHBOURS_DEFAULTS",
     "SPACES",
-    "check_neighbours_config",
+    "TIE_BREAK",
     "space_features",
     "knn_search",
     "knn_over_shards",
@@ -66,57 +72,11 @@ logger = logging.getLogger(__name__)
 #: space name -> (shard dataset, distance)
 SPACES = {"code": ("codes", "cosine"), "pixel": ("thumbs", "euclidean")}
 
-#: Config section ``neighbours``: every key with its default.
-NEIGHBOURS_DEFAULTS: dict = {
-    "k": 8,                     # neighbours shown per query (panels, queries.csv)
-    "queries_per_class": 1,     # seeded random queries per class ...
-    "max_query_classes": 10,    # ... for at most this many classes (seeded choice)
-    "query_indices": [],        # manifest indices of the queries; non-empty overrides sampling
-    "accuracy_k": [1, 5, 10],   # leave-one-out k-NN accuracy for each k
-    "spaces": ["code", "pixel"],
-    "seed": 0,
-    "device": "auto",           # auto | cpu | cuda | cuda:N
-    "block_mb": 256,            # memory for one block of query features
-    "tile_px": 48,              # thumbnail size in panels.png
-}
-
 TIE_BREAK = ("majority vote over the k nearest labelled neighbours; ties between classes go to "
              "the class with the smallest summed neighbour distance, then to the smaller class id")
 
 _TILE_QUERIES = 2048
 _TILE_REFERENCES = 4096
-
-
-def check_neighbours_config(cfg: dict | None) -> dict:
-    """``cfg`` merged over `NEIGHBOURS_DEFAULTS`; raise ValueError naming a bad key."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(NEIGHBOURS_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown neighbours config key(s) {unknown}; valid keys: "
-                         + ", ".join(NEIGHBOURS_DEFAULTS))
-    merged = {**NEIGHBOURS_DEFAULTS, **cfg}
-    for key in ("k", "queries_per_class", "max_query_classes", "block_mb", "tile_px"):
-        if not isinstance(merged[key], (int, np.integer)) or merged[key] < 1:
-            raise ValueError(f"neighbours.{key} must be an integer >= 1, got {merged[key]!r}")
-    ks = merged["accuracy_k"]
-    if not isinstance(ks, (list, tuple)) or not all(isinstance(k, int) and k >= 1 for k in ks):
-        raise ValueError(f"neighbours.accuracy_k must be a list of integers >= 1, got {ks!r}")
-    spaces = merged["spaces"]
-    if not spaces or any(space not in SPACES for space in spaces):
-        raise ValueError(f"neighbours.spaces is {spaces!r}; valid values: {list(SPACES)}")
-    device = str(merged["device"])
-    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
-        raise ValueError(f"neighbours.device is {device!r}; valid values: auto, cpu, cuda, cuda:N")
-    return merged
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"neighbours.device is {device!r} but no CUDA device is available; "
-                         "use 'auto' or 'cpu'")
-    return torch.device(device)
 
 
 def space_features(chunk: dict[str, np.ndarray], space: str) -> np.ndarray:
@@ -212,73 +172,93 @@ def _shard_geometry(shard_paths: Sequence, space: str) -> tuple[np.ndarray, int]
     return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), width
 
 
+class _ShardFeatures:
+    """Features of the shards in one space, read shard by shard.
+
+    Shards read once are kept while they fit ``budget_bytes`` and reused, so
+    a small dataset is read once; ``starts`` is the row offset of each shard
+    plus the total, ``width`` the feature width F.
+    """
+
+    def __init__(self, shard_paths: Sequence, space: str, budget_bytes: int):
+        self.shard_paths = list(shard_paths)
+        self.space = space
+        self.starts, self.width = _shard_geometry(self.shard_paths, space)
+        self._cache: dict[int, np.ndarray] = {}
+        self._budget = int(budget_bytes)
+
+    def of_shard(self, shard: int) -> np.ndarray:
+        """(rows of the shard, F) float32 features of shard number ``shard``."""
+        if shard in self._cache:
+            return self._cache[shard]
+        chunk = next(iter_shards([self.shard_paths[shard]], [SPACES[self.space][0]]))
+        features = space_features(chunk, self.space)
+        if features.nbytes <= self._budget:
+            self._cache[shard] = features
+            self._budget -= features.nbytes
+        return features
+
+    def of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), F) features of the given positions over the concatenated shards."""
+        shard_of_row = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((len(rows), self.width), dtype=np.float32)
+        for shard in np.unique(shard_of_row):
+            picked = shard_of_row == shard
+            out[picked] = self.of_shard(int(shard))[rows[picked] - self.starts[shard]]
+        return out
+
+    def reference_blocks(self, reference_mask=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(positions, features)`` of every shard, keeping the rows ``reference_mask`` allows."""
+        for shard in range(len(self.shard_paths)):
+            lo, hi = self.starts[shard], self.starts[shard + 1]
+            positions = np.arange(lo, hi)
+            features = self.of_shard(shard)
+            if reference_mask is not None:
+                keep = np.asarray(reference_mask[lo:hi], dtype=bool)
+                positions, features = positions[keep], features[keep]
+            yield positions, features
+
+
 def knn_over_shards(shard_paths: Sequence[str | os.PathLike], space: str, k: int, *,
-                    query_rows=None, reference_mask=None, device="cpu",
-                    block_mb: float = 256) -> tuple[np.ndarray, np.ndarray]:
+                    block_mb: float, query_rows=None, reference_mask=None,
+                    device="cpu") -> tuple[np.ndarray, np.ndarray]:
     """Exact k-NN of shard rows against all shard rows in ``space``, in bounded memory.
 
     Args:
         shard_paths: the shards, in manifest order.
         space: ``"code"`` or ``"pixel"`` (see `SPACES`).
         k: neighbours per query.
+        block_mb: features of at most this many MB of queries are held at
+            once; shards read while gathering a block are kept (up to the same
+            budget) and reused as references, so small datasets are read once.
         query_rows: (nq,) positions (0 .. N-1 over the concatenated shards) of
             the queries; None = every row (leave-one-out over the dataset).
         reference_mask: (N,) bool, which rows may be neighbours; None = all.
         device: torch device.
-        block_mb: features of at most this many MB of queries are held at
-            once; shards read while gathering a block are kept (up to the same
-            budget) and reused as references, so small datasets are read once.
 
     Returns:
         ``(distances (nq, k), positions (nq, k))`` as in `knn_search`, rows in
         the order of ``query_rows``.
     """
-    shard_paths = list(shard_paths)
-    dataset, metric = SPACES[space]
-    starts, width = _shard_geometry(shard_paths, space)
-    n = int(starts[-1])
+    features = _ShardFeatures(shard_paths, space, int(block_mb * 2**20))
+    n = int(features.starts[-1])
     query_rows = np.arange(n) if query_rows is None else np.asarray(query_rows, dtype=np.int64)
     if len(query_rows) and (query_rows.min() < 0 or query_rows.max() >= n):
         raise IndexError(f"knn_over_shards: query rows must lie in [0, {n})")
     order = np.argsort(query_rows, kind="stable")
     sorted_rows = query_rows[order]
-    block_rows = max(1, int(block_mb * 2**20) // (4 * max(width, 1)))
-    cache: dict[int, np.ndarray] = {}
-    cache_budget = [int(block_mb * 2**20)]
-
-    def features_of(shard: int) -> np.ndarray:
-        if shard in cache:
-            return cache[shard]
-        chunk = next(iter_shards([shard_paths[shard]], [dataset]))
-        features = space_features(chunk, space)
-        if features.nbytes <= cache_budget[0]:
-            cache[shard] = features
-            cache_budget[0] -= features.nbytes
-        return features
-
-    def reference_blocks():
-        for shard in range(len(shard_paths)):
-            positions = np.arange(starts[shard], starts[shard + 1])
-            features = features_of(shard)
-            if reference_mask is not None:
-                keep = np.asarray(reference_mask[starts[shard]:starts[shard + 1]], dtype=bool)
-                positions, features = positions[keep], features[keep]
-            yield positions, features
-
+    block_rows = max(1, int(block_mb * 2**20) // (4 * max(features.width, 1)))
     distances = np.full((len(query_rows), k), np.inf, dtype=np.float32)
     positions = np.full((len(query_rows), k), -1, dtype=np.int64)
     n_blocks = max(1, -(-len(sorted_rows) // block_rows))
     for b in range(0, len(sorted_rows), block_rows):
         rows = sorted_rows[b:b + block_rows]
-        shard_of_row = np.searchsorted(starts, rows, side="right") - 1
-        queries = np.empty((len(rows), width), dtype=np.float32)
-        for shard in np.unique(shard_of_row):
-            picked = shard_of_row == shard
-            queries[picked] = features_of(int(shard))[rows[picked] - starts[shard]]
+        queries = features.of_rows(rows)
         logger.info("k-NN %s: query block %d/%d (%d rows)", space, b // block_rows + 1,
                     n_blocks, len(rows))
-        block_d, block_p = knn_search(queries, reference_blocks(), k, metric=metric,
-                                      query_positions=rows, device=device, progress=True)
+        block_d, block_p = knn_search(queries, features.reference_blocks(reference_mask), k,
+                                      metric=SPACES[space][1], query_positions=rows,
+                                      device=device, progress=True)
         distances[order[b:b + block_rows]] = block_d
         positions[order[b:b + block_rows]] = block_p
     return distances, positions
@@ -337,8 +317,8 @@ def knn_accuracy(labels: np.ndarray, neighbour_rows: np.ndarray, neighbour_dista
     return out
 
 
-def sample_queries(labels: np.ndarray, per_class: int = 1, max_classes: int = 10,
-                   seed: int = 0) -> np.ndarray:
+def sample_queries(labels: np.ndarray, per_class: int, max_classes: int,
+                   seed: int) -> np.ndarray:
     """Seeded random query rows: ``per_class`` rows of each of up to ``max_classes`` classes.
 
     Classes are a seeded sample of the labelled classes present (all of them
@@ -362,6 +342,7 @@ def sample_queries(labels: np.ndarray, per_class: int = 1, max_classes: int = 10
 
 
 def _font(size: int):
+    """Pillow's default font at ``size`` px (fixed size on Pillow < 10.1)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -369,8 +350,8 @@ def _font(size: int):
 
 
 def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
-                  thumbs: dict[int, np.ndarray], labels: np.ndarray, class_names: Sequence[str],
-                  tile_px: int = 48) -> Image.Image:
+                  thumbs: dict[int, np.ndarray], labels: np.ndarray, names: Sequence[str],
+                  tile_px: int) -> Image.Image:
     """One block per query: a row per space with the query, then its k neighbours.
 
     ``neighbour_rows`` maps space -> (nq, k) rows (-1 = none); ``thumbs`` maps
@@ -389,9 +370,7 @@ def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
 
     def name(row: int) -> str:
         label = int(labels[row])
-        if label < 0:
-            return "?"
-        return class_names[label] if label < len(class_names) else str(label)
+        return "?" if label < 0 else class_name(names, label)
 
     def paste(row: int, left: int, top: int, frame=None) -> None:
         if frame is not None:
@@ -418,120 +397,131 @@ def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
     return canvas
 
 
-def _class_names(shard_paths: Sequence, manifest_csv) -> list[str]:
-    names = read_attrs(shard_paths[0]).get("class_names") or []
-    if not names and manifest_csv is not None:
-        from convscope.data.manifest import read_manifest
+def _query_rows(cfg: NeighboursConfig, index: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Shard rows of the panel queries: ``query_indices`` (manifest indices) or a seeded sample."""
+    if not cfg.query_indices:
+        return sample_queries(labels, int(cfg.queries_per_class), int(cfg.max_query_classes),
+                              int(cfg.seed))
+    wanted = np.asarray(cfg.query_indices, dtype=np.int64)
+    unknown = sorted(set(wanted.tolist()) - set(index.tolist()))
+    if unknown:
+        raise ValueError(f"neighbours.query_indices: manifest indices {unknown[:10]} are not "
+                         f"in the shards (valid: 0..{int(index.max())}, minus failed images)")
+    row_of_index = pd.Series(np.arange(len(index)), index=index)
+    return row_of_index.loc[wanted].to_numpy()
 
-        names = read_manifest(manifest_csv)[1]
-    return [str(name) for name in names]
+
+def _neighbour_table(space: str, query_rows: np.ndarray, dist: np.ndarray, rows: np.ndarray,
+                     index: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """Rows of ``queries.csv`` for one space: (nq, k) distances and neighbour rows, -1 = none."""
+    k = rows.shape[1]
+    q = np.repeat(query_rows, k)
+    r = rows.reshape(-1)
+    ok = r >= 0
+    return pd.DataFrame({
+        "query_index": index[q[ok]],
+        "query_label": labels[q[ok]],
+        "space": space,
+        "rank": np.tile(np.arange(1, k + 1), len(query_rows))[ok],
+        "neighbour_index": index[r[ok]],
+        "neighbour_label": labels[r[ok]],
+        "distance": dist.reshape(-1)[ok],
+        "same_label": (labels[q[ok]] >= 0) & (labels[q[ok]] == labels[r[ok]]),
+    })
 
 
-def run_neighbours(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike | None,
-                   out_dir: str | os.PathLike, cfg: dict | None = None,
-                   n_threads: int | None = None) -> dict:
-    """Query panels, neighbour tables and leave-one-out k-NN accuracy under ``out_dir``.
-
-    ``cfg`` is the ``neighbours`` config section (keys: `NEIGHBOURS_DEFAULTS`).
-    ``manifest_csv`` is read only when the shards carry no ``class_names``.
-    ``n_threads`` caps torch's CPU threads. Returns the summary written to
-    ``knn_accuracy.json``.
-    """
-    cfg = check_neighbours_config(cfg)
-    shard_paths = [Path(p) for p in shard_paths]
-    if not shard_paths:
-        raise ValueError("run_neighbours: no shards given")
-    if n_threads:
-        torch.set_num_threads(int(n_threads))
-    device = _resolve_device(str(cfg["device"]))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index = read_concat(shard_paths, "index").astype(np.int64)
-    labels = read_concat(shard_paths, "label").astype(np.int64)
-    class_names = _class_names(shard_paths, manifest_csv)
-    n = len(index)
-    spaces = list(dict.fromkeys(cfg["spaces"]))
-    seconds: dict[str, float] = {}
-
-    # --- query panels and tables
-    if cfg["query_indices"]:
-        wanted = np.asarray(cfg["query_indices"], dtype=np.int64)
-        row_of_index = pd.Series(np.arange(n), index=index)
-        unknown = sorted(set(wanted.tolist()) - set(index.tolist()))
-        if unknown:
-            raise ValueError(f"neighbours.query_indices: manifest indices {unknown[:10]} are not "
-                             f"in the shards (valid: 0..{int(index.max())}, minus failed images)")
-        query_rows = row_of_index.loc[wanted].to_numpy()
-    else:
-        query_rows = sample_queries(labels, int(cfg["queries_per_class"]),
-                                    int(cfg["max_query_classes"]), int(cfg["seed"]))
-    k = int(min(cfg["k"], max(n - 1, 1)))
+def _write_queries(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: list[str],
+                   index: np.ndarray, labels: np.ndarray, names: list[str], device,
+                   queries_csv, panels_png, seconds: dict[str, float]) -> int:
+    """Neighbours of the panel queries in each space: the table and the panels; the query count."""
+    query_rows = _query_rows(cfg, index, labels)
+    k = int(min(cfg.k, max(len(index) - 1, 1)))
     neighbour_rows: dict[str, np.ndarray] = {}
     tables = []
     for space in spaces:
         tic = time.perf_counter()
         dist, rows = knn_over_shards(shard_paths, space, k, query_rows=query_rows, device=device,
-                                     block_mb=int(cfg["block_mb"]))
+                                     block_mb=int(cfg.block_mb))
         seconds[f"queries_{space}"] = time.perf_counter() - tic
         neighbour_rows[space] = rows
-        q = np.repeat(query_rows, k)
-        r = rows.reshape(-1)
-        ok = r >= 0
-        tables.append(pd.DataFrame({
-            "query_index": index[q[ok]],
-            "query_label": labels[q[ok]],
-            "space": space,
-            "rank": np.tile(np.arange(1, k + 1), len(query_rows))[ok],
-            "neighbour_index": index[r[ok]],
-            "neighbour_label": labels[r[ok]],
-            "distance": dist.reshape(-1)[ok],
-            "same_label": (labels[q[ok]] >= 0) & (labels[q[ok]] == labels[r[ok]]),
-        }))
-    pd.concat(tables, ignore_index=True).to_csv(out_dir / "queries.csv", index=False)
+        tables.append(_neighbour_table(space, query_rows, dist, rows, index, labels))
+    with atomic_path(queries_csv) as tmp:
+        pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
     shown = np.unique(np.concatenate([query_rows] + [r[r >= 0] for r in neighbour_rows.values()]))
     thumbs = dict(zip(shown.tolist(), gather_thumbs(shard_paths, shown)))
-    render_panels(query_rows, neighbour_rows, thumbs, labels, class_names,
-                  int(cfg["tile_px"])).save(out_dir / "panels.png")
+    save_image(panels_png, render_panels(query_rows, neighbour_rows, thumbs, labels, names,
+                                         int(cfg.tile_px)))
+    return int(len(query_rows))
 
-    # --- leave-one-out k-NN accuracy over the labelled images
+
+def _loo_accuracy(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: list[str],
+                  labels: np.ndarray, device, seconds: dict[str, float]) -> list[dict]:
+    """Leave-one-out k-NN accuracy over the labelled images, one entry per space and k."""
     labelled = np.flatnonzero(labels >= 0)
-    results = []
-    ks = sorted(set(int(k) for k in cfg["accuracy_k"]))
+    ks = sorted(set(int(k) for k in cfg.accuracy_k))
     k_max = int(min(max(ks), max(len(labelled) - 1, 0)))
-    if k_max >= 1:
-        mask = labels >= 0
-        local_of_row = np.full(n, -1, dtype=np.int64)
-        local_of_row[labelled] = np.arange(len(labelled))
-        for space in spaces:
-            tic = time.perf_counter()
-            dist, rows = knn_over_shards(shard_paths, space, k_max, query_rows=labelled,
-                                         reference_mask=mask, device=device,
-                                         block_mb=int(cfg["block_mb"]))
-            seconds[f"accuracy_{space}"] = time.perf_counter() - tic
-            local = np.where(rows >= 0, local_of_row[np.maximum(rows, 0)], -1)
-            accuracy = knn_accuracy(labels[labelled], local, dist,
-                                    [min(k, k_max) for k in ks])
-            for k_asked in ks:
-                results.append({"space": space, "metric": SPACES[space][1], "k": k_asked,
-                                "k_used": min(k_asked, k_max),
-                                "accuracy": accuracy[min(k_asked, k_max)],
-                                "n": int(len(labelled))})
-    else:
+    if k_max < 1:
         logger.warning("k-NN accuracy skipped: fewer than 2 labelled images")
-    counts = np.bincount(labels[labelled]) if len(labelled) else np.zeros(0)
+        return []
+    local_of_row = np.full(len(labels), -1, dtype=np.int64)
+    local_of_row[labelled] = np.arange(len(labelled))
+    results = []
+    for space in spaces:
+        tic = time.perf_counter()
+        dist, rows = knn_over_shards(shard_paths, space, k_max, query_rows=labelled,
+                                     reference_mask=labels >= 0, device=device,
+                                     block_mb=int(cfg.block_mb))
+        seconds[f"accuracy_{space}"] = time.perf_counter() - tic
+        local = np.where(rows >= 0, local_of_row[np.maximum(rows, 0)], -1)
+        accuracy = knn_accuracy(labels[labelled], local, dist, [min(k, k_max) for k in ks])
+        for k_asked in ks:
+            results.append({"space": space, "metric": SPACES[space][1], "k": k_asked,
+                            "k_used": min(k_asked, k_max),
+                            "accuracy": accuracy[min(k_asked, k_max)],
+                            "n": int(len(labelled))})
+    return results
+
+
+def run_neighbours(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike | None,
+                   cfg: NeighboursConfig, *, queries: str | os.PathLike,
+                   panels: str | os.PathLike, accuracy: str | os.PathLike,
+                   n_threads: int | None = None) -> dict:
+    """Query panels, the neighbour table and leave-one-out k-NN accuracy, at the given paths.
+
+    ``cfg`` is the validated ``neighbours`` section. ``manifest_csv`` is read
+    only when the shards carry no ``class_names``. ``queries`` (CSV),
+    ``panels`` (PNG) and ``accuracy`` (JSON) are the output paths (see the
+    module docstring), each written atomically. ``n_threads`` caps torch's CPU
+    threads. Returns the summary written to ``accuracy``.
+    """
+    shard_paths = [Path(p) for p in shard_paths]
+    if not shard_paths:
+        raise ValueError("run_neighbours: no shards given")
+    if n_threads:
+        torch.set_num_threads(int(n_threads))
+    device = resolve_device(str(cfg.device), key="neighbours.device")
+    index = read_concat(shard_paths, "index").astype(np.int64)
+    labels = read_concat(shard_paths, "label").astype(np.int64)
+    names = class_names(shard_paths, manifest_csv)
+    spaces = list(dict.fromkeys(cfg.spaces))
+    seconds: dict[str, float] = {}
+    n_queries = _write_queries(shard_paths, cfg, spaces, index, labels, names, device,
+                               queries, panels, seconds)
+    results = _loo_accuracy(shard_paths, cfg, spaces, labels, device, seconds)
+    labelled = labels[labels >= 0]
+    counts = np.bincount(labelled) if len(labelled) else np.zeros(0)
     summary = {
         "n": int(len(labelled)),
-        "n_images": int(n),
+        "n_images": int(len(index)),
         "n_classes": int((counts > 0).sum()),
         "majority_class_fraction": float(counts.max() / len(labelled)) if len(labelled) else None,
         "results": results,
         "tie_break": TIE_BREAK,
         "spaces": {space: {"dataset": SPACES[space][0], "metric": SPACES[space][1]}
                    for space in spaces},
-        "n_queries": int(len(query_rows)),
+        "n_queries": n_queries,
         "device": str(device),
         "seconds": {key: round(v, 3) for key, v in seconds.items()},
     }
-    with open(out_dir / "knn_accuracy.json", "w") as fh:
-        json.dump(summary, fh, indent=2)
+    write_text(accuracy, json.dumps(summary, indent=2))
     return summary

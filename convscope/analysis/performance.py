@@ -3,7 +3,7 @@
 Rows: the images in the shards (failed images are not there) with a known
 label (``label >= 0``), restricted by ``split``:
 
-- ``"test"`` (default): the rows whose manifest ``split`` is ``test`` when
+- ``"test"``: the rows whose manifest ``split`` is ``test`` when
   there are any, otherwise every labelled row (noted in ``tables.md``);
 - ``"train"``: the ``train`` rows (an error if there are none);
 - ``"all"``: every labelled row.
@@ -34,7 +34,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from convscope.analysis.common import class_name, save_figure
+from convscope.config.sections import PerformanceConfig
 from convscope.data.manifest import MANIFEST_COLUMNS, read_manifest
+from convscope.store.atomic import atomic_path, write_text
 from convscope.store.shards import iter_shards
 
 __all__ = [
@@ -106,27 +109,17 @@ def accuracy_summary(frame: pd.DataFrame, by: str | None = None) -> pd.DataFrame
 
 
 def _pixel_attr_names(path) -> list[str]:
+    """Names of the pixel attributes (``image_attrs/<name>``) of a shard, sorted."""
     with h5py.File(path, "r", locking=False) as f:
         return sorted(f["image_attrs"].keys()) if "image_attrs" in f else []
 
 
-def load_predictions(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike,
-                     split: str = "test") -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
-    """Per-image correctness joined with the manifest's and the shards' attributes.
+def _shard_predictions(shard_paths: Sequence, pixel_names: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """Per-image index, label, pred, top1, top5 and pixel attributes over the shards.
 
-    Returns ``(frame, attributes, class_names, notes)``: ``frame`` has one row
-    per evaluated image with columns index, label, pred (top-1 class), top1,
-    top5 (bool) and one column per attribute.
+    Returns ``(frame, width)``: ``width`` is the number of predictions the
+    shards hold per image (at most 5 are used for top-5).
     """
-    if split not in SPLIT_CHOICES:
-        raise ValueError(f"performance.split must be one of {list(SPLIT_CHOICES)}, "
-                         f"got {split!r}")
-    shard_paths = list(shard_paths)
-    if not shard_paths:
-        raise ValueError("run_performance: no shards given")
-    manifest, class_names = read_manifest(manifest_csv)
-    notes: list[str] = []
-    pixel_names = _pixel_attr_names(shard_paths[0])
     names = ["index", "label", "topk/class"] + [f"image_attrs/{a}" for a in pixel_names]
     parts = []
     width = 5
@@ -146,7 +139,49 @@ def load_predictions(shard_paths: Sequence[str | os.PathLike], manifest_csv: str
         for attr in pixel_names:
             part[f"image_attrs/{attr}"] = chunk[f"image_attrs/{attr}"]
         parts.append(pd.DataFrame(part))
-    shards = pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True), width
+
+
+def _select_split(frame: pd.DataFrame, split: str, manifest_csv, notes: list[str]) -> pd.DataFrame:
+    """The labelled rows of ``split`` (see the module docstring); notes are appended to ``notes``."""
+    unlabelled = int((frame["label"] < 0).sum())
+    frame = frame[frame["label"] >= 0]
+    if unlabelled:
+        notes.append(f"{unlabelled} image(s) without a label are not counted.")
+    present = sorted(frame["split"].dropna().unique())
+    if split == "test":
+        if "test" in present:
+            return frame[frame["split"] == "test"]
+        notes.append(f"No test split in the manifest (splits: {present}); all labelled "
+                     "images are evaluated.")
+    elif split == "train":
+        if "train" not in present:
+            raise ValueError(f"performance.split is 'train' but no labelled image of "
+                             f"{manifest_csv} has split == 'train' (splits: {present}); "
+                             f"choose one of {list(SPLIT_CHOICES)}")
+        return frame[frame["split"] == "train"]
+    return frame
+
+
+def load_predictions(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike,
+                     split: str) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
+    """Per-image correctness joined with the manifest's and the shards' attributes.
+
+    ``split`` is one of `SPLIT_CHOICES`. Returns ``(frame, attributes,
+    class_names, notes)``: ``frame`` has one row per evaluated image with
+    columns index, label, pred (top-1 class), top1, top5 (bool), split and one
+    column per attribute.
+    """
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"performance.split must be one of {list(SPLIT_CHOICES)}, "
+                         f"got {split!r}")
+    shard_paths = list(shard_paths)
+    if not shard_paths:
+        raise ValueError("run_performance: no shards given")
+    manifest, class_names = read_manifest(manifest_csv)
+    notes: list[str] = []
+    pixel_names = _pixel_attr_names(shard_paths[0])
+    shards, width = _shard_predictions(shard_paths, pixel_names)
     if width < 5:
         notes.append(f"The shards hold only the top-{width} predictions; 'top5' is top-{width}.")
 
@@ -161,44 +196,49 @@ def load_predictions(shard_paths: Sequence[str | os.PathLike], manifest_csv: str
                      "extracted) and are not counted.")
     frame = shards.merge(manifest[["index", "split"] + manifest_attrs], on="index",
                          how="left", validate="one_to_one")
-    unlabelled = int((frame["label"] < 0).sum())
-    frame = frame[frame["label"] >= 0]
-    if unlabelled:
-        notes.append(f"{unlabelled} image(s) without a label are not counted.")
-    present = sorted(frame["split"].dropna().unique())
-    if split == "test":
-        if "test" in present:
-            frame = frame[frame["split"] == "test"]
-        else:
-            notes.append(f"No test split in the manifest (splits: {present}); all labelled "
-                         "images are evaluated.")
-    elif split == "train":
-        if "train" not in present:
-            raise ValueError(f"performance.split is 'train' but no labelled image of "
-                             f"{manifest_csv} has split == 'train' (splits: {present}); "
-                             f"choose one of {list(SPLIT_CHOICES)}")
-        frame = frame[frame["split"] == "train"]
+    frame = _select_split(frame, split, manifest_csv, notes)
     attributes = manifest_attrs + list(renamed.values())
     return frame.reset_index(drop=True), attributes, class_names, notes
-
-
-def _class_name(class_names: Sequence[str], class_id: int) -> str:
-    return str(class_names[class_id]) if 0 <= class_id < len(class_names) else str(class_id)
 
 
 def per_class_table(frame: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
     """`accuracy_summary` per true class, with a ``class_name`` column."""
     table = accuracy_summary(frame, by="label").rename(columns={"label": "class"})
-    table.insert(1, "class_name", [_class_name(class_names, int(c)) for c in table["class"]])
+    table.insert(1, "class_name", [class_name(class_names, int(c)) for c in table["class"]])
     return table
 
 
 def _format_edge(value: float) -> str:
+    """A bin edge with four significant digits."""
     return f"{value:.4g}"
 
 
-def per_attribute_table(frame: pd.DataFrame, attributes: Sequence[str], n_bins: int = 5,
-                        max_categories: int = 50) -> tuple[pd.DataFrame, list[str]]:
+def _numeric_table(sub: pd.DataFrame, values: pd.Series, n_bins: int) -> pd.DataFrame:
+    """`accuracy_summary` per quantile bin of ``values``, with value, bin_lo and bin_hi."""
+    sub["group"] = pd.qcut(values.astype(np.float64), q=n_bins, duplicates="drop")
+    table = accuracy_summary(sub, by="group")
+    intervals = pd.IntervalIndex(table["group"])
+    table.insert(0, "bin_hi", intervals.right.to_numpy(dtype=np.float64))
+    table.insert(0, "bin_lo", intervals.left.to_numpy(dtype=np.float64))
+    # qcut lowers the first edge by 0.1% of the range; report the data's own min
+    table.loc[table.index[0], "bin_lo"] = float(values.min())
+    table.insert(0, "value", [f"{_format_edge(lo)}–{_format_edge(hi)}" for lo, hi
+                              in zip(table["bin_lo"], table["bin_hi"])])
+    return table
+
+
+def _categorical_table(sub: pd.DataFrame, values: pd.Series) -> pd.DataFrame:
+    """`accuracy_summary` per value of ``values``, with value and NaN bin edges."""
+    sub["group"] = values
+    table = accuracy_summary(sub, by="group")
+    table.insert(0, "bin_hi", np.nan)
+    table.insert(0, "bin_lo", np.nan)
+    table.insert(0, "value", table["group"].astype(str))
+    return table
+
+
+def per_attribute_table(frame: pd.DataFrame, attributes: Sequence[str], n_bins: int,
+                        max_categories: int) -> tuple[pd.DataFrame, list[str]]:
     """Accuracy per attribute value (categorical) or quantile bin (numeric).
 
     Returns ``(table, notes)``; table columns: attribute, kind
@@ -222,28 +262,13 @@ def per_attribute_table(frame: pd.DataFrame, attributes: Sequence[str], n_bins: 
                    and not pd.api.types.is_bool_dtype(values))
         distinct = values.nunique()
         if numeric and distinct > n_bins:
-            bins = pd.qcut(values.astype(np.float64), q=n_bins, duplicates="drop")
-            sub["group"] = bins
-            table = accuracy_summary(sub, by="group")
-            intervals = pd.IntervalIndex(table["group"])
-            table.insert(0, "bin_hi", intervals.right.to_numpy(dtype=np.float64))
-            table.insert(0, "bin_lo", intervals.left.to_numpy(dtype=np.float64))
-            # qcut lowers the first edge by 0.1% of the range; report the data's own min
-            table.loc[table.index[0], "bin_lo"] = float(values.min())
-            table.insert(0, "value", [f"{_format_edge(lo)}–{_format_edge(hi)}" for lo, hi
-                                      in zip(table["bin_lo"], table["bin_hi"])])
-            kind = "numeric"
+            table, kind = _numeric_table(sub, values, n_bins), "numeric"
+        elif distinct > max_categories:
+            notes.append(f"{attr}: {distinct} distinct values > max_categories="
+                         f"{max_categories}; skipped.")
+            continue
         else:
-            if distinct > max_categories:
-                notes.append(f"{attr}: {distinct} distinct values > max_categories="
-                             f"{max_categories}; skipped.")
-                continue
-            sub["group"] = values
-            table = accuracy_summary(sub, by="group")
-            table.insert(0, "bin_hi", np.nan)
-            table.insert(0, "bin_lo", np.nan)
-            table.insert(0, "value", table["group"].astype(str))
-            kind = "categorical"
+            table, kind = _categorical_table(sub, values), "categorical"
         table = table.drop(columns="group")
         table.insert(0, "kind", kind)
         table.insert(0, "attribute", attr)
@@ -268,13 +293,14 @@ def confusion_table(frame: pd.DataFrame, class_names: Sequence[str]) -> pd.DataF
     extra = sorted(set(frame["pred"].astype(int)) - set(true_classes))
     classes = true_classes + extra
     counts = confusion_matrix(frame["label"], frame["pred"], labels=classes)
-    names = [_class_name(class_names, c) for c in classes]
+    names = [class_name(class_names, c) for c in classes]
     return pd.DataFrame(counts[:len(true_classes)],
                         index=pd.Index(names[:len(true_classes)], name="true"),
                         columns=pd.Index(names, name="predicted"))
 
 
 def _pct(value: float) -> str:
+    """A fraction as a percentage with one decimal; a dash for None or NaN."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
         else f"{100 * value:.1f}"
 
@@ -294,6 +320,7 @@ def _markdown(table: pd.DataFrame, label_columns: Sequence[str]) -> str:
 def _write_markdown(path: Path, overall: pd.DataFrame, per_class: pd.DataFrame,
                     per_attribute: pd.DataFrame, notes: Sequence[str], split: str,
                     max_class_rows: int = 40) -> None:
+    """``tables.md``: the three tables in Markdown, long class lists cut to the extremes, notes."""
     parts = ["# Accuracy", "", f"Evaluated rows: split = {split!r}. Intervals: Wilson 95%.", "",
              "## Overall", "", _markdown(overall, ["split"]), "", "## Per class", ""]
     if len(per_class) > max_class_rows:
@@ -314,10 +341,11 @@ def _write_markdown(path: Path, overall: pd.DataFrame, per_class: pd.DataFrame,
         parts += ["No attributes.", ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
-    path.write_text("\n".join(parts) + "\n")
+    write_text(path, "\n".join(parts) + "\n")
 
 
 def _plt():
+    """matplotlib's pyplot on the Agg (file-only) backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,7 +374,7 @@ def _plot_attribute(table: pd.DataFrame, attr: str, path: Path) -> None:
     ax.set_title(f"accuracy by {attr} (95% Wilson intervals)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -376,28 +404,52 @@ def _plot_confusion(table: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("predicted (top-1)")
     ax.set_ylabel("true")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
 def _safe_name(name: str) -> str:
+    """``name`` reduced to a file-name-safe stem (letters, digits, ``_ . -``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "attribute"
 
 
-def run_performance(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike,
-                    out_dir: str | os.PathLike, cfg: dict | None = None) -> dict[str, pd.DataFrame]:
-    """Write the accuracy tables and plots under ``out_dir``.
+def _write_csv(table: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> None:
+    """``table.to_csv`` at ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=index)
 
-    Files: overall.csv, per_class.csv, per_attribute.csv, tables.md,
-    confusion.csv, confusion.png and per_attribute/<attribute>.png.
-    Config keys (``cfg``): ``split`` ("test" | "all" | "train", default
-    "test"), ``n_bins`` (5), ``max_categories`` (50), ``exclude`` (attribute
-    names to leave out, default none). Returns the tables by name.
+
+def _tables(frame: pd.DataFrame, attributes: list[str], class_names: list[str],
+            cfg: PerformanceConfig) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The overall, per-class, per-attribute and confusion tables, and the attribute notes."""
+    overall = accuracy_summary(frame)
+    overall.insert(0, "split", cfg.split)
+    per_class = per_class_table(frame, class_names)
+    per_attribute, notes = per_attribute_table(frame, attributes, n_bins=int(cfg.n_bins),
+                                               max_categories=int(cfg.max_categories))
+    confusion = confusion_table(frame, class_names)
+    return {"overall": overall, "per_class": per_class, "per_attribute": per_attribute,
+            "confusion": confusion}, notes
+
+
+def run_performance(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike,
+                    cfg: PerformanceConfig, *, overall: str | os.PathLike,
+                    per_class: str | os.PathLike, per_attribute: str | os.PathLike,
+                    tables: str | os.PathLike, confusion: str | os.PathLike,
+                    confusion_plot: str | os.PathLike,
+                    plots: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """Compute the accuracy tables and write them, each at the path it is given.
+
+    ``cfg`` is the validated ``performance`` section (split, n_bins,
+    max_categories, exclude). Outputs: ``overall``, ``per_class``,
+    ``per_attribute`` and ``confusion`` (CSV), ``tables`` (Markdown),
+    ``confusion_plot`` (PNG) and the folder ``plots`` holding one
+    ``<attribute>.png`` per attribute table. Returns the tables by name
+    (overall, per_class, per_attribute, confusion).
     """
-    cfg = dict(cfg or {})
-    split = cfg.get("split", "test")
-    frame, attributes, class_names, notes = load_predictions(shard_paths, manifest_csv, split)
-    exclude = set(cfg.get("exclude") or [])
+    frame, attributes, class_names, notes = load_predictions(shard_paths, manifest_csv,
+                                                             cfg.split)
+    exclude = set(cfg.exclude)
     unknown = sorted(exclude - set(attributes))
     if unknown:
         raise ValueError(f"performance.exclude: {unknown} are not attributes; "
@@ -405,28 +457,20 @@ def run_performance(shard_paths: Sequence[str | os.PathLike], manifest_csv: str 
     attributes = [a for a in attributes if a not in exclude]
     if frame.empty:
         raise ValueError(f"no labelled images to evaluate in {manifest_csv} with split "
-                         f"{split!r}; performance needs labels (label >= 0)")
-
-    overall = accuracy_summary(frame)
-    overall.insert(0, "split", split)
-    per_class = per_class_table(frame, class_names)
-    per_attribute, attr_notes = per_attribute_table(
-        frame, attributes, n_bins=int(cfg.get("n_bins", 5)),
-        max_categories=int(cfg.get("max_categories", 50)))
+                         f"{cfg.split!r}; performance needs labels (label >= 0)")
+    result, attr_notes = _tables(frame, attributes, class_names, cfg)
     notes = notes + attr_notes
-    confusion = confusion_table(frame, class_names)
     for note in notes:
         logger.info("%s", note)
 
-    out_dir = Path(out_dir)
-    (out_dir / "per_attribute").mkdir(parents=True, exist_ok=True)
-    overall.to_csv(out_dir / "overall.csv", index=False)
-    per_class.to_csv(out_dir / "per_class.csv", index=False)
-    per_attribute.to_csv(out_dir / "per_attribute.csv", index=False)
-    confusion.to_csv(out_dir / "confusion.csv")
-    _write_markdown(out_dir / "tables.md", overall, per_class, per_attribute, notes, split)
-    _plot_confusion(confusion, out_dir / "confusion.png")
-    for attr, table in per_attribute.groupby("attribute", sort=False):
-        _plot_attribute(table, str(attr), out_dir / "per_attribute" / f"{_safe_name(attr)}.png")
-    return {"overall": overall, "per_class": per_class, "per_attribute": per_attribute,
-            "confusion": confusion}
+    _write_csv(result["overall"], overall)
+    _write_csv(result["per_class"], per_class)
+    _write_csv(result["per_attribute"], per_attribute)
+    _write_csv(result["confusion"], confusion, index=True)
+    _write_markdown(tables, result["overall"], result["per_class"], result["per_attribute"],
+                    notes, cfg.split)
+    _plot_confusion(result["confusion"], confusion_plot)
+    Path(plots).mkdir(parents=True, exist_ok=True)
+    for attr, table in result["per_attribute"].groupby("attribute", sort=False):
+        _plot_attribute(table, str(attr), Path(plots) / f"{_safe_name(attr)}.png")
+    return result

@@ -37,12 +37,15 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from convscope.analysis.common import save_figure
+from convscope.analysis.layer_names import select_shard_layers
+from convscope.config.sections import UnitStatsConfig
+from convscope.store.atomic import write_text
 from convscope.store.shards import iter_shards, layer_key, read_attrs
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "summary_table",
     "read_dead_masks",
     "plot_firing_rates",
+    "accumulate_unit_stats",
     "run_unit_stats",
 ]
 
@@ -225,12 +229,30 @@ def read_dead_masks(stats_csv: str | os.PathLike) -> dict[str, np.ndarray]:
     return masks
 
 
-def plot_firing_rates(stats: dict[str, UnitStats], path: str | os.PathLike,
-                      bins: int = 20) -> None:
+def _firing_rate_panel(ax, layer: str, acc: UnitStats, edges: np.ndarray) -> None:
+    """One layer's histogram of live channels' firing rates, dead channels as a red bar left of 0."""
+    width = edges[1] - edges[0]
+    res = acc.result()
+    rate, dead = res["firing_rate"], res["dead"]
+    live_rate = rate[~dead & np.isfinite(rate)]
+    counts, _ = np.histogram(live_rate, bins=edges)
+    ax.bar(edges[:-1], counts, width=width, align="edge", color="#4477aa",
+           edgecolor="white", label="alive")
+    ax.bar([-width], [int(dead.sum())], width=width, align="edge", color="#cc3311",
+           label="dead")
+    ax.set_xlim(-width * 1.2, 1.0)
+    ax.set_title(f"{layer}: {int(dead.sum())}/{acc.channels} dead", fontsize=9)
+    ax.set_xlabel("firing rate (fraction of images with max > 0)", fontsize=8)
+    ax.set_ylabel("channels", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def plot_firing_rates(stats: dict[str, UnitStats], path: str | os.PathLike, bins: int) -> None:
     """Histogram of channel firing rates, one panel per layer; dead channels in red.
 
     Dead channels (firing rate exactly 0) get their own red bar left of 0 so
-    they are not hidden inside the first bin.
+    they are not hidden inside the first bin. ``bins`` bins over 0..1
+    (``unit_stats.hist_bins``); the PNG is written atomically to ``path``.
     """
     import matplotlib
 
@@ -241,59 +263,30 @@ def plot_firing_rates(stats: dict[str, UnitStats], path: str | os.PathLike,
     ncols = min(3, max(1, len(layers)))
     nrows = max(1, math.ceil(len(layers) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    width = edges[1] - edges[0]
+    edges = np.linspace(0.0, 1.0, int(bins) + 1)
     for ax, layer in zip(axes.flat, layers):
-        res = stats[layer].result()
-        rate, dead = res["firing_rate"], res["dead"]
-        live_rate = rate[~dead & np.isfinite(rate)]
-        counts, _ = np.histogram(live_rate, bins=edges)
-        ax.bar(edges[:-1], counts, width=width, align="edge", color="#4477aa",
-               edgecolor="white", label="alive")
-        ax.bar([-width], [int(dead.sum())], width=width, align="edge", color="#cc3311",
-               label="dead")
-        ax.set_xlim(-width * 1.2, 1.0)
-        ax.set_title(f"{layer}: {int(dead.sum())}/{stats[layer].channels} dead", fontsize=9)
-        ax.set_xlabel("firing rate (fraction of images with max > 0)", fontsize=8)
-        ax.set_ylabel("channels", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _firing_rate_panel(ax, layer, stats[layer], edges)
     for ax in list(axes.flat)[len(layers):]:
         ax.axis("off")
     if layers:
         axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
-def _choose_layers(shard_paths: Sequence[str | os.PathLike], layers) -> tuple[list[str], dict]:
-    attrs = read_attrs(shard_paths[0])
-    available = list(attrs.get("layer_names", []))
-    if layers is None:
-        return available, attrs
-    layers = [layers] if isinstance(layers, str) else list(layers)
-    unknown = [name for name in layers if name not in available]
-    if unknown:
-        raise ValueError(f"unit_stats.layers: {unknown} not in the shards' layers "
-                         f"(shard {shard_paths[0]}); valid choices: {available}")
-    return layers, attrs
+def accumulate_unit_stats(shard_paths: Sequence[str | os.PathLike],
+                          layers: Sequence[str] | None) -> dict[str, UnitStats]:
+    """Stream over the shards: layer -> `UnitStats` of its ``max`` and ``mean`` arrays.
 
-
-def run_unit_stats(shard_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                   cfg: dict | None = None) -> dict[str, UnitStats]:
-    """Stream over the shards and write the unit statistics under ``out_dir``.
-
-    Writes ``stats.csv`` (`STATS_COLUMNS`), ``summary.csv`` (`SUMMARY_COLUMNS`)
-    and ``firing_rate.png``. Config keys (``cfg``, all optional):
-    ``layers`` (list of layer names, default every layer in the shards) and
-    ``hist_bins`` (int, default 20). Returns the accumulators by layer.
+    ``layers`` (``unit_stats.layers``) must be layers of the shards; None
+    takes every layer. Images with non-finite values are skipped and logged.
     """
-    cfg = dict(cfg or {})
-    shard_paths = list(shard_paths)
+    shard_paths = [os.fspath(path) for path in shard_paths]
     if not shard_paths:
         raise ValueError("run_unit_stats: no shards given")
-    layers, _ = _choose_layers(shard_paths, cfg.get("layers"))
+    layers = select_shard_layers(read_attrs(shard_paths[0]), layers, key="unit_stats.layers",
+                                 source=f"shard {shard_paths[0]}")
     names = [f"layers/{layer_key(layer)}/{stat}" for layer in layers for stat in ("max", "mean")]
     stats: dict[str, UnitStats] = {}
     for chunk in tqdm(iter_shards(shard_paths, names), total=len(shard_paths),
@@ -308,13 +301,29 @@ def run_unit_stats(shard_paths: Sequence[str | os.PathLike], out_dir: str | os.P
         if acc.skipped:
             logger.warning("layer %s: skipped %d image(s) with non-finite values",
                            layer, acc.skipped)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return stats
+
+
+def run_unit_stats(shard_paths: Sequence[str | os.PathLike], unit_stats: UnitStatsConfig, *,
+                   stats_csv: str | os.PathLike, summary_csv: str | os.PathLike,
+                   plot_png: str | os.PathLike) -> dict[str, UnitStats]:
+    """The unit statistics stage: stream over the shards and write the three outputs.
+
+    Args:
+        shard_paths: extraction shards.
+        unit_stats: the ``unit_stats`` section (``layers``, ``hist_bins``).
+        stats_csv: per-channel table (`STATS_COLUMNS`).
+        summary_csv: per-layer table (`SUMMARY_COLUMNS`).
+        plot_png: the firing-rate histograms (`plot_firing_rates`).
+    Returns:
+        the accumulators by layer.
+    """
+    stats = accumulate_unit_stats(shard_paths, unit_stats.layers)
     summary = summary_table(stats)
     for row in summary.itertuples(index=False):
         logger.info("%s: %d/%d channels dead, sparsity %.3f over %d images",
                     row.layer, row.dead, row.channels, row.sparsity, row.images)
-    stats_table(stats).to_csv(out_dir / "stats.csv", index=False)
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    plot_firing_rates(stats, out_dir / "firing_rate.png", bins=int(cfg.get("hist_bins", 20)))
+    write_text(stats_csv, stats_table(stats).to_csv(index=False))
+    write_text(summary_csv, summary.to_csv(index=False))
+    plot_firing_rates(stats, plot_png, bins=unit_stats.hist_bins)
     return stats

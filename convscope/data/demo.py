@@ -21,6 +21,9 @@ drawn behind the shape and are smaller than any shape (at most 0.28 of the
 image side), shapes are saturated colours while backgrounds are muted.
 Drawing is anti-aliased: masks are drawn at 4x resolution and box-averaged.
 
+`generate_demo_dataset` takes the `DemoDatasetConfig` (``dataset.demo``) and
+the two paths the workflow's ``demo_dataset`` rule declares.
+
 Everything is deterministic from ``seed``: image ``i`` uses its own child
 seed ``SeedSequence(seed, spawn_key=(1, i))``, so images can be rendered in
 any order or in parallel and still be byte-identical.
@@ -37,6 +40,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
+
+from convscope.config.sections import DemoDatasetConfig
+from convscope.store.atomic import atomic_path
 
 __all__ = [
     "DEMO_CLASSES",
@@ -108,17 +114,20 @@ def hue_to_colour(hue: float) -> str:
 
 
 def _regular(n: int, radius: float = 1.0, phase_deg: float = 90.0) -> np.ndarray:
+    """Regular ``n``-gon, (n, 2) vertices at ``radius``, first vertex at ``phase_deg`` (y down)."""
     angles = np.deg2rad(phase_deg + np.arange(n) * 360.0 / n)
     return radius * np.stack([np.cos(angles), -np.sin(angles)], axis=1)
 
 
 def _star(points: int = 5, inner: float = 0.42) -> np.ndarray:
+    """Star with ``points`` tips: (2 * points, 2) vertices alternating outer radius 1 and ``inner``."""
     outer = _regular(points)
     inner_pts = _regular(points, inner, 90.0 + 180.0 / points)
     return np.stack([outer, inner_pts], axis=1).reshape(-1, 2)
 
 
 def _heart() -> np.ndarray:
+    """Heart curve, (72, 2) points in arbitrary units (normalise before use)."""
     t = np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False)
     x = 16.0 * np.sin(t) ** 3
     y = -(13.0 * np.cos(t) - 5.0 * np.cos(2 * t) - 2.0 * np.cos(3 * t) - np.cos(4 * t))
@@ -203,10 +212,12 @@ def _supersampled_grid(image_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _hsv(hue_deg: float, saturation: float, value: float) -> np.ndarray:
+    """RGB (3,) float32 in 0..1 of a hue in degrees, saturation and value in 0..1."""
     return np.array(colorsys.hsv_to_rgb((hue_deg % 360.0) / 360.0, saturation, value), dtype=np.float32)
 
 
 def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+    """A random low-saturation background colour, RGB (3,) float32."""
     return _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.3), rng.uniform(0.15, 0.95))
 
 
@@ -266,6 +277,7 @@ def _clutter_polygon(rng: np.random.Generator, image_size: int) -> np.ndarray:
 
 
 def _composite(canvas: np.ndarray, coverage: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """``colour`` over ``canvas`` (S, S, 3) with per-pixel opacity ``coverage`` (S, S)."""
     alpha = coverage[..., None]
     return canvas * (1.0 - alpha) + colour * alpha
 
@@ -322,6 +334,7 @@ def render_demo_image(rng: np.random.Generator, shape: str, image_size: int) -> 
 
 
 def _stratified_split(labels: np.ndarray, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """(N,) ``train``/``test`` with ``round(test_fraction * n)`` test images of each class."""
     split = np.full(len(labels), "train", dtype=object)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
@@ -330,36 +343,44 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, rng: np.random.G
     return split
 
 
-def generate_demo_dataset(
-    out_dir: str | os.PathLike,
-    n_images: int = 3000,
-    image_size: int = 64,
-    seed: int = 0,
-    test_fraction: float = 0.2,
-) -> pd.DataFrame:
-    """Write the demo dataset to ``out_dir`` and return its manifest.
+def _check_settings(demo: DemoDatasetConfig) -> None:
+    """Raise ``ValueError`` naming the ``dataset.demo`` key that is out of range."""
+    if int(demo.n_images) < 1:
+        raise ValueError(f"dataset.demo.n_images must be >= 1, got {demo.n_images}")
+    if int(demo.image_size) < 16:
+        raise ValueError(f"dataset.demo.image_size must be >= 16 pixels, got {demo.image_size}")
+    if not 0.0 <= float(demo.test_fraction) < 1.0:
+        raise ValueError(f"dataset.demo.test_fraction must be in [0, 1), got {demo.test_fraction}")
 
-    Writes ``out_dir/images/00000.png, ...`` (``(S, S)`` RGB PNGs) and
-    ``out_dir/manifest.csv`` with columns ``path`` (relative to ``out_dir``),
-    ``label`` (class name), ``split`` (``train``/``test``, stratified by class)
-    and the `DEMO_ATTRIBUTES`. Classes are balanced (counts differ by at most
-    one). The same arguments give byte-identical files.
-    """
-    n_images, image_size, seed = int(n_images), int(image_size), int(seed)
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    if image_size < 16:
-        raise ValueError(f"image_size must be >= 16 pixels, got {image_size}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
 
-    out_dir = Path(out_dir)
-    image_dir = out_dir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-
+def _plan(demo: DemoDatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) class ids (balanced, shuffled) and (N,) ``train``/``test`` split of the images."""
+    n_images, seed = int(demo.n_images), int(demo.seed)
     plan_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     labels = plan_rng.permutation(np.arange(n_images) % len(DEMO_CLASSES))
-    split = _stratified_split(labels, float(test_fraction), plan_rng)
+    return labels, _stratified_split(labels, float(demo.test_fraction), plan_rng)
+
+
+def generate_demo_dataset(
+    demo: DemoDatasetConfig,
+    manifest_csv: str | os.PathLike,
+    images_dir: str | os.PathLike,
+) -> pd.DataFrame:
+    """Write the demo dataset: ``images_dir/00000.png, ...`` and the table ``manifest_csv``.
+
+    The images are ``(S, S)`` RGB PNGs, ``S = demo.image_size``. The table has
+    the columns ``path`` (relative to the folder of ``manifest_csv``, with
+    ``/`` separators), ``label`` (class name), ``split`` (``train``/``test``,
+    stratified by class) and the `DEMO_ATTRIBUTES`; it is written atomically
+    and returned. Classes are balanced (counts differ by at most one). The
+    same settings give byte-identical files.
+    """
+    _check_settings(demo)
+    n_images, image_size, seed = int(demo.n_images), int(demo.image_size), int(demo.seed)
+    manifest_csv, images_dir = Path(manifest_csv), Path(images_dir)
+    images_dir.mkdir(parents=True, exist_ok=True)
+    prefix = Path(os.path.relpath(images_dir, manifest_csv.parent)).as_posix()
+    labels, split = _plan(demo)
     width = max(5, len(str(n_images - 1)))
 
     rows = []
@@ -367,12 +388,12 @@ def generate_demo_dataset(
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, i)))
         shape = DEMO_CLASSES[labels[i]]
         image, factors = render_demo_image(rng, shape, image_size)
-        relative = f"images/{i:0{width}d}.png"
-        Image.fromarray(image).save(out_dir / relative, format="PNG", compress_level=6)
+        name = f"{i:0{width}d}.png"
+        Image.fromarray(image).save(images_dir / name, format="PNG", compress_level=6)
+        relative = name if prefix == "." else f"{prefix}/{name}"
         rows.append({"path": relative, "label": shape, "split": split[i], **factors})
 
     manifest = pd.DataFrame(rows, columns=["path", "label", "split", *DEMO_ATTRIBUTES])
-    tmp = out_dir / f".manifest.csv.tmp-{os.getpid()}"
-    manifest.to_csv(tmp, index=False)
-    os.replace(tmp, out_dir / "manifest.csv")
+    with atomic_path(manifest_csv) as tmp:
+        manifest.to_csv(tmp, index=False)
     return manifest

@@ -7,29 +7,38 @@ this module does the rest on the device, batch by batch:
 
 - `decode_jpegs`: nvJPEG through `torchvision.io.decode_jpeg` (one batched
   call; per image on failure);
-- `prepare_images`: resize + centre crop/pad to the model input, the same
-  geometry as `convscope.data.preprocess.geometry`;
-- `make_thumbnails`: centre square crop + antialiased resize;
+- `prepare_images`: resize, then the CPU path's own `crop_or_pad` and
+  `to_channels` (`convscope.data.preprocess`, one implementation for both);
+- `make_thumbnails`: the CPU path's centre square (`square_crop_box`), then an
+  antialiased resize;
 - `pixel_attributes`: the definitions of `convscope.data.images.pixel_attributes`.
 
 All functions take a list of ``(3, H, W) uint8`` tensors on any device (the
 tests run them on the CPU) and group images of equal size into one batched
-call. Differences from the CPU path: resizes use ``F.interpolate`` (bilinear /
-bicubic with ``antialias=True``) instead of Pillow's bilinear / Lanczos, so a
-prepared pixel or thumbnail pixel may differ by a few grey levels; the pixel
-attributes agree to float32 rounding. Results are deterministic within a path.
+call. What is not shared, and why: Pillow's resampling filters (bilinear for
+the input, Lanczos for thumbnails) use fixed-point arithmetic that no tensor
+op reproduces bit for bit, and the CPU path must keep its exact bytes, so the
+CPU path keeps Pillow (the reference) and this module resizes with
+``F.interpolate`` (bilinear / bicubic, ``antialias=True``): a prepared pixel or
+thumbnail pixel may differ by a few grey levels. The pixel attributes are
+reduced here in float32 on the device, there in float64 with numpy's pairwise
+sums (whose order torch cannot reproduce exactly), so they agree to float32
+rounding. Results are deterministic within a path.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 
-from convscope.data.images import MAX_IMAGE_PIXELS, PIXEL_ATTRIBUTE_NAMES
-from convscope.data.preprocess import geometry, input_hw
+from convscope.config.sections import PreprocessConfig
+from convscope.data.images import MAX_IMAGE_PIXELS, PIXEL_ATTRIBUTE_NAMES, square_crop_box
+from convscope.data.preprocess import (REC601, as_preprocess_config, crop_or_pad, geometry,
+                                       input_hw, resized_wh, to_channels)
 
 __all__ = [
     "jpeg_decode_available",
@@ -40,7 +49,6 @@ __all__ = [
     "pixel_attributes",
 ]
 
-_REC601 = (0.299, 0.587, 0.114)
 _GROUP_SIZE = 64  # images per batched kernel call (bounds float32 temporaries)
 _available: dict[str, bool] = {}
 
@@ -148,41 +156,34 @@ def _resize(stack: torch.Tensor, height: int, width: int, mode: str) -> torch.Te
     return _to_uint8(resized)
 
 
-def prepare_images(images: list[torch.Tensor], preprocess_cfg: dict) -> torch.Tensor:
+def prepare_images(images: list[torch.Tensor],
+                   preprocess: PreprocessConfig | Mapping) -> torch.Tensor:
     """`convscope.data.preprocess.prepare_uint8` for a list of ``(3, H, W) uint8`` tensors.
 
     Returns:
         (N, in_h, in_w, channels) uint8 on the images' device; areas a crop takes
         outside a small image are 0.
     """
-    in_h, in_w = input_hw(preprocess_cfg)
-    channels = int(preprocess_cfg.get("channels", 3))
+    cfg = as_preprocess_config(preprocess)
+    in_h, in_w = input_hw(cfg)
     device = images[0].device
-    out = torch.zeros(len(images), in_h, in_w, channels, dtype=torch.uint8, device=device)
+    out = torch.zeros(len(images), in_h, in_w, cfg.channels, dtype=torch.uint8, device=device)
     for positions, stack in _groups(images):
         orig_h, orig_w = stack.shape[2:]
-        sx, sy, left, top = geometry(orig_w, orig_h, preprocess_cfg)
-        new_w, new_h = int(round(sx * orig_w)), int(round(sy * orig_h))
-        resized = _resize(stack, new_h, new_w, "bilinear")
-        canvas = torch.zeros(len(positions), 3, in_h, in_w, dtype=torch.uint8, device=device)
-        src_x0, src_y0 = max(left, 0), max(top, 0)
-        src_x1, src_y1 = min(left + in_w, new_w), min(top + in_h, new_h)
-        if src_x1 > src_x0 and src_y1 > src_y0:
-            canvas[:, :, src_y0 - top:src_y1 - top, src_x0 - left:src_x1 - left] = \
-                resized[:, :, src_y0:src_y1, src_x0:src_x1]
-        canvas = canvas.permute(0, 2, 3, 1)
-        if channels == 1:
-            weights = torch.tensor(_REC601, dtype=torch.float32, device=device)
-            canvas = _to_uint8(canvas.float() @ weights)[..., None]
-        out[torch.as_tensor(positions, device=device)] = canvas
+        new_w, new_h = resized_wh(orig_w, orig_h, cfg)
+        _, _, left, top = geometry(orig_w, orig_h, cfg)
+        resized = _resize(stack, new_h, new_w, "bilinear").permute(0, 2, 3, 1)
+        prepared = to_channels(crop_or_pad(resized, left, top, in_h, in_w), cfg.channels)
+        out[torch.as_tensor(positions, device=device)] = prepared
     return out
 
 
 def make_thumbnails(images: list[torch.Tensor], size: int) -> torch.Tensor:
     """(N, size, size, 3) uint8 thumbnails: centre square crop, then antialiased bicubic resize.
 
-    The crop is that of `convscope.data.images.make_thumbnail`; the resize is bicubic
-    (Pillow's there is Lanczos), so pixels may differ by a few grey levels.
+    The crop is that of `convscope.data.images.make_thumbnail` (`square_crop_box`);
+    the resize is bicubic (Pillow's there is Lanczos), so pixels may differ by a few
+    grey levels.
     """
     size = int(size)
     if size < 1:
@@ -190,9 +191,7 @@ def make_thumbnails(images: list[torch.Tensor], size: int) -> torch.Tensor:
     device = images[0].device
     out = torch.empty(len(images), size, size, 3, dtype=torch.uint8, device=device)
     for positions, stack in _groups(images):
-        height, width = stack.shape[2:]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
+        top, left, side = square_crop_box(*stack.shape[2:])
         square = stack[:, :, top:top + side, left:left + side]
         out[torch.as_tensor(positions, device=device)] = \
             _resize(square, size, size, "bicubic").permute(0, 2, 3, 1)
@@ -213,7 +212,7 @@ def pixel_attributes(images: list[torch.Tensor]) -> torch.Tensor:
         height, width = stack.shape[2:]
         rgb = stack.float()
         red, green, blue = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-        luma = (red * _REC601[0] + green * _REC601[1] + blue * _REC601[2]) / 255.0
+        luma = (red * REC601[0] + green * REC601[1] + blue * REC601[2]) / 255.0
         contrast, brightness = torch.std_mean(luma.flatten(1), dim=1, correction=0)
         rg = (red - green).flatten(1)
         yb = (0.5 * (red + green) - blue).flatten(1)

@@ -36,12 +36,15 @@ from collections import OrderedDict
 import numpy as np
 from PIL import Image, ImageOps
 
+from convscope.data.preprocess import REC601
+
 __all__ = [
     "ImageReadError",
     "MAX_IMAGE_PIXELS",
     "PIXEL_ATTRIBUTE_NAMES",
     "load_image",
     "pixel_attributes",
+    "square_crop_box",
     "make_thumbnail",
 ]
 
@@ -68,7 +71,7 @@ PIXEL_ATTRIBUTE_NAMES: tuple[str, ...] = (
 
 _ARRAY_SUFFIXES = (".npz", ".h5", ".hdf5")
 _ARRAY_CACHE_SIZE = 8
-_REC601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_REC601 = np.array(REC601, dtype=np.float32)
 
 
 class ImageReadError(Exception):
@@ -334,6 +337,12 @@ def _check_rgb(image: np.ndarray) -> np.ndarray:
 def pixel_attributes(image: np.ndarray) -> dict[str, float]:
     """Attributes computed from pixels of an ``(H, W, 3) uint8`` RGB image.
 
+    The CPU reference: statistics in float64 with numpy's pairwise sums.
+    `convscope.data.gpu_decode.pixel_attributes` computes the same definitions
+    on the device in float32 (agreeing to float32 rounding); one tensor
+    implementation for both would change these bytes, as torch sums in
+    another order.
+
     - ``brightness``: mean Rec.601 luma ``0.299 R + 0.587 G + 0.114 B``, in 0..1.
     - ``contrast``: standard deviation (ddof=0) of that luma, in 0..1.
     - ``colourfulness``: Hasler & Suesstrunk (2003) ``M = sigma_rgyb + 0.3 mu_rgyb``
@@ -369,20 +378,29 @@ def pixel_attributes(image: np.ndarray) -> dict[str, float]:
     }
 
 
+def square_crop_box(height: int, width: int) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the central square of an image, in pixels.
+
+    The square keeps ``min(height, width)`` pixels a side; the extra pixels are
+    split as evenly as possible, the odd one going to the bottom/right. Used by
+    both thumbnail paths (here and `convscope.data.gpu_decode.make_thumbnails`).
+    """
+    side = min(int(height), int(width))
+    return (int(height) - side) // 2, (int(width) - side) // 2, side
+
+
 def make_thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     """``(size, size, 3) uint8`` thumbnail: centre square crop, then antialiased resize.
 
-    The crop keeps the central ``min(H, W)`` square (extra pixels split as
-    evenly as possible, the odd one going to the bottom/right); the resize uses
-    Pillow's Lanczos filter, which low-pass filters when shrinking.
+    The crop keeps the central square (`square_crop_box`); the resize uses
+    Pillow's Lanczos filter, which low-pass filters when shrinking (the CPU
+    reference: no tensor op reproduces Pillow's fixed-point filter bit for bit).
     """
     image = _check_rgb(image)
     size = int(size)
     if size < 1:
         raise ValueError(f"thumbnail size must be >= 1, got {size}")
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
+    top, left, side = square_crop_box(*image.shape[:2])
     square = np.ascontiguousarray(image[top : top + side, left : left + side], dtype=np.uint8)
     if side == size:
         return square.copy()

@@ -32,6 +32,10 @@ Columns, in order:
     (N, H, W, C) and optional ``labels`` (N,) (integer ids or strings) and
     ``class_names``; an optional ``split`` (N,) is kept, and any other 1-D
     array of length N becomes an attribute column.
+
+The workflow's ``manifest`` rule calls `write_dataset_manifest` with the
+`DatasetConfig` and the two paths it declares; the stages downstream read the
+pair back with `read_manifest`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convscope.config.sections import DatasetConfig
+from convscope.store.atomic import atomic_path, write_json
+
 __all__ = [
     "DatasetError",
     "MANIFEST_COLUMNS",
@@ -53,7 +60,10 @@ __all__ = [
     "build_manifest",
     "write_manifest",
     "read_manifest",
+    "read_class_names",
     "classes_path",
+    "dataset_manifest",
+    "write_dataset_manifest",
 ]
 
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
@@ -75,12 +85,15 @@ class DatasetError(ValueError):
 
 
 def classes_path(csv_path: str | os.PathLike) -> Path:
-    """``<dir>/<stem>.classes.json`` next to a manifest CSV."""
+    """``<dir>/<stem>.classes.json`` next to a manifest CSV: where `read_manifest`
+    looks for the class names when not told (the workflow's ``manifest`` rule
+    declares this path as its ``classes`` output)."""
     csv_path = Path(csv_path)
     return csv_path.with_name(f"{csv_path.stem}.classes.json")
 
 
 def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
+    """Extensions as lower-case ``.ext`` strings; raises `DatasetError` when none are given."""
     if isinstance(extensions, str):
         extensions = [extensions]
     out = []
@@ -93,10 +106,13 @@ def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
 
 
 def _absolute(path: str, base: str) -> str:
+    """``path`` (``~`` expanded) resolved against the folder ``base``, normalised."""
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
-def _read_class_list(path: Path) -> list[str]:
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """Class names from a JSON file: a list of names, ``{"classes": [...]}`` or ``{"0": name, ...}``."""
+    path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -122,6 +138,7 @@ def _read_class_list(path: Path) -> list[str]:
 
 
 def _find_class_file(table_path: Path) -> Path | None:
+    """``<stem>.classes.json`` or ``classes.json`` beside ``table_path``, whichever exists first."""
     for candidate in (classes_path(table_path), table_path.with_name("classes.json")):
         if candidate.is_file():
             return candidate
@@ -195,6 +212,7 @@ def _finish(
     attributes: pd.DataFrame | None,
     source: str,
 ) -> pd.DataFrame:
+    """The manifest frame: `MANIFEST_COLUMNS` for the N images, then the attribute columns."""
     n = len(paths)
     if n == 0:
         raise DatasetError(f"{source}: no images found")
@@ -217,6 +235,7 @@ def _finish(
 
 
 def _from_folder(root: Path, extensions: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
+    """Manifest of ``root/<class>/.../<image>`` files: classes are the sorted subfolder names."""
     if not root.is_dir():
         raise DatasetError(
             f"folder dataset {root} is not a directory; expected root/<class>/<image files>"
@@ -249,6 +268,7 @@ def _from_folder(root: Path, extensions: tuple[str, ...]) -> tuple[pd.DataFrame,
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """A ``.csv`` or ``.parquet`` table; an unreadable file raises `DatasetError`."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -260,16 +280,8 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DatasetError(f"cannot read manifest {path}: {type(error).__name__}: {error}") from None
 
 
-def _from_table(
-    path: Path, label_column: str | None, path_column: str
-) -> tuple[pd.DataFrame, list[str]]:
-    if path.suffix.lower() not in _TABLE_SUFFIXES:
-        raise DatasetError(
-            f"manifest {path} must be a table with suffix {', '.join(_TABLE_SUFFIXES)}"
-        )
-    if not path.is_file():
-        raise DatasetError(f"manifest {path} does not exist")
-    table = _read_table(path)
+def _check_table(table: pd.DataFrame, path: Path, label_column: str | None, path_column: str) -> None:
+    """Raise `DatasetError` when the chosen columns are missing or the table is empty."""
     present = ", ".join(map(str, table.columns)) or "none"
     if path_column not in table.columns:
         raise DatasetError(
@@ -283,6 +295,38 @@ def _from_table(
     if len(table) == 0:
         raise DatasetError(f"manifest {path}: no images (the table has no rows)")
 
+
+def _table_slots_and_splits(
+    table: pd.DataFrame, path: Path, label_column: str | None, path_column: str
+) -> tuple[np.ndarray, list[str]]:
+    """(N,) int64 array rows (-1: an image file) and (N,) split names (``all`` when absent)."""
+    if "slot" in table.columns and path_column != "slot" and label_column != "slot":
+        slots = pd.to_numeric(table["slot"], errors="coerce").fillna(-1).to_numpy()
+        if not np.all(slots == np.round(slots)):
+            raise DatasetError(f"manifest {path}: column 'slot' must hold integer array rows")
+        slots = slots.astype(np.int64)
+    else:
+        slots = np.full(len(table), -1, dtype=np.int64)
+    if "split" in table.columns and label_column != "split":
+        splits = table["split"].astype(object).where(table["split"].notna(), "all").astype(str)
+    else:
+        splits = ["all"] * len(table)
+    return slots, list(splits)
+
+
+def _from_table(
+    path: Path, label_column: str | None, path_column: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """Manifest of a table with one row per image (see the module docstring)."""
+    if path.suffix.lower() not in _TABLE_SUFFIXES:
+        raise DatasetError(
+            f"manifest {path} must be a table with suffix {', '.join(_TABLE_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise DatasetError(f"manifest {path} does not exist")
+    table = _read_table(path)
+    _check_table(table, path, label_column, path_column)
+
     raw_paths = table[path_column]
     if raw_paths.isna().any():
         rows = np.flatnonzero(raw_paths.isna().to_numpy())[:5].tolist()
@@ -291,33 +335,21 @@ def _from_table(
     paths = [_absolute(str(p), base) for p in raw_paths]
 
     class_file = _find_class_file(path)
-    given_names = _read_class_list(class_file) if class_file is not None else None
+    given_names = read_class_names(class_file) if class_file is not None else None
     if label_column is None:
         labels, class_names = np.full(len(table), -1, dtype=np.int64), list(given_names or [])
     else:
         labels, class_names = _encode_labels(
             table[label_column], given_names, f"manifest {path}, column {label_column!r}"
         )
-
-    if "slot" in table.columns and path_column != "slot" and label_column != "slot":
-        slots = pd.to_numeric(table["slot"], errors="coerce").fillna(-1).to_numpy()
-        if not np.all(slots == np.round(slots)):
-            raise DatasetError(f"manifest {path}: column 'slot' must hold integer array rows")
-        slots = slots.astype(np.int64)
-    else:
-        slots = np.full(len(table), -1, dtype=np.int64)
-
-    if "split" in table.columns and label_column != "split":
-        splits = table["split"].astype(object).where(table["split"].notna(), "all").astype(str)
-    else:
-        splits = ["all"] * len(table)
+    slots, splits = _table_slots_and_splits(table, path, label_column, path_column)
 
     used = {path_column, label_column, "slot", "split"}
     attributes = table[[c for c in table.columns if c not in used]].copy()
     attributes.columns = [
         f"source_{c}" if c in MANIFEST_COLUMNS else c for c in attributes.columns
     ]
-    return _finish(paths, slots, labels, list(splits), attributes, f"manifest {path}"), class_names
+    return _finish(paths, slots, labels, splits, attributes, f"manifest {path}"), class_names
 
 
 def _npz_arrays(path: Path) -> tuple[dict[str, tuple[int, ...]], callable]:
@@ -344,6 +376,7 @@ def _npz_arrays(path: Path) -> tuple[dict[str, tuple[int, ...]], callable]:
 
 
 def _h5_arrays(path: Path) -> tuple[dict[str, tuple[int, ...]], callable]:
+    """Shapes of the datasets in an HDF5 file (None for groups) without loading them, and a loader."""
     import h5py
 
     with h5py.File(path, "r", locking=False) as f:
@@ -360,6 +393,7 @@ def _h5_arrays(path: Path) -> tuple[dict[str, tuple[int, ...]], callable]:
 
 
 def _from_array(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Manifest of an ``.npz``/``.h5`` array file: one row per entry of ``images``."""
     suffix = path.suffix.lower()
     if suffix not in _ARRAY_SUFFIXES:
         raise DatasetError(f"array dataset {path} must have suffix {', '.join(_ARRAY_SUFFIXES)}")
@@ -394,7 +428,7 @@ def _from_array(path: Path) -> tuple[pd.DataFrame, list[str]]:
         given_names = [str(x) for x in load("class_names")]
     else:
         class_file = _find_class_file(path)
-        given_names = _read_class_list(class_file) if class_file is not None else None
+        given_names = read_class_names(class_file) if class_file is not None else None
     if "labels" in shapes:
         labels, class_names = _encode_labels(column("labels"), given_names, f"array dataset {path}, 'labels'")
     else:
@@ -443,6 +477,7 @@ def build_manifest(
 
 
 def _check_manifest(manifest: pd.DataFrame, source: str) -> None:
+    """Raise `DatasetError` naming the `MANIFEST_COLUMNS` missing from ``manifest``."""
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise DatasetError(
@@ -451,35 +486,68 @@ def _check_manifest(manifest: pd.DataFrame, source: str) -> None:
         )
 
 
-def write_manifest(manifest: pd.DataFrame, class_names: list[str], csv_path: str | os.PathLike) -> None:
-    """Write ``manifest`` to ``csv_path`` and ``class_names`` to ``<stem>.classes.json`` next to it.
+def write_manifest(
+    manifest: pd.DataFrame,
+    class_names: Sequence[str],
+    csv_path: str | os.PathLike,
+    classes_json: str | os.PathLike | None = None,
+) -> None:
+    """Write ``manifest`` to ``csv_path`` and ``class_names`` (a JSON list) to ``classes_json``.
 
-    Both files are written under temporary names and renamed when complete.
+    The manifest columns come first (`MANIFEST_COLUMNS`), then the attribute
+    columns in their order. ``classes_json`` defaults to `classes_path`
+    (``<stem>.classes.json`` next to the CSV), which is where `read_manifest`
+    looks for it; the workflow passes the path its rule declares. Each file
+    appears complete under its name or not at all (`convscope.store.atomic`).
     """
     _check_manifest(manifest, "manifest to write")
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
     ordered = list(MANIFEST_COLUMNS) + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
-    targets = [
-        (csv_path, lambda tmp: manifest[ordered].to_csv(tmp, index=False)),
-        (classes_path(csv_path), lambda tmp: tmp.write_text(json.dumps(list(map(str, class_names)), indent=1) + "\n")),
-    ]
-    for target, write in targets:
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            write(tmp)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+    with atomic_path(csv_path) as tmp:
+        manifest[ordered].to_csv(tmp, index=False)
+    classes_json = classes_path(csv_path) if classes_json is None else classes_json
+    write_json(classes_json, [str(name) for name in class_names], indent=1)
 
 
-def read_manifest(csv_path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
-    """Read a manifest written by `write_manifest`: ``(manifest, class_names)``."""
+def dataset_manifest(dataset: DatasetConfig, source: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
+    """The manifest of the configured dataset, read from ``source``: ``(manifest, class_names)``.
+
+    ``source`` is the folder, table or array file the dataset's ``kind``
+    reads; a ``demo`` dataset is read as the ``manifest`` table that
+    `convscope.data.demo.generate_demo_dataset` wrote. ``dataset.path`` is not
+    read: the caller resolves the source (the workflow's rule input).
+    """
+    kind = "manifest" if dataset.kind == "demo" else dataset.kind
+    return build_manifest(kind, source, label_column=dataset.label_column,
+                          path_column=dataset.path_column)
+
+
+def write_dataset_manifest(
+    dataset: DatasetConfig,
+    source: str | os.PathLike,
+    csv_out: str | os.PathLike,
+    classes_out: str | os.PathLike,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Build the configured dataset's manifest (`dataset_manifest`) and write it
+    (`write_manifest`) to ``csv_out`` and ``classes_out``; returns what was written."""
+    manifest, class_names = dataset_manifest(dataset, source)
+    write_manifest(manifest, class_names, csv_out, classes_out)
+    print(f"{len(manifest)} images, {len(class_names)} classes")
+    return manifest, class_names
+
+
+def read_manifest(
+    csv_path: str | os.PathLike, classes_json: str | os.PathLike | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Read a manifest written by `write_manifest`: ``(manifest, class_names)``.
+
+    ``classes_json`` defaults to `classes_path` of ``csv_path``. The manifest
+    columns get their dtypes back (int64 ``index``/``slot``/``label``, str
+    ``path``/``split``, a missing split reads as ``all``).
+    """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetError(f"manifest {csv_path} does not exist")
-    class_file = classes_path(csv_path)
+    class_file = classes_path(csv_path) if classes_json is None else Path(classes_json)
     if not class_file.is_file():
         raise DatasetError(
             f"manifest {csv_path} has no class list {class_file}; write it with write_manifest"
@@ -490,4 +558,4 @@ def read_manifest(csv_path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]
         manifest[name] = manifest[name].astype(np.int64)
     manifest["path"] = manifest["path"].astype(object).astype(str)
     manifest["split"] = manifest["split"].fillna("all").astype(object).astype(str)
-    return manifest, _read_class_list(class_file)
+    return manifest, read_class_names(class_file)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from convscope.config.sections import ModelConfig
-from convscope.nn.layers import check_layer_names
+from convscope.nn.layers import check_layer_names, module_names
 
 __all__ = [
     "ModelError",
@@ -35,6 +35,7 @@ __all__ = [
     "file_sha256",
     "model_identity",
 ]
+
 
 class ModelError(ValueError):
     """A model, checkpoint or layer name in the config is not usable."""
@@ -70,6 +71,7 @@ class DemoCNN(nn.Module):
         self.fc = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_channels, H, W) images -> (N, num_classes) logits."""
         x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
         x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
         x = self.pool3(self.relu3(self.bn3(self.conv3(x))))
@@ -79,6 +81,7 @@ class DemoCNN(nn.Module):
 
 
 def _import_factory(spec: str):
+    """The callable named by ``"package.module:function"``."""
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -128,6 +131,7 @@ def build_model(model_cfg: ModelConfig, num_classes: int | None = None,
 
 
 def _state_dict_from(obj, path) -> dict:
+    """The state dict inside a loaded checkpoint object (a module, a dict of tensors or a wrapper)."""
     if isinstance(obj, nn.Module):
         return obj.state_dict()
     if isinstance(obj, dict):
@@ -209,7 +213,8 @@ def load_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | None, *
     return model.eval().to(device)
 
 
-def _demo_num_classes(path) -> int | None:
+def _demo_num_classes(path: str | os.PathLike | None) -> int | None:
+    """Output classes of a demo checkpoint (rows of ``fc.weight``); None without one."""
     if path and Path(path).exists():
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = _state_dict_from(state, path)
@@ -227,7 +232,7 @@ def codes_module_name(model: nn.Module, codes_layer: str | None) -> tuple[str, s
     if codes_layer:
         check_layer_names(model, [codes_layer], key="codes_layer")
         return codes_layer, "output"
-    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    linear = module_names(model, nn.Linear)
     if not linear:
         raise ModelError("codes_layer is null but the model has no nn.Linear layer to take the "
                          "penultimate code from; set codes_layer to a module name")
@@ -236,6 +241,7 @@ def codes_module_name(model: nn.Module, codes_layer: str | None) -> tuple[str, s
 
 @lru_cache(maxsize=16)
 def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    """Hex SHA-256 of the file at ``path``; size and mtime key the cache."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -244,6 +250,7 @@ def _sha256_cached(path: str, size: int, mtime: float) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (cached per path, size and modification time)."""
     stat = os.stat(path)
     return _sha256_cached(str(path), stat.st_size, stat.st_mtime)
 

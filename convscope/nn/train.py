@@ -1,28 +1,42 @@
-"""Train the demo CNN on the demo dataset (CPU, a couple of minutes)."""
+"""Train the demo CNN on the demo dataset (CPU, a couple of minutes).
+
+`train_demo_model` takes the manifest, the ``model.train`` and ``preprocess``
+sections and the two output paths the workflow's ``train_demo_model`` rule
+declares. Everything random (initialisation, batch order, augmentation) comes
+from ``train.seed``, so the same settings give the same weights.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from convscope.config.sections import PreprocessConfig, TrainConfig
 from convscope.data.images import load_image
 from convscope.data.manifest import read_manifest
-from convscope.nn.models import DemoCNN
 from convscope.data.preprocess import normalize, prepare_uint8
+from convscope.nn.models import DemoCNN
+from convscope.store.atomic import write_text
 
 __all__ = ["load_split", "train_demo_model"]
 
+_WEIGHT_DECAY = 1e-4
 
-def load_split(manifest, preprocess_cfg: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Preprocessed uint8 images (N, H, W, C) and labels (N,) of one split."""
+
+def load_split(manifest: pd.DataFrame, preprocess: PreprocessConfig, split: str
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Preprocessed uint8 images (N, H, W, C) and int64 labels (N,) of the rows of one split."""
     rows = manifest[manifest["split"] == split]
-    images = np.stack([prepare_uint8(load_image(path, slot), preprocess_cfg)
+    images = np.stack([prepare_uint8(load_image(path, slot), preprocess)
                        for path, slot in zip(rows["path"], rows["slot"])])
     return images, rows["label"].to_numpy(np.int64)
 
@@ -39,70 +53,99 @@ def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray,
-              preprocess_cfg: dict, batch_size: int = 256) -> float:
+              preprocess: PreprocessConfig, batch_size: int = 256) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` (put in eval mode) on uint8 (N, H, W, C) images."""
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(images[start:start + batch_size]), preprocess_cfg)
+        x = normalize(torch.from_numpy(images[start:start + batch_size]), preprocess)
         pred = model(x.contiguous()).argmax(1).numpy()
         correct += int((pred == labels[start:start + batch_size]).sum())
     return correct / max(1, len(images))
 
 
-def train_demo_model(manifest_csv: str | Path, config: dict, weights_out: str | Path,
-                     metrics_out: str | Path) -> dict:
+def _optimiser(model: nn.Module, train: TrainConfig, n_train: int
+               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with a one-cycle learning-rate schedule over all steps of training."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate,
+                                  weight_decay=_WEIGHT_DECAY)
+    steps = train.epochs * int(np.ceil(n_train / train.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, train.learning_rate,
+                                                    total_steps=steps)
+    return optimizer, scheduler
+
+
+def _train_epoch(model: nn.Module, images: np.ndarray, labels: np.ndarray, train: TrainConfig,
+                 preprocess: PreprocessConfig, optimizer, scheduler,
+                 generator: torch.Generator, desc: str) -> float:
+    """One pass over the training images in a random order; returns the mean batch loss."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    order = torch.randperm(len(images), generator=generator).numpy()
+    losses = []
+    for start in tqdm(range(0, len(order), train.batch_size), desc=desc, mininterval=5):
+        idx = order[start:start + train.batch_size]
+        batch = _augment(torch.from_numpy(images[idx]), generator)
+        x = normalize(batch, preprocess).contiguous(memory_format=torch.channels_last)
+        loss = loss_fn(model(x), torch.from_numpy(labels[idx]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def _save_state_dict(model: nn.Module, weights_out: str | os.PathLike) -> None:
+    """``torch.save`` the state dict to ``weights_out`` atomically.
+
+    The file is written under its own name in a temporary folder beside the
+    target and then renamed: torch names the archive inside the file after
+    the file, so the bytes (and the weights hash in every shard) do not
+    depend on a temporary name.
+    """
+    weights_out = Path(weights_out)
+    weights_out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=weights_out.parent, prefix=f".{weights_out.name}.tmp-") as tmp:
+        staged = Path(tmp) / weights_out.name
+        torch.save(model.state_dict(), staged)
+        os.replace(staged, weights_out)
+
+
+def train_demo_model(manifest_csv: str | os.PathLike, train: TrainConfig,
+                     preprocess: PreprocessConfig, weights_out: str | os.PathLike,
+                     metrics_out: str | os.PathLike) -> dict:
     """Train `DemoCNN` on the ``train`` split, evaluate on ``test``; save weights and metrics.
 
-    Returns the metrics dict (train/test accuracy, epochs, seconds).
+    Writes the state dict to ``weights_out`` and the metrics as JSON to
+    ``metrics_out`` (train/test accuracy in [0, 1], image counts, epochs,
+    mean training loss per epoch, seconds, class names), and returns the metrics.
     """
-    train_cfg = config["model"]["train"]
-    preprocess_cfg = config["preprocess"]
-    torch.manual_seed(train_cfg["seed"])
-    generator = torch.Generator().manual_seed(train_cfg["seed"])
+    torch.manual_seed(train.seed)
+    generator = torch.Generator().manual_seed(train.seed)
     manifest, class_names = read_manifest(manifest_csv)
-    train_x, train_y = load_split(manifest, preprocess_cfg, "train")
-    test_x, test_y = load_split(manifest, preprocess_cfg, "test")
-    model = DemoCNN(num_classes=len(class_names), in_channels=int(preprocess_cfg["channels"]))
+    train_x, train_y = load_split(manifest, preprocess, "train")
+    test_x, test_y = load_split(manifest, preprocess, "test")
+    model = DemoCNN(num_classes=len(class_names), in_channels=int(preprocess.channels))
     model = model.to(memory_format=torch.channels_last)
-    epochs, batch_size = train_cfg["epochs"], train_cfg["batch_size"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["learning_rate"],
-                                  weight_decay=1e-4)
-    steps = epochs * int(np.ceil(len(train_x) / batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, train_cfg["learning_rate"],
-                                                    total_steps=steps)
-    loss_fn = nn.CrossEntropyLoss()
+    optimizer, scheduler = _optimiser(model, train, len(train_x))
     started = time.perf_counter()
     history = []
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(train_x), generator=generator).numpy()
-        losses = []
-        for start in tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch + 1}/{epochs}",
-                          mininterval=5):
-            idx = order[start:start + batch_size]
-            batch = _augment(torch.from_numpy(train_x[idx]), generator)
-            x = normalize(batch, preprocess_cfg).contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(model(x), torch.from_numpy(train_y[idx]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        history.append(float(np.mean(losses)))
+    for epoch in range(train.epochs):
+        history.append(_train_epoch(model, train_x, train_y, train, preprocess, optimizer,
+                                    scheduler, generator, f"epoch {epoch + 1}/{train.epochs}"))
         print(f"epoch {epoch + 1}: mean training loss {history[-1]:.4f}", flush=True)
     metrics = {
-        "train_accuracy": _accuracy(model, train_x, train_y, preprocess_cfg),
-        "test_accuracy": _accuracy(model, test_x, test_y, preprocess_cfg),
+        "train_accuracy": _accuracy(model, train_x, train_y, preprocess),
+        "test_accuracy": _accuracy(model, test_x, test_y, preprocess),
         "n_train": int(len(train_x)),
         "n_test": int(len(test_x)),
-        "epochs": epochs,
+        "epochs": train.epochs,
         "loss_history": history,
         "seconds": round(time.perf_counter() - started, 1),
         "class_names": class_names,
     }
     print(f"test accuracy {metrics['test_accuracy']:.3f}", flush=True)
-    Path(weights_out).parent.mkdir(parents=True, exist_ok=True)
-    model = model.to(memory_format=torch.contiguous_format).eval()
-    torch.save(model.state_dict(), weights_out)
-    Path(metrics_out).write_text(json.dumps(metrics, indent=2))
+    _save_state_dict(model.to(memory_format=torch.contiguous_format).eval(), weights_out)
+    write_text(metrics_out, json.dumps(metrics, indent=2))
     return metrics

@@ -140,6 +140,7 @@ def grid_assign(xy: np.ndarray, side: int, *, exact_max_cells: int = 2500, seed:
 
 
 def _shard_sizes(shard_paths: Sequence) -> np.ndarray:
+    """Rows of each shard, (n_shards,) int64, from the HDF5 headers."""
     sizes = []
     for path in shard_paths:
         with h5py.File(path, "r", locking=False) as f:
@@ -178,13 +179,14 @@ def gather_thumbs(shard_paths: Sequence[str | os.PathLike], rows: np.ndarray) ->
 
 
 def _tile(thumb: np.ndarray, tile_px: int) -> Image.Image:
+    """A (t, t, 3) uint8 thumbnail as a ``tile_px`` square PIL image."""
     image = Image.fromarray(np.ascontiguousarray(thumb, dtype=np.uint8))
     if image.size != (tile_px, tile_px):
         image = image.resize((tile_px, tile_px), Image.BILINEAR)
     return image
 
 
-def render_mosaic(cells: np.ndarray, thumbs: np.ndarray, tile_px: int = 32,
+def render_mosaic(cells: np.ndarray, thumbs: np.ndarray, tile_px: int,
                   background=(255, 255, 255)) -> Image.Image:
     """Grid image: cell (r, c) shows ``thumbs[cells[r, c]]``, empty cells (-1) show the background.
 
@@ -199,7 +201,7 @@ def render_mosaic(cells: np.ndarray, thumbs: np.ndarray, tile_px: int = 32,
     return canvas
 
 
-def render_cloud(xy: np.ndarray, thumbs: np.ndarray, canvas_px: int = 2000, tile_px: int = 32,
+def render_cloud(xy: np.ndarray, thumbs: np.ndarray, canvas_px: int, tile_px: int,
                  background=(255, 255, 255)) -> Image.Image:
     """Thumbnails pasted at their map positions, in the order given (later on top).
 

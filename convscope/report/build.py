@@ -1,47 +1,95 @@
-"""The HTML report: one static, offline page linking every output."""
+"""The HTML report: one static, offline page showing and linking every output.
+
+`build_report` reads only the files it is given in a `ReportInputs` (named as
+the ``report`` rule names its inputs) and writes one HTML file; every link is
+relative to that file's folder, so the ``results/`` tree can be moved or
+copied as a whole. Accuracy comes from the performance stage's tables, the
+top-k pages from the units stage's ``topk.json``, the filter images from the
+filters folder's ``index.csv``: nothing is recomputed, globbed or guessed,
+except the per-attribute plots, listed from the folder the performance stage
+declares for them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import pandas as pd
 
 from convscope import __version__
+from convscope.config.sections import DatasetConfig, ReportConfig
 from convscope.data.manifest import read_manifest
+from convscope.store.atomic import write_text
 from convscope.store.shards import iter_shards, read_attrs
 
-__all__ = ["accuracy_rows", "build_report"]
+__all__ = ["ReportInputs", "build_report"]
 
-_SECTION_TITLES = {
-    "model": "Model", "units": "Top-k units and unit statistics", "embedding": "t-SNE of CNN codes",
-    "neighbours": "Nearest neighbours", "performance": "Performance by attribute",
-    "filters": "Filters and activation maps",
-}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
 
-def accuracy_rows(shard_paths, manifest) -> list[dict]:
-    """Top-1 / top-5 accuracy of labelled images, overall and per split (streams shards)."""
-    split_of = manifest.set_index("index")["split"]
-    counts: dict[str, list[int]] = {}
-    for chunk in iter_shards(shard_paths, ["index", "label", "topk/class"]):
-        labelled = chunk["label"] >= 0
-        top1 = chunk["topk/class"][:, 0] == chunk["label"]
-        top5 = (chunk["topk/class"] == chunk["label"][:, None]).any(axis=1)
-        splits = split_of.loc[chunk["index"]].to_numpy()
-        for split in ["all", *sorted(set(splits))]:
-            mask = labelled & ((splits == split) if split != "all" else True)
-            entry = counts.setdefault(split, [0, 0, 0])
-            entry[0] += int(mask.sum())
-            entry[1] += int((top1 & mask).sum())
-            entry[2] += int((top5 & mask).sum())
-    return [{"split": split, "n": n, "top1": c1 / n, "top5": c5 / n}
-            for split, (n, c1, c5) in counts.items() if n > 0]
+@dataclass(frozen=True)
+class ReportInputs:
+    """Every file the report reads or links; the field names are the report rule's input names.
+
+    Paths are files unless noted; ``train_metrics`` is None when the model was
+    not trained by the workflow.
+    """
+
+    manifest: str                 # results/manifest.csv
+    model_info: str               # model_info.json
+    shards: Sequence[str]         # the feature shards (failed images, non-finite counts)
+    shard_index: str              # features/index.json (the shards' checked listing)
+    overall: str                  # performance: overall.csv
+    per_class: str                # performance: per_class.csv
+    per_attribute: str            # performance: per_attribute.csv
+    performance_tables: str       # performance: tables.md
+    confusion: str                # performance: confusion.csv
+    confusion_plot: str           # performance: confusion.png
+    attribute_plots: str          # performance: folder of <attribute>.png
+    embedding_summary: str        # embedding.json
+    coords: str                   # embedding: coords.csv
+    scatter: str                  # embedding: scatter.png
+    mosaic: str                   # embedding: mosaic.png
+    cloud: str                    # embedding: cloud.png
+    knn_accuracy: str             # neighbours: knn_accuracy.json
+    queries: str                  # neighbours: queries.csv
+    panels: str                   # neighbours: panels.png
+    topk_table: str               # units: topk.csv
+    topk_index: str               # units: topk.json (layer -> pages, relative to its folder)
+    topk_pages: str               # units: folder of the patch/context pages listed in topk.json
+    unit_stats: str               # units: stats.csv
+    unit_summary: str             # units: summary.csv
+    firing_rate: str              # units: firing_rate.png
+    filters: str                  # folder written by the filters rule, with index.csv
+    train_metrics: str | None = None
+
+    @classmethod
+    def from_mapping(cls, inputs: Mapping | Iterable[tuple[str, object]]) -> "ReportInputs":
+        """Build from ``{name: path}`` (e.g. ``snakemake.input.items()``); unknown names raise."""
+        values = dict(inputs.items() if isinstance(inputs, Mapping) else inputs)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise TypeError(f"ReportInputs: unknown inputs {unknown}; known: {sorted(names)}")
+        values = {k: [str(p) for p in v] if k == "shards" else (None if v is None else str(v))
+                  for k, v in values.items()}
+        return cls(**values)
 
 
-def _failed_rows(shard_paths, manifest) -> list[dict]:
+def _read_json(path) -> dict:
+    """The JSON value stored at ``path``."""
+    return json.loads(Path(path).read_text())
+
+
+def _failed_rows(shard_paths, manifest: pd.DataFrame) -> list[dict]:
+    """Images the extraction could not read: manifest row, path and reason."""
     paths = manifest.set_index("index")["path"]
     rows = []
     for chunk in iter_shards(shard_paths, ["failed/index", "failed/reason"]):
@@ -60,68 +108,117 @@ def _nonfinite_counts(shard_paths) -> dict[str, int]:
     return totals
 
 
-def _headline_numbers(output_paths) -> list[dict]:
+def _accuracy(overall_csv, per_class_csv) -> tuple[list[dict], list[dict]]:
+    """Rows of the performance stage's overall and per-class tables (fractions, Wilson 95%)."""
+    return (pd.read_csv(overall_csv).to_dict("records"),
+            pd.read_csv(per_class_csv, keep_default_na=False, na_values=[""]).to_dict("records"))
+
+
+def _headline_numbers(knn_accuracy_json, embedding_json) -> list[dict]:
     """Key numbers from the analyses' JSON summaries, for the top of the report."""
     rows = []
-    for path in map(Path, output_paths):
-        if path.name == "knn_accuracy.json":
-            for entry in json.loads(path.read_text()).get("results", []):
-                rows.append({"what": f"leave-one-out {entry['k']}-NN accuracy, {entry['space']} space",
-                             "value": f"{entry['accuracy']:.3f}"})
-        elif path.name == "embedding.json":
-            summary = json.loads(path.read_text())
-            value = summary.get("trustworthiness")
-            if value is not None:
-                rows.append({"what": "t-SNE map trustworthiness", "value": f"{value:.3f}"})
+    summary = _read_json(embedding_json)
+    if summary.get("trustworthiness") is not None:
+        rows.append({"what": "t-SNE map trustworthiness",
+                     "value": f"{summary['trustworthiness']:.3f}"})
+    for entry in _read_json(knn_accuracy_json).get("results", []):
+        rows.append({"what": f"leave-one-out {entry['k']}-NN accuracy, {entry['space']} space",
+                     "value": f"{entry['accuracy']:.3f}"})
     return rows
 
 
-def _sections(output_paths, report_dir: Path) -> list[dict]:
-    folders = sorted({Path(p).parent for p in output_paths})
-    sections = []
-    for folder in folders:
-        files, images = [], []
-        for path in sorted(folder.rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            item = {"name": str(path.relative_to(folder)),
-                    "href": os.path.relpath(path, report_dir)}
-            (images if path.suffix.lower() in (".png", ".jpg", ".svg") else files).append(item)
-        sections.append({"title": _SECTION_TITLES.get(folder.name, folder.name),
-                         "files": files, "images": images})
-    return sections
+def _section(title: str, paths: Iterable, report_dir: Path, base: Path | None = None) -> dict:
+    """A report section: links to ``paths`` (images shown inline), named relative to ``base``."""
+    files, images = [], []
+    for path in map(Path, paths):
+        name = str(path.relative_to(base)) if base is not None else path.name
+        item = {"name": name, "href": os.path.relpath(path, report_dir)}
+        (images if path.suffix.lower() in _IMAGE_SUFFIXES else files).append(item)
+    return {"title": title, "files": files, "images": images}
 
 
-def build_report(out_html, config: dict, manifest_csv, shard_paths, model_info_json,
-                 output_paths) -> None:
-    """Write ``out_html``: accuracy, layers, failed images and every output file."""
+def _topk_pages(topk_json) -> list[Path]:
+    """The top-k pages listed in ``topk.json`` (paths relative to its folder), layer by layer."""
+    folder = Path(topk_json).parent
+    return [folder / page for pages in _read_json(topk_json).values() for page in pages]
+
+
+def _filter_files(filters_dir) -> list[Path]:
+    """The filters folder's ``index.csv`` and the files it lists, in its order."""
+    folder = Path(filters_dir)
+    index = pd.read_csv(folder / "index.csv")
+    return [folder / "index.csv"] + [folder / name for name in index["file"]]
+
+
+def _attribute_plots(folder) -> list[Path]:
+    """The per-attribute plots of the performance stage, by name."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _sections(inputs: ReportInputs, report_dir: Path) -> list[dict]:
+    """The output sections: model, units, filters, embedding, neighbours, performance."""
+    units = [inputs.topk_table, inputs.topk_index, inputs.unit_stats, inputs.unit_summary,
+             inputs.firing_rate, *_topk_pages(inputs.topk_index)]
+    performance = [inputs.overall, inputs.per_class, inputs.per_attribute,
+                   inputs.performance_tables, inputs.confusion, inputs.confusion_plot,
+                   *_attribute_plots(inputs.attribute_plots)]
+    model = [inputs.model_info] + ([inputs.train_metrics] if inputs.train_metrics else [])
+    return [
+        _section("Model", model, report_dir),
+        _section("Top-k units and unit statistics", units, report_dir,
+                 base=Path(inputs.topk_index).parent),
+        _section("Filters and activation maps", _filter_files(inputs.filters), report_dir,
+                 base=Path(inputs.filters)),
+        _section("t-SNE of CNN codes", [inputs.coords, inputs.embedding_summary, inputs.scatter,
+                                        inputs.mosaic, inputs.cloud], report_dir),
+        _section("Nearest neighbours", [inputs.queries, inputs.knn_accuracy, inputs.panels],
+                 report_dir),
+        _section("Performance by attribute", performance, report_dir,
+                 base=Path(inputs.overall).parent),
+    ]
+
+
+def _context(cfg: ReportConfig, dataset: DatasetConfig, inputs: ReportInputs,
+             report_dir: Path) -> dict:
+    """Everything the template shows."""
+    manifest, class_names = read_manifest(inputs.manifest)
+    model_info = _read_json(inputs.model_info)
+    overall, per_class = _accuracy(inputs.overall, inputs.per_class)
+    return {
+        "title": cfg.title,
+        "generated": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "version": __version__,
+        "model_name": model_info["model"]["name"],
+        "dataset_kind": dataset.kind,
+        "n_images": len(manifest),
+        "n_shards": len(_read_json(inputs.shard_index)["shards"]),
+        "n_classes": len(class_names),
+        "overall": overall,
+        "per_class": per_class,
+        "train_metrics": _read_json(inputs.train_metrics) if inputs.train_metrics else None,
+        "layers": model_info["layers"],
+        "nonfinite": _nonfinite_counts(inputs.shards),
+        "headline": _headline_numbers(inputs.knn_accuracy, inputs.embedding_summary),
+        "codes": model_info["codes"],
+        "failed": _failed_rows(inputs.shards, manifest),
+        "sections": _sections(inputs, report_dir),
+        "tables_href": os.path.relpath(inputs.performance_tables, report_dir),
+    }
+
+
+def build_report(cfg: ReportConfig, dataset: DatasetConfig, inputs: ReportInputs,
+                 out_html: str | os.PathLike) -> None:
+    """Write the report page ``out_html`` (atomically) from the files named in ``inputs``.
+
+    ``cfg`` is the ``report`` section (the title), ``dataset`` the
+    ``dataset`` section (its kind is shown). Links are relative to the folder
+    of ``out_html``.
+    """
     out_html = Path(out_html)
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    manifest, class_names = read_manifest(manifest_csv)
-    model_info = json.loads(Path(model_info_json).read_text())
-    train_metrics = None
-    for path in output_paths:
-        if Path(path).name == "train_metrics.json":
-            train_metrics = json.loads(Path(path).read_text())
     env = jinja2.Environment(loader=jinja2.PackageLoader("convscope.report", "templates"),
                              autoescape=True)
     html = env.get_template("report.html.j2").render(
-        title=config["report"]["title"],
-        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        version=__version__,
-        model_name=model_info["model"]["name"],
-        dataset_kind=config["dataset"]["kind"],
-        n_images=len(manifest),
-        n_shards=len(shard_paths),
-        n_classes=len(class_names),
-        accuracy=accuracy_rows(shard_paths, manifest),
-        train_metrics=train_metrics,
-        layers=model_info["layers"],
-        nonfinite=_nonfinite_counts(shard_paths),
-        headline=_headline_numbers(output_paths),
-        codes=model_info["codes"],
-        failed=_failed_rows(shard_paths, manifest),
-        sections=_sections(output_paths, out_html.parent),
-    )
-    out_html.write_text(html)
+        **_context(cfg, dataset, inputs, out_html.parent))
+    write_text(out_html, html)
     print(f"report written to {out_html}")

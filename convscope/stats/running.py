@@ -20,6 +20,7 @@ __all__ = ["RunningTopK"]
 
 
 def _as_tensor(array, device: torch.device | None = None) -> torch.Tensor:
+    """A numpy array or tensor as a tensor, moved to ``device`` when given."""
     tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.asarray(array))
     return tensor if device is None else tensor.to(device)
 
@@ -108,6 +109,7 @@ class RunningTopK:
         return {"k": self.k, "count": self.count, "values": values, "ids": ids, "payload": payload}
 
     def _load(self, state: dict) -> None:
+        """Restore from a `state_dict` (keeping at most ``k`` entries per channel)."""
         self.count = int(state["count"])
         if state.get("values") is None or self.count == 0:
             return
@@ -180,6 +182,7 @@ class RunningTopK:
         )
 
     def _init_empty(self, channels: int, dtype: torch.dtype, device: torch.device) -> None:
+        """Empty (C, 0) state on ``device``."""
         self._values = torch.empty((channels, 0), dtype=_values_dtype(dtype), device=device)
         self._ids = torch.empty((channels, 0), dtype=torch.int64, device=device)
         self._payload = torch.empty((channels, 0), dtype=torch.int64, device=device)

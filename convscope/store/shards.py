@@ -1,7 +1,7 @@
 """HDF5 shard files: write atomically, read back, check identity.
 
 A shard holds the extraction results of one contiguous row range of the
-manifest (see DESIGN.md, "Shard file"). Datasets:
+manifest (see docs/design.md, "Shard file"). Datasets:
 
     index                 (n,) int64     manifest row of each image
     label                 (n,) int32     class id, -1 if unknown
@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import h5py
 import numpy as np
+
+from convscope.store.atomic import atomic_path, remove_stale_temporaries
 
 __all__ = [
     "ShardIdentityError",
@@ -81,39 +82,29 @@ def write_shard(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: d
     """Write ``arrays`` (HDF5 path -> array) and file ``attrs`` to ``path`` atomically.
 
     The file is written under a temporary name next to ``path`` and renamed
-    only once it is complete and flushed, so a killed job never leaves a
-    shard that looks finished.
+    only once it is complete and flushed to disk (`convscope.store.atomic`), so a
+    killed job never leaves a shard that looks finished. Temporaries left by a
+    job killed mid-write are removed first.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a job killed mid-rename
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    remove_stale_temporaries(path)
+    with atomic_path(path, fsync=True) as tmp:
         with h5py.File(tmp, "w", locking=False) as f:
             for name, array in arrays.items():
-                array = np.asarray(array)
-                if array.dtype.kind in "UO":
-                    array = np.asarray(array, dtype=object)
-                    f.create_dataset(name, data=array.astype(str).astype(object),
-                                     dtype=h5py.string_dtype())
-                    continue
-                big = array.ndim >= 2 and array.size > 4096
-                f.create_dataset(
-                    name,
-                    data=array,
-                    chunks=True if big else None,
-                    compression="lzf" if big and name == "thumbs" else None,
-                )
+                _create_dataset(f, name, np.asarray(array))
             for key, value in attrs.items():
                 f.attrs[key] = _store_attr(value)
             f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+
+def _create_dataset(f: h5py.File, name: str, array: np.ndarray) -> None:
+    """One dataset: strings as variable-length UTF-8; large arrays chunked (thumbnails lzf)."""
+    if array.dtype.kind in "UO":
+        array = np.asarray(array, dtype=object)
+        f.create_dataset(name, data=array.astype(str).astype(object), dtype=h5py.string_dtype())
+        return
+    big = array.ndim >= 2 and array.size > 4096
+    f.create_dataset(name, data=array, chunks=True if big else None,
+                     compression="lzf" if big and name == "thumbs" else None)
 
 
 def read_attrs(path: str | os.PathLike) -> dict:

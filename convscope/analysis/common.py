@@ -1,0 +1,38 @@
+"""Small helpers shared by the analysis stages: class names and figure files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from convscope.store.atomic import atomic_path
+from convscope.store.shards import read_attrs
+
+__all__ = ["class_names", "class_name", "save_figure"]
+
+
+def class_names(shard_paths: Sequence[str | os.PathLike],
+                manifest_csv: str | os.PathLike | None = None) -> list[str]:
+    """Class names (index = class id) from the first shard's attributes, else from the manifest.
+
+    ``manifest_csv`` is read only when the shards carry no ``class_names``;
+    with neither, the list is empty.
+    """
+    names = read_attrs(shard_paths[0]).get("class_names") or []
+    if not names and manifest_csv is not None:
+        from convscope.data.manifest import read_manifest
+
+        names = read_manifest(manifest_csv)[1]
+    return [str(name) for name in names]
+
+
+def class_name(names: Sequence[str], class_id: int) -> str:
+    """The name of ``class_id``, or the id itself as text when ``names`` does not cover it."""
+    class_id = int(class_id)
+    return str(names[class_id]) if 0 <= class_id < len(names) else str(class_id)
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> None:
+    """Save a matplotlib figure as PNG at ``path``, atomically (extra keywords go to ``savefig``)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **savefig_kwargs)
