@@ -106,7 +106,6 @@ def test_path_column_absent(data):
 
 
 def test_parquet_label_column_absent(data):
-    import pyarrow  # noqa: F401 - a dependency of convscope: Parquet manifests
     pd.read_csv(data / "data.csv").to_parquet(data / "data.parquet")
     preflight(validate_config(_config(data, dataset={"path": str(data / "data.parquet")})))
     message = _preflight_message(_config(data, dataset={"path": str(data / "data.parquet"),

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +23,7 @@ from convscope.data.images import load_image
 from convscope.data.manifest import read_manifest
 from convscope.data.preprocess import normalize, prepare_uint8
 from convscope.nn.models import DemoCNN
-from convscope.store.atomic import write_text
+from convscope.store.atomic import atomic_path, write_text
 
 __all__ = ["load_split", "train_demo_model"]
 
@@ -104,12 +102,8 @@ def _save_state_dict(model: nn.Module, weights_out: str | os.PathLike) -> None:
     the file, so the bytes (and the weights hash in every shard) do not
     depend on a temporary name.
     """
-    weights_out = Path(weights_out)
-    weights_out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=weights_out.parent, prefix=f".{weights_out.name}.tmp-") as tmp:
-        staged = Path(tmp) / weights_out.name
+    with atomic_path(weights_out, keep_name=True) as staged:
         torch.save(model.state_dict(), staged)
-        os.replace(staged, weights_out)
 
 
 def train_demo_model(manifest_csv: str | os.PathLike, train: TrainConfig,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,24 +26,34 @@ def remove_stale_temporaries(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, fsync: bool = False,
+                keep_name: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it to ``path``, else delete it.
 
     ``fsync=True`` flushes the file to disk before the rename (for large
-    results that must survive a node crash, such as shards).
+    results that must survive a node crash, such as shards). ``keep_name=True``
+    gives a path with the target's own file name, inside a hidden temporary
+    folder beside it, for writers whose bytes depend on the file name
+    (``torch.save`` names the archive inside the file after it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        if fsync:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with contextlib.ExitStack() as stack:
+        if keep_name:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(
+                dir=path.parent, prefix=f".{path.name}.tmp-"))
+            tmp = Path(folder) / path.name
+        else:
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            yield tmp
+            if fsync:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
