@@ -6,7 +6,11 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The demo's config, only when no --configfile is given: Snakemake would merge a user's
+# file over it, and the user's run would inherit the demo's preprocessing and layers.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
@@ -23,6 +27,7 @@ include: "rules/performance.smk"
 include: "rules/embedding.smk"
 include: "rules/neighbours.smk"
 include: "rules/report.smk"
+include: "rules/config_used.smk"
 
 
 rule all:

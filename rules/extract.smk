@@ -8,6 +8,8 @@ rule extract:
     log:
         "logs/extract/shard-{shard}.log",
     params:
+        # the weights' content decides, not their modification time (see get_weights_sha256)
+        weights_sha256=get_weights_sha256,
         shard_id=lambda wildcards: int(wildcards.shard),
         model=config["model"],
         extract=get_extract_settings,

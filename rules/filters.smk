@@ -14,6 +14,7 @@ rule filters:
         layers=config["layers"],
         preprocess=config["preprocess"],
         model=config["model"],
+        weights_sha256=get_weights_sha256,
     threads: 1
     resources:
         mem_mb=4000,

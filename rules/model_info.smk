@@ -6,6 +6,8 @@ rule model_info:
     log:
         "logs/model_info.log",
     params:
+        # the weights' content decides, not their modification time (see get_weights_sha256)
+        weights_sha256=get_weights_sha256,
         model=config["model"],
         preprocess=config["preprocess"],
         layers=config["layers"],

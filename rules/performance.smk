@@ -11,6 +11,9 @@ rule performance:
         confusion="results/performance/confusion.csv",
         confusion_plot="results/performance/confusion.png",
         plots=directory("results/performance/per_attribute"),
+        comparison="results/performance/comparison.csv",
+        agreement="results/performance/agreement.csv",
+        comparison_examples="results/performance/comparison_examples.csv",
     log:
         "logs/performance/performance.log",
     params:

@@ -8,6 +8,8 @@ rule shard_index:
     log:
         "logs/shard_index.log",
     params:
+        # the weights' content decides, not their modification time (see get_weights_sha256)
+        weights_sha256=get_weights_sha256,
         model=config["model"],
         preprocess=config["preprocess"],
         layers=config["layers"],

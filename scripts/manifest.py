@@ -9,4 +9,5 @@ from convscope.logs import log_to_file  # noqa: E402
 
 with log_to_file(snakemake.log[0]):
     write_dataset_manifest(DatasetConfig.from_dict(snakemake.params.dataset), snakemake.input.source,
-                           snakemake.output.csv, snakemake.output.classes)
+                           snakemake.output.csv, snakemake.output.classes,
+                           names_required=snakemake.params.names_required)

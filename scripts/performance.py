@@ -1,4 +1,4 @@
-"""Snakemake script: accuracy overall, per class and per attribute."""
+"""Snakemake script: accuracy overall, per class and per attribute; other predictions."""
 import sys
 from pathlib import Path
 
@@ -14,4 +14,6 @@ with log_to_file(snakemake.log[0]):
                     per_attribute=snakemake.output.per_attribute,
                     tables=snakemake.output.tables, confusion=snakemake.output.confusion,
                     confusion_plot=snakemake.output.confusion_plot,
-                    plots=snakemake.output.plots)
+                    plots=snakemake.output.plots, comparison=snakemake.output.comparison,
+                    agreement=snakemake.output.agreement,
+                    comparison_examples=snakemake.output.comparison_examples)

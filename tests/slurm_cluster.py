@@ -23,6 +23,7 @@ __all__ = [
     "TEST_PROFILE",
     "ensure_slurm_cluster",
     "slurm_free_env",
+    "stop_slurm_cluster",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,7 @@ _INSTALL_TIMEOUT_S = 900  # apt-get update + install on a slow mirror
 _START_TIMEOUT_S = 240  # start.sh waits at most 120 s for the node itself
 _LOCK_PATH = Path("/tmp/convscope-slurm-cluster.lock")
 _cluster_ready = False
+_started_here = False  # this process started the daemons (so it stops them)
 
 
 def _run_script(name: str, timeout_s: int) -> subprocess.CompletedProcess:
@@ -82,8 +84,11 @@ def _cannot_run(reason: str) -> None:
     pytest.skip(reason)
 
 
-def ensure_slurm_cluster() -> None:
+def ensure_slurm_cluster() -> bool:
     """Install and start the local one-node SLURM cluster; return once it is idle.
+
+    Returns True when this call started the daemons (the cluster was not up
+    before), so that the caller stops them with `stop_slurm_cluster` when done.
 
     When SLURM cannot be installed here (not Linux, no apt-get, apt-get
     failed, or not root and no cluster already running) the test fails under
@@ -91,9 +96,9 @@ def ensure_slurm_cluster() -> None:
     does not start, since that is a bug in ``.ci/slurm/start.sh`` or the host.
     Safe to call from several processes at once; cheap when the cluster is up.
     """
-    global _cluster_ready
+    global _cluster_ready, _started_here
     if _cluster_ready:
-        return
+        return False
     if not sys.platform.startswith("linux"):
         _cannot_run(f"local SLURM cluster needs Linux, this is {sys.platform}")
     if shutil.which("bash") is None:
@@ -102,11 +107,14 @@ def ensure_slurm_cluster() -> None:
     if os.geteuid() != 0:
         if _debug_partition_up():
             _cluster_ready = True
-            return
+            return False
         _cannot_run("starting the local SLURM cluster needs root, and none is running")
 
     with open(_LOCK_PATH, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if _debug_partition_up():  # started by someone else: theirs to stop
+            _cluster_ready = True
+            return False
         try:
             install = _run_script("install.sh", _INSTALL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -125,4 +133,17 @@ def ensure_slurm_cluster() -> None:
                 f".ci/slurm/start.sh exited {start.returncode}:\n"
                 f"{_tail(start.stdout + start.stderr, 60)}"
             )
-    _cluster_ready = True
+    _cluster_ready = _started_here = True
+    return True
+
+
+def stop_slurm_cluster() -> None:
+    """Stop the daemons this process started (``.ci/slurm/stop.sh``); else do nothing."""
+    global _cluster_ready, _started_here
+    if not _started_here:
+        return
+    stop = _run_script("stop.sh", _START_TIMEOUT_S)
+    _cluster_ready = _started_here = False
+    if stop.returncode != 0:
+        raise RuntimeError(f".ci/slurm/stop.sh exited {stop.returncode}:\n"
+                           f"{_tail(stop.stdout + stop.stderr)}")

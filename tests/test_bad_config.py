@@ -18,7 +18,8 @@ import torch
 import yaml
 from PIL import Image
 
-from convscope.config.validate import ConfigError, validate_config
+from convscope.config.preflight import check_dataset, check_device
+from convscope.config.validate import ConfigError, load_config, validate_config
 from convscope.nn.models import DemoCNN
 from convscope.config.preflight import PreflightError, preflight
 
@@ -43,9 +44,12 @@ def data(tmp_path):
 def _config(data: Path, **sections) -> dict:
     """A valid manifest + custom-model config, with ``sections`` merged in one level deep."""
     raw = {
-        "dataset": {"kind": "manifest", "path": str(data / "data.csv")},
+        "dataset": {"kind": "manifest", "path": str(data / "data.csv"),
+                    "class_names": ["cat", "dog", "owl"]},
         "model": {"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
                   "factory_kwargs": {"num_classes": 3}, "weights": str(data / "net.pt")},
+        "preprocess": {"input_size": 32, "resize": 32},
+        "layers": ["relu1", "relu2", "relu3", "relu4"],
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
@@ -67,7 +71,7 @@ def test_valid_configs_pass(data):
     preflight(validate_config(_config(data)))
     preflight(validate_config(_config(data, dataset={"kind": "folder",
                                                      "path": str(data / "images")})))
-    preflight(validate_config({}))  # the demo
+    preflight(load_config(REPO / "config" / "config.yaml"))  # the demo
 
 
 # --------------------------------------------------------------------------
@@ -148,7 +152,80 @@ def test_zero_images_array(data):
 
 
 # --------------------------------------------------------------------------
+# labels and class names (checked while the workflow is parsed: label column only)
+
+
+def _dataset_message(raw: dict) -> str:
+    with pytest.raises(PreflightError) as err:
+        check_dataset(validate_config(raw))
+    return str(err.value)
+
+
+def test_string_labels_without_class_names_for_a_model_not_trained_here(data):
+    message = _dataset_message(_config(data, dataset={"class_names": None}))
+    assert "dataset.class_names is not set" in message and "'cat', 'dog', 'owl'" in message
+    assert "data.csv" in message and "'label'" in message
+    # the demo model trained by the workflow numbers the names itself
+    check_dataset(validate_config(_config(data, dataset={"class_names": None},
+                                          model={"kind": "demo", "weights": None,
+                                                 "factory": None, "factory_kwargs": {}})))
+
+
+def test_labels_not_in_the_class_names(data):
+    message = _dataset_message(_config(data, dataset={"class_names": ["cat", "dog", "emu"]}))
+    assert "dataset.label_column" in message and "'owl'" in message
+    assert "not among the class names" in message and "emu" in message
+    (data / "names.txt").write_text("owl\ncat\ndog\n")
+    check_dataset(validate_config(_config(data, dataset={"class_names": str(data / "names.txt")})))
+    message = _dataset_message(_config(data, dataset={"class_names": str(data / "nope.txt")}))
+    assert "'dataset.class_names'" in message and "nope.txt" in message and "does not exist" in message
+
+
+def test_labels_mixing_names_and_ids(data):
+    pd.DataFrame({"path": ["images/cat/a.png", "images/dog/a.png"], "label": ["cat", 1]}).to_csv(
+        data / "mixed.csv", index=False)
+    message = _dataset_message(_config(data, dataset={"path": str(data / "mixed.csv")}))
+    assert "mixes class names ('cat') and integer ids ('1')" in message
+
+
+def test_folder_classes_not_in_the_class_names(data):
+    message = _dataset_message(_config(data, dataset={"kind": "folder", "path": str(data / "images"),
+                                                      "class_names": ["cat", "dog"]}))
+    assert "'dataset.class_names'" in message and "class folders 'owl' are not among" in message
+
+
+def test_class_names_count_differs_from_the_model_outputs(data):
+    message = _preflight_message(_config(data, dataset={"class_names": ["cat", "dog", "owl", "emu"]}))
+    assert "'dataset.class_names' gives 4 names but the model has 3 outputs" in message
+
+
+# --------------------------------------------------------------------------
+# devices (checked in `onstart`: it imports torch)
+
+
+def test_cuda_requested_on_a_machine_without_it(data):
+    """Without CUDA (this machine) 'cuda' fails; on a GPU machine, a device index past the last."""
+    absent = (["cuda", "cuda:1"] if not torch.cuda.is_available()
+              else [f"cuda:{torch.cuda.device_count()}"])
+    for key in ("extract", "neighbours"):
+        for device in absent:
+            with pytest.raises(PreflightError) as err:
+                check_device(validate_config(_config(data, **{key: {"device": device}})))
+            message = str(err.value)
+            assert f"'{key}.device'" in message and repr(device) in message
+            assert "'auto'" in message
+    check_device(validate_config(_config(data, extract={"device": "cpu"})))
+
+
+# --------------------------------------------------------------------------
 # model, checkpoint and layers
+
+
+def test_layers_must_be_given(data):
+    raw = _config(data)
+    del raw["layers"]
+    message = _preflight_message(raw)
+    assert "config key 'layers' is not set" in message and "named_modules" in message
 
 
 def test_layer_name_that_does_not_exist(data):
@@ -232,6 +309,8 @@ _CASES = {
     "label_column": ({"dataset": {"label_column": "lable"}},
                      ["dataset.label_column", "columns present: path, label, site"]),
     "checkpoint": ({"model": {"weights": "five.pt"}}, ["five.pt", "fc.weight"]),
+    "class_names": ({"dataset": {"class_names": None}},
+                    ["dataset.class_names is not set", "'cat', 'dog', 'owl'"]),
 }
 
 

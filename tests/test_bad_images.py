@@ -142,10 +142,13 @@ def _setup(tmp_path: Path, on_error: str = "skip"):
     table.to_csv(tmp_path / "data.csv", index=False)
     _save_checkpoint(tmp_path / "net.pt")
     config = validate_config({
-        "dataset": {"kind": "manifest", "path": str(tmp_path / "data.csv")},
+        "dataset": {"kind": "manifest", "path": str(tmp_path / "data.csv"),
+                    "class_names": ["a", "b", "c"]},
         "model": {"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
                   "factory_kwargs": {"num_classes": 3}, "weights": str(tmp_path / "net.pt")},
-        "preprocess": {"input_size": 32, "resize": 32},
+        "preprocess": {"input_size": 32, "resize": 32, "mean": [0.5, 0.5, 0.5],
+                       "std": [0.25, 0.25, 0.25]},
+        "layers": ["relu1", "relu2", "relu3", "relu4"],
         "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_size": 8,
                     "device": "cpu", "on_error": on_error},
     })
@@ -265,9 +268,13 @@ def test_random_bytes_decode_or_fail_cleanly(tmp_path, case):
 def test_workflow_report_lists_failed_images(tmp_path):
     _config, names, _good, bad, _info = _setup(tmp_path)
     overlay = {
-        "dataset": {"kind": "manifest", "path": str(tmp_path / "data.csv")},
+        "dataset": {"kind": "manifest", "path": str(tmp_path / "data.csv"),
+                    "class_names": ["a", "b", "c"]},
         "model": {"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
                   "factory_kwargs": {"num_classes": 3}, "weights": str(tmp_path / "net.pt")},
+        "preprocess": {"input_size": 32, "resize": 32, "mean": [0.5, 0.5, 0.5],
+                       "std": [0.25, 0.25, 0.25]},
+        "layers": ["relu1", "relu2", "relu3", "relu4"],
         "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_size": 8,
                     "device": "cpu"},
         "units": {"topk": 2, "patch_px": 16, "max_channels": 4},

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from convscope.config import SECTIONS, ConfigError, load_config, load_schema, validate_config
-from convscope.config.validate import describe_config, merge_configs
+from convscope.config.validate import config_hash, describe_config, merge_configs, write_config_used
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -109,13 +109,87 @@ def test_a_section_built_from_an_unvalidated_dict_is_refused():
         SECTIONS["units"].from_dict({"topk": 3})
 
 
-def test_defaults_live_only_in_the_schema():
-    """config/config.yaml sets only what makes it the demo; every other value is the schema's."""
+#: the demo's preprocessing and layers (the schema's defaults before they became neutral);
+#: the demo's results are byte-identical only if its validated config keeps them
+DEMO_PREPROCESS = {"input_size": 32, "channels": 3, "resize": 32, "crop": "center",
+                   "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+DEMO_LAYERS = ["relu1", "relu2", "relu3", "relu4"]
+IMAGENET_PREPROCESS = {"input_size": 224, "channels": 3, "resize": 256, "crop": "center",
+                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def test_config_yaml_holds_the_demo_settings_and_nothing_else():
+    """config/config.yaml is the demo's config; every other value is the schema's."""
     with open(REPO / "config" / "config.yaml") as fh:
         embedded = yaml.safe_load(fh)
-    assert embedded == {"dataset": {"kind": "demo"}, "model": {"kind": "demo"}}
+    assert embedded == {"dataset": {"kind": "demo"}, "model": {"kind": "demo"},
+                        "preprocess": DEMO_PREPROCESS, "layers": DEMO_LAYERS}
     assert (REPO / "config" / "schema.yaml").resolve() == (
         REPO / "convscope" / "config" / "schema.yaml").resolve()
+
+
+def test_demo_configs_keep_the_demo_preprocessing():
+    for path in (REPO / "config" / "config.yaml", REPO / "tests" / "data" / "tiny_config.yaml"):
+        config = load_config(path)
+        assert config["preprocess"] == DEMO_PREPROCESS, path
+        assert config["layers"] == DEMO_LAYERS and config["codes_layer"] is None, path
+
+
+def test_a_user_config_gets_neutral_defaults_not_the_demos():
+    config = validate_config({"dataset": {"kind": "folder", "path": "/data/images"},
+                              "model": {"kind": "torchvision", "name": "resnet18"}})
+    assert config["preprocess"] == IMAGENET_PREPROCESS
+    assert config["layers"] is None  # no default: preflight asks for it (tests/test_bad_config.py)
+
+
+def _snakemake_parse(workdir: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s",
+                           str(REPO / "Snakefile"), "-n", "--quiet", *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_snakefile_reads_config_yaml_only_without_a_configfile(tmp_path):
+    """Snakemake would merge --configfile over config/config.yaml: the Snakefile skips it then."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    demo = _snakemake_parse(tmp_path)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    (tmp_path / "images" / "cat" / "a.png").write_bytes(b"")
+    (tmp_path / "user.yaml").write_text(
+        "dataset: {kind: folder, path: images}\nmodel: {kind: torchvision, name: resnet18}\n")
+    user = _snakemake_parse(tmp_path, "--configfile", "user.yaml")
+    assert user.returncode != 0
+    assert "config key 'layers' is not set" in user.stderr  # the demo's layers were not inherited
+
+
+def test_preprocess_mean_and_std_as_one_number():
+    number = validate_config({"preprocess": {"channels": 1, "mean": 0.5, "std": 0.25}})
+    listed = validate_config({"preprocess": {"channels": 1, "mean": [0.5], "std": [0.25]}})
+    assert number == listed and number["preprocess"]["mean"] == [0.5]
+    assert config_hash(number, ["preprocess"]) == config_hash(listed, ["preprocess"])
+    with pytest.raises(ConfigError, match="preprocess.std"):
+        validate_config({"preprocess": {"std": 0}})
+
+
+def test_home_is_expanded_in_every_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = validate_config({"dataset": {"kind": "manifest", "path": "~/data/m.csv",
+                                          "class_names": "~/data/names.txt"},
+                              "model": {"kind": "custom", "factory": "m:f", "weights": "~/w.pt"}})
+    assert config["dataset"]["path"] == str(tmp_path / "data" / "m.csv")
+    assert config["dataset"]["class_names"] == str(tmp_path / "data" / "names.txt")
+    assert config["model"]["weights"] == str(tmp_path / "w.pt")
+    listed = validate_config({"dataset": {"class_names": ["~cat", "dog"]}})
+    assert listed["dataset"]["class_names"] == ["~cat", "dog"]  # names, not paths
+
+
+def test_the_config_used_is_written_and_reads_back(tmp_path):
+    config = load_config(REPO / "tests" / "data" / "tiny_config.yaml")
+    write_config_used(config, tmp_path / "results" / "config.yaml")
+    text = (tmp_path / "results" / "config.yaml").read_text()
+    assert "shard_size: 50  # images per shard" in text
+    assert load_config(tmp_path / "results" / "config.yaml") == config
 
 
 def test_merge_configs_merges_nested_keys_like_snakemake():
@@ -131,6 +205,8 @@ def test_printed_configuration_is_the_validated_one_with_descriptions(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "convscope.config", str(REPO / "config" / "config.yaml"),
                            str(user)], capture_output=True, text=True, check=True)
     printed = yaml.safe_load(proc.stdout)
-    assert printed == validate_config({"extract": {"shard_size": 7}})
+    with open(REPO / "config" / "config.yaml") as fh:
+        demo = yaml.safe_load(fh)
+    assert printed == validate_config(merge_configs(demo, {"extract": {"shard_size": 7}}))
     assert "shard_size: 7  # images per shard" in proc.stdout
     assert describe_config(printed).count("\n") == proc.stdout.count("\n")

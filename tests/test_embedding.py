@@ -164,3 +164,20 @@ def test_run_embedding_writes_outputs(tmp_path):
     run_embedding(paths, None, cfg, **elsewhere)
     again = pd.read_csv(elsewhere["coords"])
     np.testing.assert_array_equal(again[["x", "y"]], coords[["x", "y"]])
+
+
+@pytest.mark.parametrize("n_images", [1, 2])
+def test_too_few_images_write_every_output_and_say_why(tmp_path, n_images):
+    paths, _, labels = _shards(tmp_path, n=n_images, sizes=(n_images,))
+    out = tmp_path / "embedding"
+    summary = run_embedding(paths, None, _cfg(**FAST), **_outputs(out))
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in _outputs(out).values())
+    assert summary["skipped"] == (f"t-SNE needs at least 4 images, the dataset has {n_images} "
+                                  "(readable); no map was made")
+    assert json.loads((out / "embedding.json").read_text())["skipped"] == summary["skipped"]
+    coords = pd.read_csv(out / "coords.csv")
+    np.testing.assert_array_equal(coords["index"], np.arange(n_images) * 2)
+    np.testing.assert_array_equal(coords["label"], labels)
+    assert coords[["x", "y"]].isna().all().all() and (coords["grid_row"] == -1).all()
+    for name in ("scatter.png", "mosaic.png", "cloud.png"):
+        assert Image.open(out / name).size[0] > 0

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from convscope.config import ExtractConfig, ModelConfig, PreprocessConfig, validate_config
-from convscope.extract.pipeline import extract_shard, n_shards, shard_rows
+from convscope.extract.pipeline import extract_shard, n_shards, shard_rows, tf32_mode
 from convscope.data.images import load_image
 from convscope.data.manifest import build_manifest, write_manifest
 from convscope.nn.models import DemoCNN
@@ -232,3 +232,62 @@ def test_summarize_activations_reads_layers_and_codes_then_unhooks():
         torch.testing.assert_close(seen.codes, relu2.flatten(1))
         torch.testing.assert_close(seen.layers["relu2"][2], relu2.mean(2))
     assert not model.relu2._forward_hooks and not model.fc._forward_pre_hooks
+
+
+def _tf32_flags():
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_tf32_mode_sets_and_restores_the_flags(before):
+    torch.backends.cuda.matmul.allow_tf32 = before
+    torch.backends.cudnn.allow_tf32 = before
+    try:
+        saved = _tf32_flags()
+        for enabled in (False, True):
+            with tf32_mode(enabled):
+                assert _tf32_flags() == (enabled, enabled)
+            assert _tf32_flags() == saved
+        with pytest.raises(RuntimeError), tf32_mode(not before):
+            raise RuntimeError("boom")
+        assert _tf32_flags() == saved  # restored after an error too
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True  # torch's defaults
+
+
+def test_tf32_setting_is_applied_recorded_and_changes_nothing_on_cpu(setup):
+    tmp_path, config, info, _, model = setup
+    seen = []
+    model.relu1.register_forward_hook(lambda *_: seen.append(_tf32_flags()))
+    saved = _tf32_flags()
+    outputs = {}
+    for tf32 in (False, True):
+        cfg = validate_config({**config, "extract": {**config["extract"], "tf32": tf32}})
+        outputs[tf32] = tmp_path / f"tf32-{tf32}.h5"
+        seen.clear()
+        extract_with(cfg, tmp_path / "manifest.csv", info, 1, outputs[tf32], network=model)
+        assert seen and set(seen) == {(tf32, tf32)}  # set during the forward passes
+        assert _tf32_flags() == saved  # and restored afterwards
+        assert read_attrs(outputs[tf32])["tf32"] is tf32
+    with h5py.File(outputs[False]) as fa, h5py.File(outputs[True]) as fb:
+        for name in ("codes", "layers/relu1/max", "topk/prob"):
+            np.testing.assert_array_equal(fa[name][()], fb[name][()])
+    assert validate_config({})["extract"]["tf32"] is False
+
+
+@pytest.mark.gpu
+def test_fp32_on_gpu_matches_cpu_without_tf32(setup):
+    """precision fp32, tf32 false on CUDA: within 1e-4 of the CPU numbers (make test-gpu)."""
+    tmp_path, config, info, _, _ = setup
+    shards = {}
+    for device in ("cpu", "cuda"):
+        cfg = validate_config({**config, "extract": {**config["extract"], "device": device,
+                                                     "decode": "cpu", "tf32": False}})
+        shards[device] = tmp_path / f"{device}.h5"
+        extract_with(cfg, tmp_path / "manifest.csv", info, 1, shards[device])
+    assert read_attrs(shards["cuda"])["tf32"] is False
+    with h5py.File(shards["cpu"]) as fc, h5py.File(shards["cuda"]) as fg:
+        for name in ("codes", "layers/relu1/max", "layers/relu3/mean", "topk/prob"):
+            np.testing.assert_allclose(fg[name][()], fc[name][()], rtol=1e-4, atol=1e-4,
+                                       err_msg=name)

@@ -18,9 +18,12 @@ from convscope.data.manifest import (
     DATASET_KINDS,
     MANIFEST_COLUMNS,
     DatasetError,
+    KNOWN_SPLITS,
     build_manifest,
+    check_labels,
     classes_path,
     dataset_manifest,
+    load_class_names,
     read_class_names,
     read_manifest,
     write_dataset_manifest,
@@ -371,3 +374,173 @@ def test_dataset_manifest_from_the_config_section(tmp_path):
     assert again["path"].tolist() == [str(tmp_path / "images" / "0.png"), str(tmp_path / "images" / "1.png")]
     assert again["label"].tolist() == [1, 0] and again["hue"].tolist() == [10.0, 20.0]
     pd.testing.assert_frame_equal(again, written, check_dtype=False)
+
+
+# --------------------------------------------------------------------------
+# class names in the model's output order (dataset.class_names)
+
+MODEL_ORDER = ["zebra", "cat", "yak", "ant"]  # deliberately not alphabetical
+
+
+def _ids_by_hand(labels, names):
+    """Expected ids: each label's position in ``names`` (-1 for a missing label)."""
+    return [names.index(label) if isinstance(label, str) else -1 for label in labels]
+
+
+def test_string_labels_follow_the_configured_class_list(tmp_path):
+    labels = ["yak", "zebra", None, "ant", "yak", "cat"]
+    pd.DataFrame({"path": [f"{i}.png" for i in range(6)], "label": labels}).to_csv(
+        tmp_path / "m.csv", index=False)
+    (tmp_path / "m.classes.json").write_text(json.dumps(sorted(MODEL_ORDER)))  # the list wins
+    for given in (MODEL_ORDER, tmp_path / "names.txt"):
+        (tmp_path / "names.txt").write_text("\n".join(MODEL_ORDER) + "\n\n")
+        manifest, class_names = build_manifest("manifest", tmp_path / "m.csv", class_names=given,
+                                               names_required=True)
+        assert class_names == MODEL_ORDER
+        assert manifest["label"].tolist() == _ids_by_hand(labels, MODEL_ORDER)
+
+
+def test_integer_labels_get_the_configured_names(tmp_path):
+    pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": [3, 0, 1]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    csv, classes = tmp_path / "out" / "manifest.csv", tmp_path / "out" / "manifest.classes.json"
+    cfg = dataset_cfg(kind="manifest", path="unused", class_names=MODEL_ORDER)
+    write_dataset_manifest(cfg, tmp_path / "m.csv", csv, classes, names_required=True)
+    manifest, names = read_manifest(csv, classes)
+    assert names == MODEL_ORDER and manifest["label"].tolist() == [3, 0, 1]
+    assert [names[i] for i in manifest["label"]] == ["ant", "zebra", "cat"]
+    short = dataset_cfg(kind="manifest", path="unused", class_names=["zebra", "cat"])
+    with pytest.raises(DatasetError, match="label 3 is out of range for the 2 class names"):
+        dataset_manifest(short, tmp_path / "m.csv")
+
+
+def test_unknown_names_are_refused_naming_them(tmp_path):
+    pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": ["cat", "gnu", "emu"]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    for check in (lambda: build_manifest("manifest", tmp_path / "m.csv", class_names=MODEL_ORDER),
+                  lambda: check_labels("manifest", tmp_path / "m.csv", class_names=MODEL_ORDER)):
+        with pytest.raises(DatasetError, match=r"labels 'emu', 'gnu' are not among the class names"):
+            check()
+
+
+def test_names_without_a_class_list_are_refused_when_required(tmp_path):
+    pd.DataFrame({"path": ["a.png", "b.png"], "label": ["dog", "cat"]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    with pytest.raises(DatasetError, match=r"class names \('cat', 'dog'\).*dataset.class_names is not set"):
+        check_labels("manifest", tmp_path / "m.csv", names_required=True)
+    # a model trained by the workflow on these labels numbers them itself: sorted
+    manifest, names = build_manifest("manifest", tmp_path / "m.csv")
+    assert names == ["cat", "dog"] and manifest["label"].tolist() == [1, 0]
+
+
+def test_a_column_mixing_names_and_ids_is_refused(tmp_path):
+    pd.DataFrame({"path": ["a.png", "b.png", "c.png", "d.png"], "label": ["cat", "1", "dog", "0"]}
+                 ).to_csv(tmp_path / "m.csv", index=False)
+    message = r"mixes class names \('cat', 'dog'\) and integer ids \('0', '1'\)"
+    with pytest.raises(DatasetError, match=message):
+        build_manifest("manifest", tmp_path / "m.csv")
+    with pytest.raises(DatasetError, match=message):
+        check_labels("manifest", tmp_path / "m.csv", class_names=["cat", "dog"])
+    # ids written as text (an object column of digits) are ids, not names
+    pd.DataFrame({"path": ["a.png", "b.png"], "label": ["2", "0"]}).to_parquet(tmp_path / "t.parquet")
+    manifest, names = build_manifest("manifest", tmp_path / "t.parquet", class_names=MODEL_ORDER)
+    assert manifest["label"].tolist() == [2, 0] and names == MODEL_ORDER
+
+
+def test_parquet_categorical_labels(tmp_path):
+    values = ["yak", "ant", "yak", None, "zebra"]
+    categories = ["yak", "zebra", "ant"]  # the categorical's own order
+    pd.DataFrame({"path": [f"{i}.png" for i in range(5)],
+                  "label": pd.Categorical(values, categories=categories)}).to_parquet(tmp_path / "m.parquet")
+    manifest, names = build_manifest("manifest", tmp_path / "m.parquet", class_names=MODEL_ORDER)
+    assert names == MODEL_ORDER and manifest["label"].tolist() == _ids_by_hand(values, MODEL_ORDER)
+    with pytest.raises(DatasetError, match="dataset.class_names is not set"):
+        build_manifest("manifest", tmp_path / "m.parquet", names_required=True)
+    # no list, a model trained here: the categorical's own order gives the ids
+    manifest, names = build_manifest("manifest", tmp_path / "m.parquet")
+    assert names == categories and manifest["label"].tolist() == _ids_by_hand(values, categories)
+
+
+def test_folder_and_array_labels_through_the_class_list(tmp_path):
+    for name in ("cat", "ant"):
+        _png(tmp_path / "root" / name / "1.png")
+    manifest, names = build_manifest("folder", tmp_path / "root", class_names=MODEL_ORDER)
+    assert names == MODEL_ORDER
+    assert manifest["label"].tolist() == [MODEL_ORDER.index("ant"), MODEL_ORDER.index("cat")]
+    _png(tmp_path / "root" / "gnu" / "1.png")
+    with pytest.raises(DatasetError, match="class folders 'gnu' are not among"):
+        check_labels("folder", tmp_path / "root", class_names=MODEL_ORDER)
+
+    labels = np.array(["cat", "yak", "zebra"])
+    np.savez(tmp_path / "a.npz", images=np.zeros((3, 4, 4), np.uint8), labels=labels,
+             class_names=np.array(sorted(MODEL_ORDER)))  # the config's list wins over the file's
+    manifest, names = build_manifest("array", tmp_path / "a.npz", class_names=MODEL_ORDER)
+    assert manifest["label"].tolist() == _ids_by_hand(list(labels), MODEL_ORDER)
+
+
+def test_class_list_files_and_their_errors(tmp_path):
+    (tmp_path / "ok.txt").write_text("n01 tench\n\n  goldfish \n")
+    assert load_class_names(tmp_path / "ok.txt") == ["n01 tench", "goldfish"]
+    assert load_class_names(None) is None
+    with pytest.raises(DatasetError, match=r"'dataset.class_names': class list .*gone.txt does not exist"):
+        load_class_names(tmp_path / "gone.txt")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(DatasetError, match="holds no class names"):
+        load_class_names(tmp_path / "empty.txt")
+    with pytest.raises(DatasetError, match=r"\['cat'\] more than once"):
+        load_class_names(["cat", "dog", "cat"])
+
+
+# --------------------------------------------------------------------------
+# reserved column names
+
+
+def test_user_slot_column_is_an_attribute_for_image_files(tmp_path, capsys):
+    _png(tmp_path / "a.png")
+    table = pd.DataFrame({"path": ["a.png", "a.png"], "label": [0, 1], "slot": [7, 3],
+                          "index": [5, 6]})
+    table.to_csv(tmp_path / "m.csv", index=False)
+    csv, classes = tmp_path / "out" / "manifest.csv", tmp_path / "out" / "classes.json"
+    write_dataset_manifest(dataset_cfg(kind="manifest", path="unused"), tmp_path / "m.csv", csv, classes)
+    manifest, _ = read_manifest(csv, classes)
+    assert manifest["slot"].tolist() == [-1, -1]  # image files, read as such
+    assert manifest["source_slot"].tolist() == [7, 3] and manifest["source_index"].tolist() == [5, 6]
+    printed = capsys.readouterr().out
+    assert "column 'slot' is kept as attribute 'source_slot'" in printed
+    assert "column 'index' is kept as attribute 'source_index'" in printed
+    assert load_image(manifest["path"][0], manifest["slot"][0]).shape == (4, 4, 3)
+
+
+def test_slot_column_of_array_rows(tmp_path):
+    np.savez(tmp_path / "arr.npz", images=np.zeros((3, 4, 4), np.uint8))
+    _png(tmp_path / "b.png")
+    pd.DataFrame({"path": ["arr.npz", "b.png"], "slot": [2, None]}).to_csv(tmp_path / "m.csv", index=False)
+    manifest, _ = build_manifest("manifest", tmp_path / "m.csv", label_column=None)
+    assert manifest["slot"].tolist() == [2, -1] and "source_slot" not in manifest.columns
+    pd.DataFrame({"path": ["arr.npz", "arr.npz"], "slot": [1, None]}).to_csv(tmp_path / "n.csv", index=False)
+    with pytest.raises(DatasetError, match=r"column 'slot' must hold the integer row.*rows \[1\]"):
+        build_manifest("manifest", tmp_path / "n.csv", label_column=None)
+    pd.DataFrame({"path": ["arr.npz"]}).to_csv(tmp_path / "o.csv", index=False)
+    with pytest.raises(DatasetError, match=r"rows \[0\] name array files, which need a 'slot' column"):
+        build_manifest("manifest", tmp_path / "o.csv", label_column=None)
+
+
+def test_split_column_with_other_values_is_an_attribute(tmp_path):
+    splits = ["A", "B", "A"]
+    pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": [0, 1, 0], "split": splits}).to_csv(
+        tmp_path / "m.csv", index=False)
+    manifest, _ = build_manifest("manifest", tmp_path / "m.csv")
+    assert manifest["split"].tolist() == ["all"] * 3 and manifest["source_split"].tolist() == splits
+    assert any("'split' is kept as attribute 'source_split'" in n for n in manifest.attrs["notes"])
+    known = ["train", "val", None]
+    assert set(known[:2]) <= set(KNOWN_SPLITS)
+    pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": [0, 1, 0], "split": known}).to_csv(
+        tmp_path / "k.csv", index=False)
+    manifest, _ = build_manifest("manifest", tmp_path / "k.csv")
+    assert manifest["split"].tolist() == ["train", "val", "all"] and manifest.attrs["notes"] == []
+
+    np.savez(tmp_path / "a.npz", images=np.zeros((3, 4, 4), np.uint8), split=np.array(splits),
+             slot=np.array([9, 8, 7]))
+    manifest, _ = build_manifest("array", tmp_path / "a.npz")
+    assert manifest["split"].tolist() == ["all"] * 3 and manifest["source_split"].tolist() == splits
+    assert manifest["slot"].tolist() == [0, 1, 2] and manifest["source_slot"].tolist() == [9, 8, 7]

@@ -230,3 +230,59 @@ def test_run_neighbours_writes_outputs(data, tmp_path):
     assert sorted(table["query_index"].unique()) == [1005, 1290]
     with pytest.raises(ValueError, match="query_indices"):
         run_neighbours(paths, None, _cfg(query_indices=[7]), **_outputs(out))
+
+
+@pytest.mark.parametrize("n_images", [1, 2])
+def test_fewer_images_than_k_are_noted(tmp_path, n_images):
+    codes, thumbs, labels = _synthetic(n=n_images)
+    labels[:] = np.arange(n_images) % 2
+    paths = _write(tmp_path, codes, thumbs, labels, [n_images])
+    out = tmp_path / "neighbours"
+    summary = run_neighbours(paths, None, _cfg(k=8, accuracy_k=[1, 5]), **_outputs(out))
+    assert sorted(p.name for p in out.iterdir()) == ["knn_accuracy.json", "panels.png",
+                                                     "queries.csv"]
+    table = pd.read_csv(out / "queries.csv")
+    assert len(table) == (n_images - 1) * n_images * 2  # every other image, in two spaces
+    assert (f"neighbours.k is 8 but the dataset has {n_images} readable image(s), so each "
+            f"query has at most {n_images - 1} neighbour(s)") in summary["notes"]
+    if n_images == 1:
+        assert summary["results"] == []
+        assert any("needs at least 2 labelled images" in note for note in summary["notes"])
+    else:
+        # two images of different classes: the one neighbour always votes wrong
+        assert {r["accuracy"] for r in summary["results"]} == {0.0}
+        assert {r["k_used"] for r in summary["results"]} == {1}
+        assert any("accuracy_k asks for up to 5" in note for note in summary["notes"])
+
+
+def test_pixel_metric_cosine_matches_numpy_brute_force(data, tmp_path):
+    paths, _, thumbs, labels = data
+    pixels = thumbs.reshape(len(thumbs), -1).astype(np.float64) / 255.0
+    unit = pixels / np.linalg.norm(pixels, axis=1, keepdims=True)
+    cosine = 1.0 - unit @ unit.T  # independent: every pair by numpy
+    np.fill_diagonal(cosine, np.inf)
+    euclidean = np.sqrt(((pixels[:, None, :] - pixels[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(euclidean, np.inf)
+    queries = np.array([0, 17, 150, 299])
+    k = 6
+    for metric, full in (("cosine", cosine), ("euclidean", euclidean)):
+        dist, pos = knn_over_shards(paths, "pixel", k, query_rows=queries, block_mb=0.05,
+                                    metric=metric)
+        expected = np.argsort(full[queries], axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(pos, expected)
+        np.testing.assert_allclose(dist, np.take_along_axis(full[queries], expected, 1),
+                                   rtol=1e-4, atol=1e-5)
+    # Through the stage: the configured metric is used and recorded.
+    out = tmp_path / "cos"
+    summary = run_neighbours(paths, None, _cfg(spaces=["pixel"], pixel_metric="cosine", k=3,
+                                               query_indices=[1000, 1150], accuracy_k=[1]),
+                             **_outputs(out))
+    assert summary["spaces"]["pixel"]["metric"] == "cosine"
+    assert {r["metric"] for r in summary["results"]} == {"cosine"}
+    table = pd.read_csv(out / "queries.csv")
+    for row in table.to_dict("records"):
+        q, r = row["query_index"] - 1000, row["neighbour_index"] - 1000
+        assert row["distance"] == pytest.approx(cosine[q, r], abs=1e-5)
+    assert _cfg().pixel_metric == "euclidean"  # the default, as before
+    with pytest.raises(ConfigError, match=r"neighbours\.pixel_metric.*'cosine'"):
+        _cfg(pixel_metric="manhattan")

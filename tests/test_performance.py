@@ -24,7 +24,8 @@ def _outputs(folder):
     names = {"overall": "overall.csv", "per_class": "per_class.csv",
              "per_attribute": "per_attribute.csv", "tables": "tables.md",
              "confusion": "confusion.csv", "confusion_plot": "confusion.png",
-             "plots": "per_attribute"}
+             "plots": "per_attribute", "comparison": "comparison.csv",
+             "agreement": "agreement.csv", "comparison_examples": "comparison_examples.csv"}
     return {key: folder / name for key, name in names.items()}
 
 
@@ -186,3 +187,140 @@ def test_wilson_against_scipy():
         assert lo == pytest.approx(ci.low) and hi == pytest.approx(ci.high)
     lo, hi = wilson_interval(np.array([0]), np.array([0]))
     assert np.isnan(lo).all() and np.isnan(hi).all()
+
+
+def _dataset(tmp_path, manifest_extra: dict, n=60, seed=1, labels=None, width=None):
+    """A one-shard dataset: manifest (with ``manifest_extra`` columns), shard, predictions."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, N_CLASSES, size=n) if labels is None else np.asarray(labels)
+    manifest = pd.DataFrame({"index": np.arange(n), "path": [f"/img/{i}.png" for i in range(n)],
+                             "slot": -1, "label": label, "split": "test", **manifest_extra})
+    manifest_csv = tmp_path / "manifest.csv"
+    write_manifest(manifest, CLASS_NAMES, manifest_csv)
+    pred = np.where(rng.random(n) < 0.6, label, rng.integers(0, N_CLASSES, size=n))
+    pred = np.maximum(pred, 0)  # unlabelled rows: any prediction
+    topk = np.stack([[p] + [c for c in range(N_CLASSES) if c != p] for p in pred])
+    arrays = {"index": np.arange(n, dtype=np.int64), "label": label.astype(np.int32),
+              "topk/class": topk.astype(np.int32),
+              "image_attrs/width": np.full(n, 28.0 if width is None else width, np.float32)}
+    path = tmp_path / "features" / "shard-00000.h5"
+    write_shard(path, arrays, {"class_names": CLASS_NAMES})
+    return [path], manifest_csv, manifest.assign(pred=pred)
+
+
+def test_no_labelled_images_writes_every_output_with_a_note(tmp_path):
+    paths, manifest_csv, _ = _dataset(tmp_path, {}, n=5, labels=[-1] * 5)
+    out = tmp_path / "perf"
+    tables = _run(paths, manifest_csv, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in _outputs(out).values())
+    assert tables["overall"]["n"].item() == 0
+    assert pd.read_csv(out / "per_class.csv").empty
+    assert pd.read_csv(out / "comparison.csv").empty  # header only
+    md = (out / "tables.md").read_text()
+    assert "No labelled images were evaluated" in md
+    assert "5 image(s) without a label" in md and "performance.split" in md
+
+
+def test_constant_attributes_are_listed_not_tabled(tmp_path):
+    n = 60
+    rng = np.random.default_rng(3)
+    extra = {"camera": ["cam0"] * n, "weather": rng.choice(["rain", "sun"], size=n)}
+    paths, manifest_csv, manifest = _dataset(tmp_path, extra, n=n)
+    out = tmp_path / "perf"
+    tables = _run(paths, manifest_csv, out)
+    # Independent: which evaluated columns have a single value, by pandas.
+    evaluated = manifest.assign(width=28.0)[["camera", "weather", "width"]]
+    constant = [c for c in evaluated.columns if evaluated[c].nunique() == 1]
+    assert constant == ["camera", "width"]
+    assert set(tables["per_attribute"]["attribute"]) == {"weather"}
+    assert sorted(p.name for p in (out / "per_attribute").iterdir()) == ["weather.png"]
+    md = (out / "tables.md").read_text()
+    assert "### Constant attributes" in md and "- camera = cam0" in md and "- width = 28.0" in md
+    assert "width: constant (28.0)" in md and "### width" not in md
+
+
+def test_duplicate_paths_are_counted(tmp_path):
+    paths, manifest_csv, manifest = _dataset(tmp_path, {}, n=12)
+    manifest.loc[[3, 7, 9], "path"] = manifest.loc[0, "path"]  # 4 rows, one image
+    manifest.loc[11, "path"] = manifest.loc[10, "path"]
+    write_manifest(manifest.drop(columns="pred"), CLASS_NAMES, manifest_csv)
+    md_path = tmp_path / "perf" / "tables.md"
+    _run(paths, manifest_csv, tmp_path / "perf")
+    counts = manifest["path"].value_counts()
+    repeated_images = int((counts > 1).sum())
+    repeated_rows = int((counts[counts > 1] - 1).sum())
+    assert (repeated_images, repeated_rows) == (2, 4)
+    assert (f"{repeated_images} image(s) appear more than once in the manifest "
+            f"({repeated_rows} repeated row(s)" in md_path.read_text())
+
+
+def test_comparison_with_other_predictions_matches_pandas(tmp_path):
+    n = 200
+    rng = np.random.default_rng(7)
+    label = rng.integers(0, N_CLASSES, size=n)
+    human = np.where(rng.random(n) < 0.8, label, rng.integers(0, N_CLASSES, size=n))
+    human_names = pd.Series([CLASS_NAMES[c] for c in human], dtype=object)
+    human_names[rng.random(n) < 0.25] = None  # images the human did not label
+    resnet = np.where(rng.random(n) < 0.5, label, rng.integers(0, N_CLASSES, size=n))
+    paths, manifest_csv, manifest = _dataset(
+        tmp_path, {"human": human_names, "resnet": resnet, "weather": rng.choice(["a", "b"], n)},
+        n=n, labels=label)
+    out = tmp_path / "perf"
+    tables = _run(paths, manifest_csv, out, compare_columns=["human", "resnet"])
+    assert set(tables["per_attribute"]["attribute"]) == {"weather"}  # not attributes
+    comparison = pd.read_csv(out / "comparison.csv", keep_default_na=False, na_values=[""])
+    agreement = pd.read_csv(out / "agreement.csv").set_index("other")
+    examples = pd.read_csv(out / "comparison_examples.csv")
+    name_to_id = {name: i for i, name in enumerate(CLASS_NAMES)}
+    human_ids = manifest["human"].map(name_to_id)
+    for other, ids in (("human", human_ids), ("resnet", manifest["resnet"])):
+        rows = manifest[ids.notna()].assign(other=ids[ids.notna()].astype(int))
+        model_right = rows["pred"] == rows["label"]
+        other_right = rows["other"] == rows["label"]
+        mine = comparison[comparison["other"] == other]
+        overall = mine[mine["scope"] == "overall"].iloc[0]
+        assert overall["n"] == len(rows)
+        assert overall["model_top1"] == pytest.approx(model_right.mean())
+        assert overall["other_top1"] == pytest.approx(other_right.mean())
+        ci = binomtest(int(other_right.sum()), len(rows)).proportion_ci(method="wilson")
+        assert overall["other_top1_lo"] == pytest.approx(ci.low)
+        assert overall["other_top1_hi"] == pytest.approx(ci.high)
+        per_class = mine[mine["scope"] == "class"].set_index("class")
+        by_class = rows.assign(m=model_right, o=other_right).groupby("label").agg(
+            n=("m", "size"), m=("m", "mean"), o=("o", "mean"))
+        np.testing.assert_array_equal(per_class["n"], by_class["n"])
+        np.testing.assert_allclose(per_class["model_top1"], by_class["m"])
+        np.testing.assert_allclose(per_class["other_top1"], by_class["o"])
+        assert list(per_class["class_name"]) == [CLASS_NAMES[c] for c in by_class.index]
+        by_weather = mine[mine["attribute"] == "weather"].set_index("value")
+        direct = rows.assign(m=model_right, o=other_right).groupby("weather").agg(
+            n=("m", "size"), m=("m", "mean"), o=("o", "mean"), hits=("o", "sum"))
+        assert list(by_weather.index) == list(direct.index)
+        np.testing.assert_array_equal(by_weather["n"], direct["n"])
+        np.testing.assert_allclose(by_weather["model_top1"], direct["m"])
+        np.testing.assert_allclose(by_weather["other_top1"], direct["o"])
+        ci = binomtest(int(direct["hits"].iloc[0]), int(direct["n"].iloc[0])).proportion_ci(
+            method="wilson")
+        assert by_weather["other_top1_lo"].iloc[0] == pytest.approx(ci.low)
+        crosstab = pd.crosstab(model_right, other_right)
+        assert agreement.loc[other, "both_right"] == crosstab.loc[True, True]
+        assert agreement.loc[other, "only_model"] == crosstab.loc[True, False]
+        assert agreement.loc[other, "only_other"] == crosstab.loc[False, True]
+        assert agreement.loc[other, "both_wrong"] == crosstab.loc[False, False]
+        only_model = rows[model_right & ~other_right].sort_values("index").head(5)
+        shown = examples[(examples["other"] == other) & (examples["kind"] == "only_model")]
+        assert list(shown["path"]) == list(only_model["path"])
+        assert list(shown["other_pred"]) == [CLASS_NAMES[c] for c in only_model["other"]]
+    md = (out / "tables.md").read_text()
+    assert "## Compared with other predictions" in md and "only the model right" in md
+
+
+def test_comparison_columns_are_checked(tmp_path):
+    paths, manifest_csv, _ = _dataset(tmp_path, {"human": ["cat", "dgo"] * 30})
+    with pytest.raises(ValueError, match=r"compare_columns.*'human'.*\['dgo'\].*'cat'"):
+        _run(paths, manifest_csv, tmp_path / "a", compare_columns=["human"])
+    with pytest.raises(ValueError, match=r"compare_columns.*\['nope'\].*valid choices"):
+        _run(paths, manifest_csv, tmp_path / "b", compare_columns=["nope"])
+    paths, manifest_csv, _ = _dataset(tmp_path, {"resnet": [0, 9] * 30})
+    with pytest.raises(ValueError, match=r"'resnet' holds \[9.0\].*0\.\.3"):
+        _run(paths, manifest_csv, tmp_path / "c", compare_columns=["resnet"])

@@ -35,7 +35,10 @@ def _config(**extract_cfg) -> dict:
     return validate_config({
         "model": {"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
                   "factory_kwargs": {"num_classes": 3}},
-        "preprocess": {"input_size": 16, "resize": 16},
+        # every setting the numbers below depend on, spelled out (defaults are ImageNet's)
+        "preprocess": {"input_size": 16, "resize": 16, "mean": [0.5, 0.5, 0.5],
+                       "std": [0.25, 0.25, 0.25]},
+        "layers": ["relu1", "relu2", "relu3", "relu4"],
         "extract": {"shard_size": 100, "batch_size": 8, "num_workers": 0, "thumb_size": 8,
                     "device": "cpu", **extract_cfg},
     })

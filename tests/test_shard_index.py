@@ -45,3 +45,28 @@ def test_index_lists_shards_and_refuses_a_changed_config(setup):  # noqa: F811
     with pytest.raises(ShardIdentityError, match="shard_size"):
         _index(changed, paths, tmp_path / "manifest.csv", tmp_path / "index4.json")
     assert not (tmp_path / "index4.json").exists()
+
+
+def test_index_reads_every_shard_and_names_all_damaged_ones(setup):  # noqa: F811
+    """A shard changed in place (same size) and a truncated one: one message names both."""
+    import h5py
+
+    from convscope.store.shards import ShardCorruptError
+
+    tmp_path, config, info, manifest, _ = setup
+    paths = [tmp_path / f"shard-{i:05d}.h5" for i in range(2)]
+    for i, path in enumerate(paths):
+        extract_with(config, tmp_path / "manifest.csv", info, i, path)
+    with h5py.File(paths[0]) as f:
+        chunk = f["layers/relu3/max"].id.get_chunk_info(0)
+    size = paths[0].stat().st_size
+    with open(paths[0], "r+b") as fh:
+        fh.seek(chunk.byte_offset + chunk.size // 2)
+        fh.write(b"\x00\x01\x02\x03")
+    assert paths[0].stat().st_size == size
+    paths[1].write_bytes(paths[1].read_bytes()[:2048])
+    with pytest.raises(ShardCorruptError) as excinfo:
+        _index(config, paths, tmp_path / "manifest.csv", tmp_path / "index.json")
+    assert str(paths[0]) in str(excinfo.value) and str(paths[1]) in str(excinfo.value)
+    assert "Delete them and rerun" in str(excinfo.value)
+    assert not (tmp_path / "index.json").exists()

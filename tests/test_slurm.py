@@ -20,9 +20,11 @@ import pytest
 from conftest import h5_datasets
 
 try:
-    from slurm_cluster import REPO_ROOT, TEST_PROFILE, ensure_slurm_cluster, slurm_free_env
+    from slurm_cluster import (REPO_ROOT, TEST_PROFILE, ensure_slurm_cluster, slurm_free_env,
+                               stop_slurm_cluster)
 except ImportError:  # tests/ imported as a package
-    from tests.slurm_cluster import REPO_ROOT, TEST_PROFILE, ensure_slurm_cluster, slurm_free_env
+    from tests.slurm_cluster import (REPO_ROOT, TEST_PROFILE, ensure_slurm_cluster,
+                                     slurm_free_env, stop_slurm_cluster)
 
 SNAKEMAKE = REPO_ROOT / ".venv" / "bin" / "snakemake"
 WORKFLOW_SNAKEFILE = REPO_ROOT / "Snakefile"
@@ -47,8 +49,12 @@ rule second:
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    ensure_slurm_cluster()
+def slurm_cluster():
+    """The local cluster, up for the session; stopped at the end if this session started it."""
+    started = ensure_slurm_cluster()
+    yield
+    if started:
+        stop_slurm_cluster()
 
 
 def _snakemake_command() -> list[str]:

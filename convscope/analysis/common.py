@@ -1,4 +1,4 @@
-"""Small helpers shared by the analysis stages: class names and figure files."""
+"""Small helpers shared by the analysis stages: class names, figure files, manifest checks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from convscope.store.atomic import atomic_path
 from convscope.store.shards import read_attrs
 
-__all__ = ["class_names", "class_name", "save_figure"]
+__all__ = ["class_names", "class_name", "save_figure", "save_placeholder", "duplicate_paths"]
 
 
 def class_names(shard_paths: Sequence[str | os.PathLike],
@@ -36,3 +36,29 @@ def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> None:
     """Save a matplotlib figure as PNG at ``path``, atomically (extra keywords go to ``savefig``)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", **savefig_kwargs)
+
+
+def save_placeholder(path: str | os.PathLike, message: str) -> None:
+    """Save a small PNG at ``path`` showing only ``message`` (a stage with nothing to draw)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 1.5), dpi=100)
+    FigureCanvasAgg(fig)
+    fig.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=10)
+    save_figure(fig, path)
+
+
+def duplicate_paths(manifest) -> dict:
+    """Images that appear more than once in a manifest frame (same ``path`` and ``slot``).
+
+    Returns ``{"paths": number of distinct images listed more than once,
+    "rows": manifest rows that repeat an earlier one, "examples": up to 5 of
+    those paths}``; ``slot`` tells apart the images of one array file.
+    """
+    keys = ["path", "slot"] if "slot" in manifest.columns else ["path"]
+    repeated = manifest.duplicated(keys, keep="first")
+    listed_twice = manifest.duplicated(keys, keep=False)
+    distinct = manifest.loc[listed_twice, keys].drop_duplicates()
+    return {"paths": int(len(distinct)), "rows": int(repeated.sum()),
+            "examples": [str(p) for p in distinct["path"].head(5)]}

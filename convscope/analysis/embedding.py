@@ -26,6 +26,10 @@ Outputs of `run_embedding`, each at the path it is given:
 ``cloud``    PNG: thumbnails pasted at their map positions
 ``summary``  JSON: n, trustworthiness, perplexity, PCA variance explained, timings, ...
 
+With fewer than `MIN_TSNE_IMAGES` images there is no map to draw: every
+output is still written (coords with empty x/y, figures that say why) and
+the summary's ``skipped`` says why, so the report can show it.
+
 Settings come from the ``embedding`` section (`EmbeddingConfig`); their
 defaults and ranges are in the config schema.
 """
@@ -40,18 +44,18 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from convscope.analysis.common import class_name, class_names, save_figure
+from convscope.analysis.common import class_name, class_names, save_figure, save_placeholder
 from convscope.config.sections import EmbeddingConfig
 from convscope.render.mosaic import gather_thumbs, grid_assign, render_cloud, render_mosaic
 from convscope.store.atomic import atomic_path, save_image, write_text
-from convscope.store.shards import iter_shards, read_concat
+from convscope.store.shards import iter_shards, open_shard, read_concat
 
 __all__ = [
+    "MIN_TSNE_IMAGES",
     "l2_normalize",
     "reduce_codes",
     "fit_tsne",
@@ -61,6 +65,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The fewest images a t-SNE map is computed for (openTSNE needs perplexity >= 1,
+#: i.e. at least 4 points).
+MIN_TSNE_IMAGES = 4
+
 
 def l2_normalize(codes: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows of ``codes`` (n, D) divided by their L2 norm (zero rows stay zero), float32."""
@@ -105,7 +114,7 @@ def _codes_shape(shard_paths: Sequence) -> tuple[int, int]:
     """(N, D) of the codes over all shards, read from the HDF5 headers only."""
     n, dims = 0, None
     for path in shard_paths:
-        with h5py.File(path, "r", locking=False) as f:
+        with open_shard(path) as f:
             if "codes" not in f:
                 raise KeyError(f"shard {path} has no dataset 'codes'")
             n += int(f["codes"].shape[0])
@@ -180,8 +189,8 @@ def fit_tsne(points: np.ndarray, cfg: EmbeddingConfig, *, n_jobs: int = 1,
 
     points = np.ascontiguousarray(points, dtype=np.float32)
     n = len(points)
-    if n < 4:
-        raise ValueError(f"fit_tsne: need at least 4 points, got {n}")
+    if n < MIN_TSNE_IMAGES:
+        raise ValueError(f"fit_tsne: need at least {MIN_TSNE_IMAGES} points, got {n}")
     seed, perplexity = int(cfg.seed), float(cfg.perplexity)
     fit_rows = _fit_rows(n, int(cfg.fit_max), seed)
     fitted = np.zeros(n, dtype=bool)
@@ -387,6 +396,22 @@ def _summary(cfg: EmbeddingConfig, pca_info: dict, tsne_info: dict, trust: tuple
     }
 
 
+def _write_skipped(index: np.ndarray, labels: np.ndarray, names: list[str], *, coords, scatter,
+                   mosaic, cloud, summary) -> dict:
+    """Every output of a dataset too small for a map: empty coordinates, notes, the reason."""
+    reason = (f"t-SNE needs at least {MIN_TSNE_IMAGES} images, the dataset has {len(index)} "
+              "(readable); no map was made")
+    logger.warning("embedding skipped: %s", reason)
+    n = len(index)
+    _write_coords(coords, index, np.full((n, 2), np.nan, dtype=np.float32), labels,
+                  np.zeros(n, dtype=bool), np.full((0, 0), -1, dtype=np.int64))
+    for path in (scatter, mosaic, cloud):
+        save_placeholder(path, reason)
+    result = {"n": int(n), "skipped": reason, "trustworthiness": None, "class_names": names}
+    write_text(summary, json.dumps(result, indent=2))
+    return result
+
+
 def run_embedding(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike | None,
                   cfg: EmbeddingConfig, *, coords: str | os.PathLike,
                   scatter: str | os.PathLike, mosaic: str | os.PathLike,
@@ -408,6 +433,9 @@ def run_embedding(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | 
     index = read_concat(shard_paths, "index").astype(np.int64)
     labels = read_concat(shard_paths, "label").astype(np.int64)
     names = class_names(shard_paths, manifest_csv)
+    if len(index) < MIN_TSNE_IMAGES:
+        return _write_skipped(index, labels, names, coords=coords, scatter=scatter,
+                              mosaic=mosaic, cloud=cloud, summary=summary)
     reduced, pca_info = reduce_codes(shard_paths, cfg.pca_dims, cfg.l2_normalize)
     seconds["pca"] = time.perf_counter() - tic
 

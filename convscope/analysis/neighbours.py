@@ -4,7 +4,7 @@ Two spaces are compared (Krizhevsky et al. 2012, fig. 4; Karpathy's CNN codes):
 
 ``code``   the shards' ``codes`` (n, D), L2-normalised; cosine distance 1 - cos.
 ``pixel``  the shards' ``thumbs`` (n, t, t, 3) flattened to float32 in [0, 1];
-           Euclidean distance.
+           Euclidean distance, or cosine distance (``pixel_metric``).
 
 Search is exact brute force, done in tiles: a block of query rows (at most
 ``block_mb`` MB of features) is held on the device (CUDA when present) and
@@ -24,7 +24,8 @@ Outputs of `run_neighbours`, each at the path it is given:
 ``queries``   CSV: query_index, query_label, space, rank, neighbour_index,
               neighbour_label, distance, same_label
 ``panels``    PNG: per query, the query, then one row of its k nearest per space
-``accuracy``  JSON: leave-one-out k-NN accuracy per space and k, with n
+``accuracy``  JSON: leave-one-out k-NN accuracy per space and k, with n, and
+              ``notes`` (e.g. fewer images than ``k``: fewer neighbours shown)
 
 Settings come from the ``neighbours`` section (`NeighboursConfig`); their
 defaults and ranges are in the config schema.
@@ -39,7 +40,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -52,11 +52,13 @@ from convscope.nn.device import resolve_device
 from convscope.render.mosaic import gather_thumbs
 from convscope.stats.running import RunningTopK
 from convscope.store.atomic import atomic_path, save_image, write_text
-from convscope.store.shards import iter_shards, read_concat
+from convscope.store.shards import iter_shards, open_shard, read_concat
 
 __all__ = [
     "SPACES",
     "TIE_BREAK",
+    "METRICS",
+    "space_metric",
     "space_features",
     "knn_search",
     "knn_over_shards",
@@ -69,8 +71,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: space name -> (shard dataset, distance)
+#: space name -> (shard dataset, default distance); the pixel space's distance is
+#: ``neighbours.pixel_metric`` (`space_metric`).
 SPACES = {"code": ("codes", "cosine"), "pixel": ("thumbs", "euclidean")}
+METRICS = ("euclidean", "cosine")
 
 TIE_BREAK = ("majority vote over the k nearest labelled neighbours; ties between classes go to "
              "the class with the smallest summed neighbour distance, then to the smaller class id")
@@ -79,15 +83,37 @@ _TILE_QUERIES = 2048
 _TILE_REFERENCES = 4096
 
 
-def space_features(chunk: dict[str, np.ndarray], space: str) -> np.ndarray:
-    """Features (n, F) float32 of a shard chunk in ``space`` ("code" or "pixel")."""
+def space_metric(space: str, cfg: NeighboursConfig) -> str:
+    """The distance used in ``space``: cosine for codes, ``cfg.pixel_metric`` for pixels."""
+    if space not in SPACES:
+        raise ValueError(f"neighbours.spaces: unknown space {space!r}; valid values: "
+                         f"{list(SPACES)}")
+    return str(cfg.pixel_metric) if space == "pixel" else SPACES[space][1]
+
+
+def _unit_rows(features: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm (zero rows stay zero)."""
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def space_features(chunk: dict[str, np.ndarray], space: str,
+                   metric: str | None = None) -> np.ndarray:
+    """Features (n, F) float32 of a shard chunk in ``space`` ("code" or "pixel").
+
+    ``metric`` (default: the space's own, `SPACES`) decides the normalisation:
+    rows are unit vectors for ``"cosine"``.
+    """
+    if space not in SPACES:
+        raise ValueError(f"unknown space {space!r}; valid values: {list(SPACES)}")
+    metric = metric or SPACES[space][1]
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid values: {list(METRICS)}")
     if space == "code":
-        codes = np.asarray(chunk["codes"], dtype=np.float32)
-        return codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
-    if space == "pixel":
+        features = np.asarray(chunk["codes"], dtype=np.float32)
+    else:
         thumbs = np.asarray(chunk["thumbs"])
-        return thumbs.reshape(len(thumbs), -1).astype(np.float32) / 255.0
-    raise ValueError(f"unknown space {space!r}; valid values: {list(SPACES)}")
+        features = thumbs.reshape(len(thumbs), -1).astype(np.float32) / 255.0
+    return _unit_rows(features) if metric == "cosine" else features
 
 
 def _distances(queries: torch.Tensor, query_sq: torch.Tensor | None, refs: torch.Tensor,
@@ -163,7 +189,7 @@ def _shard_geometry(shard_paths: Sequence, space: str) -> tuple[np.ndarray, int]
     dataset = SPACES[space][0]
     sizes, width = [], None
     for path in shard_paths:
-        with h5py.File(path, "r", locking=False) as f:
+        with open_shard(path) as f:
             if dataset not in f:
                 raise KeyError(f"shard {path} has no dataset {dataset!r} (needed for the "
                                f"{space!r} space)")
@@ -180,9 +206,9 @@ class _ShardFeatures:
     plus the total, ``width`` the feature width F.
     """
 
-    def __init__(self, shard_paths: Sequence, space: str, budget_bytes: int):
+    def __init__(self, shard_paths: Sequence, space: str, metric: str, budget_bytes: int):
         self.shard_paths = list(shard_paths)
-        self.space = space
+        self.space, self.metric = space, metric
         self.starts, self.width = _shard_geometry(self.shard_paths, space)
         self._cache: dict[int, np.ndarray] = {}
         self._budget = int(budget_bytes)
@@ -192,7 +218,7 @@ class _ShardFeatures:
         if shard in self._cache:
             return self._cache[shard]
         chunk = next(iter_shards([self.shard_paths[shard]], [SPACES[self.space][0]]))
-        features = space_features(chunk, self.space)
+        features = space_features(chunk, self.space, self.metric)
         if features.nbytes <= self._budget:
             self._cache[shard] = features
             self._budget -= features.nbytes
@@ -221,7 +247,7 @@ class _ShardFeatures:
 
 def knn_over_shards(shard_paths: Sequence[str | os.PathLike], space: str, k: int, *,
                     block_mb: float, query_rows=None, reference_mask=None,
-                    device="cpu") -> tuple[np.ndarray, np.ndarray]:
+                    device="cpu", metric: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-NN of shard rows against all shard rows in ``space``, in bounded memory.
 
     Args:
@@ -235,12 +261,14 @@ def knn_over_shards(shard_paths: Sequence[str | os.PathLike], space: str, k: int
             the queries; None = every row (leave-one-out over the dataset).
         reference_mask: (N,) bool, which rows may be neighbours; None = all.
         device: torch device.
+        metric: ``"euclidean"`` or ``"cosine"``; None = the space's default (`SPACES`).
 
     Returns:
         ``(distances (nq, k), positions (nq, k))`` as in `knn_search`, rows in
         the order of ``query_rows``.
     """
-    features = _ShardFeatures(shard_paths, space, int(block_mb * 2**20))
+    metric = metric or SPACES[space][1]
+    features = _ShardFeatures(shard_paths, space, metric, int(block_mb * 2**20))
     n = int(features.starts[-1])
     query_rows = np.arange(n) if query_rows is None else np.asarray(query_rows, dtype=np.int64)
     if len(query_rows) and (query_rows.min() < 0 or query_rows.max() >= n):
@@ -257,7 +285,7 @@ def knn_over_shards(shard_paths: Sequence[str | os.PathLike], space: str, k: int
         logger.info("k-NN %s: query block %d/%d (%d rows)", space, b // block_rows + 1,
                     n_blocks, len(rows))
         block_d, block_p = knn_search(queries, features.reference_blocks(reference_mask), k,
-                                      metric=SPACES[space][1], query_positions=rows,
+                                      metric=metric, query_positions=rows,
                                       device=device, progress=True)
         distances[order[b:b + block_rows]] = block_d
         positions[order[b:b + block_rows]] = block_p
@@ -432,16 +460,21 @@ def _neighbour_table(space: str, query_rows: np.ndarray, dist: np.ndarray, rows:
 
 def _write_queries(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: list[str],
                    index: np.ndarray, labels: np.ndarray, names: list[str], device,
-                   queries_csv, panels_png, seconds: dict[str, float]) -> int:
+                   queries_csv, panels_png, seconds: dict[str, float], notes: list[str]) -> int:
     """Neighbours of the panel queries in each space: the table and the panels; the query count."""
     query_rows = _query_rows(cfg, index, labels)
     k = int(min(cfg.k, max(len(index) - 1, 1)))
+    if len(index) - 1 < int(cfg.k):
+        notes.append(f"neighbours.k is {cfg.k} but the dataset has {len(index)} readable "
+                     f"image(s), so each query has at most {max(len(index) - 1, 0)} "
+                     "neighbour(s)")
     neighbour_rows: dict[str, np.ndarray] = {}
     tables = []
     for space in spaces:
         tic = time.perf_counter()
         dist, rows = knn_over_shards(shard_paths, space, k, query_rows=query_rows, device=device,
-                                     block_mb=int(cfg.block_mb))
+                                     block_mb=int(cfg.block_mb),
+                                     metric=space_metric(space, cfg))
         seconds[f"queries_{space}"] = time.perf_counter() - tic
         neighbour_rows[space] = rows
         tables.append(_neighbour_table(space, query_rows, dist, rows, index, labels))
@@ -455,14 +488,20 @@ def _write_queries(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: l
 
 
 def _loo_accuracy(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: list[str],
-                  labels: np.ndarray, device, seconds: dict[str, float]) -> list[dict]:
+                  labels: np.ndarray, device, seconds: dict[str, float],
+                  notes: list[str]) -> list[dict]:
     """Leave-one-out k-NN accuracy over the labelled images, one entry per space and k."""
     labelled = np.flatnonzero(labels >= 0)
     ks = sorted(set(int(k) for k in cfg.accuracy_k))
     k_max = int(min(max(ks), max(len(labelled) - 1, 0)))
     if k_max < 1:
-        logger.warning("k-NN accuracy skipped: fewer than 2 labelled images")
+        notes.append(f"k-NN accuracy needs at least 2 labelled images, the dataset has "
+                     f"{len(labelled)}; it was not computed")
         return []
+    if k_max < max(ks):
+        notes.append(f"neighbours.accuracy_k asks for up to {max(ks)} neighbours but there are "
+                     f"{len(labelled)} labelled image(s); k above {k_max} uses k = {k_max} "
+                     "(see k_used)")
     local_of_row = np.full(len(labels), -1, dtype=np.int64)
     local_of_row[labelled] = np.arange(len(labelled))
     results = []
@@ -470,12 +509,13 @@ def _loo_accuracy(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: li
         tic = time.perf_counter()
         dist, rows = knn_over_shards(shard_paths, space, k_max, query_rows=labelled,
                                      reference_mask=labels >= 0, device=device,
-                                     block_mb=int(cfg.block_mb))
+                                     block_mb=int(cfg.block_mb),
+                                     metric=space_metric(space, cfg))
         seconds[f"accuracy_{space}"] = time.perf_counter() - tic
         local = np.where(rows >= 0, local_of_row[np.maximum(rows, 0)], -1)
         accuracy = knn_accuracy(labels[labelled], local, dist, [min(k, k_max) for k in ks])
         for k_asked in ks:
-            results.append({"space": space, "metric": SPACES[space][1], "k": k_asked,
+            results.append({"space": space, "metric": space_metric(space, cfg), "k": k_asked,
                             "k_used": min(k_asked, k_max),
                             "accuracy": accuracy[min(k_asked, k_max)],
                             "n": int(len(labelled))})
@@ -505,9 +545,12 @@ def run_neighbours(shard_paths: Sequence[str | os.PathLike], manifest_csv: str |
     names = class_names(shard_paths, manifest_csv)
     spaces = list(dict.fromkeys(cfg.spaces))
     seconds: dict[str, float] = {}
+    notes: list[str] = []
     n_queries = _write_queries(shard_paths, cfg, spaces, index, labels, names, device,
-                               queries, panels, seconds)
-    results = _loo_accuracy(shard_paths, cfg, spaces, labels, device, seconds)
+                               queries, panels, seconds, notes)
+    results = _loo_accuracy(shard_paths, cfg, spaces, labels, device, seconds, notes)
+    for note in notes:
+        logger.warning("%s", note)
     labelled = labels[labels >= 0]
     counts = np.bincount(labelled) if len(labelled) else np.zeros(0)
     summary = {
@@ -517,9 +560,10 @@ def run_neighbours(shard_paths: Sequence[str | os.PathLike], manifest_csv: str |
         "majority_class_fraction": float(counts.max() / len(labelled)) if len(labelled) else None,
         "results": results,
         "tie_break": TIE_BREAK,
-        "spaces": {space: {"dataset": SPACES[space][0], "metric": SPACES[space][1]}
+        "spaces": {space: {"dataset": SPACES[space][0], "metric": space_metric(space, cfg)}
                    for space in spaces},
         "n_queries": n_queries,
+        "notes": notes,
         "device": str(device),
         "seconds": {key: round(v, 3) for key, v in seconds.items()},
     }

@@ -17,8 +17,24 @@ values are cut into ``n_bins`` quantile bins (``pd.qcut(..., duplicates=
 value, and those with more than ``max_categories`` values are skipped with a
 note. Rows missing an attribute are left out of that attribute's table.
 
+An attribute with a single value over the evaluated images (e.g. ``width``
+on 28 x 28 data) gets no table and no plot: it is listed as constant in
+``tables.md`` and in the notes.
+
 Top-5 is "the label is among the first min(5, k) predictions" where ``k`` is
 the width of ``topk/class``. Intervals are Wilson score intervals at 95%.
+
+Other predictions of the same images (``compare_columns``: manifest columns
+holding a human labeler's answers or a second model's top-1, as class ids or
+class names) are compared with the model's top-1 on the images both answered
+(a missing value = no answer): accuracy of each, overall and per class, with
+intervals (``comparison``), the agreement counts (``agreement``: both right,
+only the model right, only the other right, both wrong) and a few example
+images of each disagreement kind (``comparison_examples``). Compare columns
+are not attributes.
+
+With no labelled image to evaluate every output is still written (empty
+tables, a note that says why) so that the report can say so.
 """
 
 from __future__ import annotations
@@ -30,15 +46,14 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from convscope.analysis.common import class_name, save_figure
+from convscope.analysis.common import class_name, duplicate_paths, save_figure, save_placeholder
 from convscope.config.sections import PerformanceConfig
 from convscope.data.manifest import MANIFEST_COLUMNS, read_manifest
 from convscope.store.atomic import atomic_path, write_text
-from convscope.store.shards import iter_shards
+from convscope.store.shards import iter_shards, open_shard
 
 __all__ = [
     "Z_95",
@@ -49,6 +64,8 @@ __all__ = [
     "per_class_table",
     "per_attribute_table",
     "confusion_table",
+    "other_predictions",
+    "compare_tables",
     "run_performance",
 ]
 
@@ -58,6 +75,9 @@ logger = logging.getLogger(__name__)
 Z_95 = 1.959963984540054
 SPLIT_CHOICES = ("test", "all", "train")
 _METRICS = ("top1", "top5")
+#: Example images per disagreement kind in ``comparison_examples``.
+EXAMPLES_PER_KIND = 5
+_AGREEMENT = ("both_right", "only_model", "only_other", "both_wrong")
 
 
 def wilson_interval(successes, n, z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +130,7 @@ def accuracy_summary(frame: pd.DataFrame, by: str | None = None) -> pd.DataFrame
 
 def _pixel_attr_names(path) -> list[str]:
     """Names of the pixel attributes (``image_attrs/<name>``) of a shard, sorted."""
-    with h5py.File(path, "r", locking=False) as f:
+    with open_shard(path) as f:
         return sorted(f["image_attrs"].keys()) if "image_attrs" in f else []
 
 
@@ -169,8 +189,8 @@ def load_predictions(shard_paths: Sequence[str | os.PathLike], manifest_csv: str
 
     ``split`` is one of `SPLIT_CHOICES`. Returns ``(frame, attributes,
     class_names, notes)``: ``frame`` has one row per evaluated image with
-    columns index, label, pred (top-1 class), top1, top5 (bool), split and one
-    column per attribute.
+    columns index, label, pred (top-1 class), top1, top5 (bool), path, split and
+    one column per attribute.
     """
     if split not in SPLIT_CHOICES:
         raise ValueError(f"performance.split must be one of {list(SPLIT_CHOICES)}, "
@@ -194,7 +214,12 @@ def load_predictions(shard_paths: Sequence[str | os.PathLike], manifest_csv: str
     if missing > 0:
         notes.append(f"{missing} manifest row(s) have no shard row (unreadable or not "
                      "extracted) and are not counted.")
-    frame = shards.merge(manifest[["index", "split"] + manifest_attrs], on="index",
+    duplicates = duplicate_paths(manifest)
+    if duplicates["rows"]:
+        notes.append(f"{duplicates['paths']} image(s) appear more than once in the manifest "
+                     f"({duplicates['rows']} repeated row(s), e.g. {duplicates['examples'][:3]}); "
+                     "each row is counted.")
+    frame = shards.merge(manifest[["index", "path", "split"] + manifest_attrs], on="index",
                          how="left", validate="one_to_one")
     frame = _select_split(frame, split, manifest_csv, notes)
     attributes = manifest_attrs + list(renamed.values())
@@ -238,16 +263,18 @@ def _categorical_table(sub: pd.DataFrame, values: pd.Series) -> pd.DataFrame:
 
 
 def per_attribute_table(frame: pd.DataFrame, attributes: Sequence[str], n_bins: int,
-                        max_categories: int) -> tuple[pd.DataFrame, list[str]]:
+                        max_categories: int) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
     """Accuracy per attribute value (categorical) or quantile bin (numeric).
 
-    Returns ``(table, notes)``; table columns: attribute, kind
+    Returns ``(table, notes, constant)``: ``constant`` maps each attribute
+    with a single value over the rows to that value (as text); such an
+    attribute has no rows in the table and a note. Table columns: attribute, kind
     ("categorical" / "numeric"), value (the value, or the bin as "lo–hi"),
     bin_lo, bin_hi (NaN for values), then the `accuracy_summary` columns.
     """
     if n_bins < 1:
         raise ValueError(f"performance.n_bins must be >= 1, got {n_bins}")
-    tables, notes = [], []
+    tables, notes, constant = [], [], {}
     for attr in attributes:
         values = frame[attr]
         known = values.notna()
@@ -261,6 +288,11 @@ def per_attribute_table(frame: pd.DataFrame, attributes: Sequence[str], n_bins: 
         numeric = (pd.api.types.is_numeric_dtype(values)
                    and not pd.api.types.is_bool_dtype(values))
         distinct = values.nunique()
+        if distinct == 1:
+            constant[attr] = str(values.iloc[0])
+            notes.append(f"{attr}: constant ({constant[attr]}) over the {len(values)} evaluated "
+                         "image(s); no table.")
+            continue
         if numeric and distinct > n_bins:
             table, kind = _numeric_table(sub, values, n_bins), "numeric"
         elif distinct > max_categories:
@@ -276,8 +308,8 @@ def per_attribute_table(frame: pd.DataFrame, attributes: Sequence[str], n_bins: 
     columns = ["attribute", "kind", "value", "bin_lo", "bin_hi", "n"] + [
         f"{m}{s}" for m in _METRICS for s in ("", "_lo", "_hi")]
     if not tables:
-        return pd.DataFrame(columns=columns), notes
-    return pd.concat(tables, ignore_index=True)[columns], notes
+        return pd.DataFrame(columns=columns), notes, constant
+    return pd.concat(tables, ignore_index=True)[columns], notes, constant
 
 
 def confusion_table(frame: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
@@ -299,6 +331,116 @@ def confusion_table(frame: pd.DataFrame, class_names: Sequence[str]) -> pd.DataF
                         columns=pd.Index(names, name="predicted"))
 
 
+def other_predictions(values: pd.Series, column: str, class_names: Sequence[str]) -> np.ndarray:
+    """Class ids (n,) int64 of another labeler's answers; -1 where there is no answer.
+
+    ``values`` holds class ids (integers) or class names (text, mapped through
+    ``class_names``); a missing value is "no answer". Anything else (an
+    unknown name, a fraction, an id outside the classes) raises ``ValueError``
+    naming the ``performance.compare_columns`` column, the values and what is valid.
+    """
+    key = f"performance.compare_columns: column {column!r}"
+    ids = np.full(len(values), -1, dtype=np.int64)
+    known = values.notna().to_numpy()
+    present = values[known]
+    n_names = len(class_names)
+    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
+        numbers = present.to_numpy(dtype=np.float64)
+        bad = sorted(set(numbers[(numbers != np.round(numbers)) | (numbers < 0)
+                                 | ((numbers >= n_names) if n_names else False)].tolist()))
+        if bad:
+            raise ValueError(f"{key} holds {bad[:10]}, which are not class ids; valid: "
+                             f"integers 0..{n_names - 1} or the class names "
+                             f"{list(class_names)[:10]}")
+        ids[known] = numbers.astype(np.int64)
+        return ids
+    id_of_name = {str(name): i for i, name in enumerate(class_names)}
+    text = present.astype(str).str.strip()
+    mapped = text.map(lambda v: id_of_name.get(v, int(v) if v.isdigit() and
+                                               (not n_names or int(v) < n_names) else None))
+    unknown = sorted(set(text[mapped.isna()]))
+    if unknown:
+        raise ValueError(f"{key} holds {unknown[:10]}, which are not class names of the manifest; "
+                         f"valid: {list(class_names)[:20]} (or class ids 0..{n_names - 1})")
+    ids[known] = mapped.to_numpy(dtype=np.int64)
+    return ids
+
+
+def compare_tables(frame: pd.DataFrame, others: dict[str, np.ndarray],
+                   class_names: Sequence[str], attributes: Sequence[str] = (),
+                   n_bins: int = 5, max_categories: int = 50) -> dict[str, pd.DataFrame]:
+    """The model's top-1 side by side with other predictions of the same images.
+
+    ``others`` maps a name to (len(frame),) class ids (-1 = no answer, from
+    `other_predictions`). Each comparison uses the rows the other answered.
+    Returns ``comparison`` (per other: overall, per class and per value or
+    bin of each of ``attributes``, grouped as `per_attribute_table` does;
+    n, model_top1 and other_top1 with Wilson 95% bounds), ``agreement`` (per other: n,
+    both_right, only_model, only_other, both_wrong) and ``examples`` (up to
+    `EXAMPLES_PER_KIND` rows per other and disagreement kind, by manifest row).
+    """
+    comparison, agreement, examples = [], [], []
+    for other, ids in others.items():
+        answered = ids >= 0
+        sub = frame.loc[answered, ["index", "path", "label", "pred", "top1"]].copy()
+        sub["other_pred"] = ids[answered]
+        sub["other_top1"] = sub["other_pred"] == sub["label"]
+        groups = [("overall", None, sub)] + [("class", int(c), g) for c, g in
+                                              sub.groupby("label", sort=True)]
+        for scope, cls, rows in groups:
+            entry = {"other": other, "scope": scope, "class": -1 if cls is None else cls,
+                     "class_name": "" if cls is None else class_name(class_names, cls),
+                     "attribute": "", "value": "", "n": len(rows)}
+            for who, hits in (("model", rows["top1"]), ("other", rows["other_top1"])):
+                lo, hi = wilson_interval(int(hits.sum()), len(rows))
+                entry[f"{who}_top1"] = float(hits.mean()) if len(rows) else float("nan")
+                entry[f"{who}_top1_lo"], entry[f"{who}_top1_hi"] = float(lo), float(hi)
+            comparison.append(entry)
+        comparison += _compare_by_attribute(other, sub, frame.loc[answered, list(attributes)],
+                                            n_bins, max_categories)
+        kind = np.select([sub["top1"] & sub["other_top1"], sub["top1"] & ~sub["other_top1"],
+                          ~sub["top1"] & sub["other_top1"]], list(_AGREEMENT[:3]), _AGREEMENT[3])
+        sub["kind"] = kind
+        agreement.append({"other": other, "n": len(sub),
+                          **{k: int((kind == k).sum()) for k in _AGREEMENT}})
+        for k in _AGREEMENT[1:]:
+            picked = sub[sub["kind"] == k].sort_values("index").head(EXAMPLES_PER_KIND)
+            for row in picked.to_dict("records"):
+                examples.append({
+                    "other": other, "kind": k, "index": int(row["index"]), "path": row["path"],
+                    "label": class_name(class_names, row["label"]),
+                    "model_pred": class_name(class_names, row["pred"]),
+                    "other_pred": class_name(class_names, row["other_pred"])})
+    columns = {
+        "comparison": ["other", "scope", "class", "class_name", "attribute", "value", "n"] + [
+            f"{w}_top1{s}" for w in ("model", "other") for s in ("", "_lo", "_hi")],
+        "agreement": ["other", "n", *_AGREEMENT],
+        "examples": ["other", "kind", "index", "path", "label", "model_pred", "other_pred"],
+    }
+    rows = {"comparison": comparison, "agreement": agreement, "examples": examples}
+    return {name: pd.DataFrame(rows[name], columns=cols) for name, cols in columns.items()}
+
+
+def _compare_by_attribute(other: str, paired: pd.DataFrame, attrs: pd.DataFrame, n_bins: int,
+                          max_categories: int) -> list[dict]:
+    """Comparison rows per attribute value or bin, on the images ``other`` answered."""
+    if attrs.empty or not len(attrs.columns):
+        return []
+    # per_attribute_table groups two boolean columns: the model's hits go in as
+    # "top1" and the other's as "top5", so both share the same bins.
+    both = attrs.assign(top1=paired["top1"].to_numpy(), top5=paired["other_top1"].to_numpy())
+    table, _, _ = per_attribute_table(both, list(attrs.columns), n_bins, max_categories)
+    rows = []
+    for row in table.to_dict("records"):
+        entry = {"other": other, "scope": "attribute", "class": -1, "class_name": "",
+                 "attribute": row["attribute"], "value": row["value"], "n": int(row["n"])}
+        for who, metric in (("model", "top1"), ("other", "top5")):
+            for suffix in ("", "_lo", "_hi"):
+                entry[f"{who}_top1{suffix}"] = float(row[metric + suffix])
+        rows.append(entry)
+    return rows
+
+
 def _pct(value: float) -> str:
     """A fraction as a percentage with one decimal; a dash for None or NaN."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
@@ -317,12 +459,41 @@ def _markdown(table: pd.DataFrame, label_columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _comparison_markdown(comparison: pd.DataFrame, agreement: pd.DataFrame) -> list[str]:
+    """Lines of the ``tables.md`` section comparing the model with other predictions."""
+    if agreement.empty:
+        return []
+    parts = ["## Compared with other predictions", "",
+             "Top-1 on the images the other one answered (Wilson 95% intervals).", "",
+             "| other | scope | n | model top-1 % (95% CI) | other top-1 % (95% CI) |",
+             "|---|---|---|---|---|"]
+    for row in comparison.to_dict("records"):
+        scope = {"overall": "all", "class": f"class {row['class_name']}"}.get(
+            row["scope"], f"{row['attribute']} = {row['value']}")
+        cells = [row["other"], scope.replace("|", "\\|"), str(row["n"])]
+        for who in ("model", "other"):
+            cells.append(f"{_pct(row[who + '_top1'])} ({_pct(row[who + '_top1_lo'])}–"
+                         f"{_pct(row[who + '_top1_hi'])})")
+        parts.append("| " + " | ".join(cells) + " |")
+    parts += ["", "Agreement (images both answered):", "",
+              "| other | n | both right | only the model right | only the other right | "
+              "both wrong |", "|---|---|---|---|---|---|"]
+    for row in agreement.to_dict("records"):
+        parts.append("| " + " | ".join(str(row[c]) for c in ("other", "n", *_AGREEMENT)) + " |")
+    return parts + [""]
+
+
 def _write_markdown(path: Path, overall: pd.DataFrame, per_class: pd.DataFrame,
                     per_attribute: pd.DataFrame, notes: Sequence[str], split: str,
+                    constant: dict[str, str] | None = None,
+                    comparison: dict[str, pd.DataFrame] | None = None,
                     max_class_rows: int = 40) -> None:
-    """``tables.md``: the three tables in Markdown, long class lists cut to the extremes, notes."""
-    parts = ["# Accuracy", "", f"Evaluated rows: split = {split!r}. Intervals: Wilson 95%.", "",
-             "## Overall", "", _markdown(overall, ["split"]), "", "## Per class", ""]
+    """``tables.md``: the tables in Markdown, long class lists cut to the extremes, notes."""
+    parts = ["# Accuracy", "", f"Evaluated rows: split = {split!r}. Intervals: Wilson 95%.", ""]
+    if int(overall["n"].sum()) == 0:
+        parts += ["**No labelled images were evaluated**: accuracy is not defined (see the "
+                  "notes).", ""]
+    parts += ["## Overall", "", _markdown(overall, ["split"]), "", "## Per class", ""]
     if len(per_class) > max_class_rows:
         half = max_class_rows // 2
         ranked = per_class.sort_values(["top1", "n"], ascending=[True, False])
@@ -338,7 +509,13 @@ def _write_markdown(path: Path, overall: pd.DataFrame, per_class: pd.DataFrame,
         how = "quantile bins" if kind == "numeric" else "values"
         parts += [f"### {attr} ({how})", "", _markdown(table, ["value"]), ""]
     if per_attribute.empty:
-        parts += ["No attributes.", ""]
+        parts += ["No attribute tables.", ""]
+    if constant:
+        parts += ["### Constant attributes", "",
+                  "The same value for every evaluated image (no table):", ""]
+        parts += [f"- {attr} = {value}" for attr, value in constant.items()] + [""]
+    if comparison is not None:
+        parts += _comparison_markdown(comparison["comparison"], comparison["agreement"])
     if notes:
         parts += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     write_text(path, "\n".join(parts) + "\n")
@@ -420,56 +597,82 @@ def _write_csv(table: pd.DataFrame, path: str | os.PathLike, index: bool = False
 
 
 def _tables(frame: pd.DataFrame, attributes: list[str], class_names: list[str],
-            cfg: PerformanceConfig) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The overall, per-class, per-attribute and confusion tables, and the attribute notes."""
+            cfg: PerformanceConfig) -> tuple[dict[str, pd.DataFrame], list[str], dict[str, str]]:
+    """The overall, per-class, per-attribute and confusion tables; attribute notes; constants."""
     overall = accuracy_summary(frame)
     overall.insert(0, "split", cfg.split)
     per_class = per_class_table(frame, class_names)
-    per_attribute, notes = per_attribute_table(frame, attributes, n_bins=int(cfg.n_bins),
-                                               max_categories=int(cfg.max_categories))
-    confusion = confusion_table(frame, class_names)
+    per_attribute, notes, constant = per_attribute_table(
+        frame, attributes, n_bins=int(cfg.n_bins), max_categories=int(cfg.max_categories))
+    if frame.empty:
+        confusion = pd.DataFrame(index=pd.Index([], name="true"),
+                                 columns=pd.Index([], name="predicted"))
+    else:
+        confusion = confusion_table(frame, class_names)
     return {"overall": overall, "per_class": per_class, "per_attribute": per_attribute,
-            "confusion": confusion}, notes
+            "confusion": confusion}, notes, constant
+
+
+def _check_columns(key: str, wanted: Sequence[str], valid: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming ``key`` when ``wanted`` has names not in ``valid``."""
+    unknown = sorted(set(wanted) - set(valid))
+    if unknown:
+        raise ValueError(f"{key}: {unknown} are not attributes (manifest columns); "
+                         f"valid choices: {list(valid)}")
 
 
 def run_performance(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike,
                     cfg: PerformanceConfig, *, overall: str | os.PathLike,
                     per_class: str | os.PathLike, per_attribute: str | os.PathLike,
                     tables: str | os.PathLike, confusion: str | os.PathLike,
-                    confusion_plot: str | os.PathLike,
-                    plots: str | os.PathLike) -> dict[str, pd.DataFrame]:
+                    confusion_plot: str | os.PathLike, plots: str | os.PathLike,
+                    comparison: str | os.PathLike, agreement: str | os.PathLike,
+                    comparison_examples: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """Compute the accuracy tables and write them, each at the path it is given.
 
     ``cfg`` is the validated ``performance`` section (split, n_bins,
-    max_categories, exclude). Outputs: ``overall``, ``per_class``,
-    ``per_attribute`` and ``confusion`` (CSV), ``tables`` (Markdown),
-    ``confusion_plot`` (PNG) and the folder ``plots`` holding one
-    ``<attribute>.png`` per attribute table. Returns the tables by name
-    (overall, per_class, per_attribute, confusion).
+    max_categories, exclude, compare_columns). Outputs: ``overall``,
+    ``per_class``, ``per_attribute`` and ``confusion`` (CSV), ``tables``
+    (Markdown), ``confusion_plot`` (PNG), the folder ``plots`` holding one
+    ``<attribute>.png`` per attribute table, and the comparison with other
+    predictions: ``comparison``, ``agreement``, ``comparison_examples`` (CSV;
+    only a header when ``compare_columns`` is empty). Returns the tables by
+    name (overall, per_class, per_attribute, confusion, comparison,
+    agreement, examples).
     """
     frame, attributes, class_names, notes = load_predictions(shard_paths, manifest_csv,
                                                              cfg.split)
-    exclude = set(cfg.exclude)
-    unknown = sorted(exclude - set(attributes))
-    if unknown:
-        raise ValueError(f"performance.exclude: {unknown} are not attributes; "
-                         f"valid choices: {attributes}")
-    attributes = [a for a in attributes if a not in exclude]
+    _check_columns("performance.exclude", cfg.exclude, attributes)
+    _check_columns("performance.compare_columns", cfg.compare_columns, attributes)
+    others = {column: other_predictions(frame[column], column, class_names)
+              for column in dict.fromkeys(cfg.compare_columns)}
+    skipped = set(cfg.exclude) | set(cfg.compare_columns)
+    attributes = [a for a in attributes if a not in skipped]
     if frame.empty:
-        raise ValueError(f"no labelled images to evaluate in {manifest_csv} with split "
-                         f"{cfg.split!r}; performance needs labels (label >= 0)")
-    result, attr_notes = _tables(frame, attributes, class_names, cfg)
+        notes.append(f"No labelled images to evaluate in {manifest_csv} with split "
+                     f"{cfg.split!r} (performance.split); accuracy needs labels (label >= 0).")
+    result, attr_notes, constant = _tables(frame, attributes, class_names, cfg)
+    compared = compare_tables(frame, others, class_names, attributes, int(cfg.n_bins),
+                              int(cfg.max_categories))
+    result.update(compared)
     notes = notes + attr_notes
+    level = logging.WARNING if frame.empty else logging.INFO
     for note in notes:
-        logger.info("%s", note)
+        logger.log(level, "%s", note)
 
     _write_csv(result["overall"], overall)
     _write_csv(result["per_class"], per_class)
     _write_csv(result["per_attribute"], per_attribute)
     _write_csv(result["confusion"], confusion, index=True)
+    _write_csv(compared["comparison"], comparison)
+    _write_csv(compared["agreement"], agreement)
+    _write_csv(compared["examples"], comparison_examples)
     _write_markdown(tables, result["overall"], result["per_class"], result["per_attribute"],
-                    notes, cfg.split)
-    _plot_confusion(result["confusion"], confusion_plot)
+                    notes, cfg.split, constant, compared)
+    if frame.empty:
+        save_placeholder(confusion_plot, "No labelled images: no confusion matrix")
+    else:
+        _plot_confusion(result["confusion"], confusion_plot)
     Path(plots).mkdir(parents=True, exist_ok=True)
     for attr, table in result["per_attribute"].groupby("attribute", sort=False):
         _plot_attribute(table, str(attr), Path(plots) / f"{_safe_name(attr)}.png")

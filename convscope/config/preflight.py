@@ -13,8 +13,14 @@ the layer at fault and what would be valid:
   kwargs), a checkpoint given in ``model.weights`` loads and fits it (keys and
   shapes), it runs on one input of ``preprocess.input_size`` / ``channels``
   and returns (N, classes) logits;
-- layer names: ``layers``, ``codes_layer``, ``unit_stats.layers``,
-  ``filters.layers`` (convolutions) and ``filters.panel_layers``.
+- layer names: ``layers`` (which must be given: no default fits every model),
+  ``codes_layer``, ``unit_stats.layers``, ``filters.layers`` (convolutions) and
+  ``filters.panel_layers``;
+- class names: labels are mapped through ``dataset.class_names`` (only the label
+  column or the folder names are read); unknown names, a column mixing names and
+  integer ids, and names without that list for a model not trained by the workflow
+  are refused, naming the values; the list has one name per model output;
+- devices (`check_device`): ``extract.device`` and ``neighbours.device`` exist here.
 
 The demo model (``model.kind: demo`` without ``model.weights``) is trained by
 the workflow, so only its architecture is checked.
@@ -28,7 +34,8 @@ from pathlib import Path
 from convscope.nn.layers import did_you_mean as _hint
 from convscope.nn.layers import listing as _listing
 
-__all__ = ["PreflightError", "preflight", "check_dataset", "check_model"]
+__all__ = ["PreflightError", "preflight", "check_dataset", "check_model", "check_device",
+           "check_layers_set", "class_names_required"]
 
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 _ARRAY_SUFFIXES = (".npz", ".h5", ".hdf5")
@@ -109,6 +116,30 @@ def _check_array(path: Path) -> None:
         raise PreflightError(f"config key 'dataset.path': {exc}") from None
 
 
+def class_names_required(config: dict) -> bool:
+    """Whether label names need ``dataset.class_names``: yes unless the workflow trains the
+    model on them (the demo model without weights) or the dataset is the demo's."""
+    model = config["model"]
+    trained_here = model["kind"] == "demo" and not model["weights"]
+    return not trained_here and config["dataset"]["kind"] != "demo"
+
+
+def _check_labels(path: Path, config: dict) -> None:
+    """Labels against ``dataset.class_names``: reads the label column (or folder names) only."""
+    from convscope.data.manifest import DatasetError, check_labels
+
+    dataset = config["dataset"]
+    try:
+        check_labels(dataset["kind"], path, label_column=dataset["label_column"],
+                     class_names=dataset["class_names"],
+                     names_required=class_names_required(config))
+    except DatasetError as exc:
+        text = str(exc)
+        key = "dataset.class_names" if dataset["kind"] == "folder" else "dataset.label_column"
+        raise PreflightError(text if text.startswith("config key")
+                             else f"config key {key!r}: {text}") from None
+
+
 def check_dataset(config: dict) -> None:
     """Check ``config["dataset"]``; raise `PreflightError` or return."""
     dataset = config["dataset"]
@@ -129,6 +160,7 @@ def check_dataset(config: dict) -> None:
                                  "dataset.kind is 'folder' (use 'manifest' for a .csv/.parquet "
                                  "table, 'array' for a .npz/.h5 file)")
         _check_folder(path)
+        _check_labels(path, config)
         return
     valid = _TABLE_SUFFIXES if kind == "manifest" else _ARRAY_SUFFIXES
     if path.is_dir() or path.suffix.lower() not in valid:
@@ -138,6 +170,7 @@ def check_dataset(config: dict) -> None:
         _check_table(path, dataset)
     else:
         _check_array(path)
+    _check_labels(path, config)
 
 
 # --------------------------------------------------------------------------
@@ -214,6 +247,44 @@ def _check_forward(model, config: dict) -> None:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise PreflightError(f"the model returns {shape} for one input; convscope needs class "
                              "scores of shape (N, classes)")
+    if class_names_required(config) or config["model"]["weights"]:  # not trained here
+        _check_class_count(config, int(logits.shape[1]))
+
+
+def check_layers_set(config: dict) -> None:
+    """``layers`` has no default that could fit an arbitrary model: it must be given."""
+    if not config.get("layers"):
+        hint = ("the demo's are [relu1, relu2, relu3, relu4] (config/config.yaml)"
+                if config["model"]["kind"] == "demo" else
+                "e.g. [layer1, layer2, layer3, layer4] for a torchvision ResNet")
+        raise PreflightError("config key 'layers' is not set: list the module names to analyse "
+                             f"(model.named_modules(); {hint})")
+
+
+def check_device(config: dict) -> None:
+    """``extract.device`` and ``neighbours.device`` name devices this machine has (imports torch:
+    run it when jobs are about to start, not while the workflow is parsed)."""
+    from convscope.nn.device import DeviceError, resolve_device
+
+    for key in ("extract", "neighbours"):
+        try:
+            resolve_device(config[key]["device"], key=f"{key}.device")
+        except DeviceError as exc:
+            raise PreflightError(str(exc)) from None
+
+
+def _check_class_count(config: dict, n_outputs: int) -> None:
+    """``dataset.class_names`` has one name per model output."""
+    from convscope.data.manifest import DatasetError, load_class_names
+
+    try:
+        names = load_class_names(config["dataset"]["class_names"])
+    except DatasetError as exc:
+        raise PreflightError(str(exc)) from None
+    if names is not None and len(names) != n_outputs:
+        raise PreflightError(f"config key 'dataset.class_names' gives {len(names)} names but the "
+                             f"model has {n_outputs} outputs; give one name per output, in the "
+                             "model's output order")
 
 
 def check_model(config: dict) -> None:
@@ -222,6 +293,7 @@ def check_model(config: dict) -> None:
 
     from convscope.nn.layers import LayerNameError, check_layer_names, module_names
 
+    check_layers_set(config)
     model = _model_or_error(config)
     filters_cfg = config["filters"]
     try:
@@ -246,5 +318,7 @@ def preflight(config: dict) -> None:
 
     ``config`` is a config validated by `convscope.config.validate_config`.
     """
+    check_layers_set(config)
     check_dataset(config)
+    check_device(config)
     check_model(config)

@@ -76,6 +76,7 @@ class DatasetConfig(Section):
     path: str | None
     label_column: str | None
     path_column: str
+    class_names: list[str] | str | None
     demo: DemoDatasetConfig
 
     _nested: ClassVar[dict[str, type]] = {"demo": DemoDatasetConfig}
@@ -117,6 +118,7 @@ class ExtractConfig(Section):
     shard_size: int
     batch_size: int
     precision: str
+    tf32: bool
     device: str
     num_workers: int
     thumb_size: int
@@ -182,6 +184,7 @@ class NeighboursConfig(Section):
     query_indices: list[int]
     accuracy_k: list[int]
     spaces: list[str]
+    pixel_metric: str
     seed: int
     device: str
     block_mb: int
@@ -194,6 +197,7 @@ class PerformanceConfig(Section):
     n_bins: int
     max_categories: int
     exclude: list[str]
+    compare_columns: list[str]
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,14 @@ import copy
 import difflib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 __all__ = ["ConfigError", "SCHEMA_PATH", "load_schema", "validate_config", "load_config",
-           "config_hash", "merge_configs", "describe_config"]
+           "config_hash", "merge_configs", "describe_config", "write_config_used"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
 
@@ -80,7 +81,31 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid config:\n" + "\n".join(_describe(e, schema) for e in errors))
+    _normalise(config)
     return config
+
+
+def _expand_user(value):
+    """``~`` expanded in a path value (None and lists pass through)."""
+    return os.path.expanduser(value) if isinstance(value, str) else value
+
+
+def _normalise(config: dict) -> None:
+    """One spelling for values the schema accepts in two: ``~`` expanded in the paths
+    (``dataset.path``, ``dataset.class_names`` when a file, ``model.weights``), and a single
+    ``preprocess.mean`` / ``std`` number made a one-item list (so ``0.5`` and ``[0.5]`` give
+    the same config, the same shard identity and the same hash)."""
+    dataset, model, preprocess = (config.get(k) for k in ("dataset", "model", "preprocess"))
+    if isinstance(dataset, dict):
+        for key in ("path", "class_names"):
+            if key in dataset:
+                dataset[key] = _expand_user(dataset[key])
+    if isinstance(model, dict) and "weights" in model:
+        model["weights"] = _expand_user(model["weights"])
+    if isinstance(preprocess, dict):
+        for key in ("mean", "std"):
+            if isinstance(preprocess.get(key), (int, float)):
+                preprocess[key] = [float(preprocess[key])]
 
 
 def load_config(path: str | Path) -> dict:
@@ -134,3 +159,17 @@ def describe_config(config: dict, schema: dict | None = None, indent: int = 0) -
         else:
             lines.append(f"{pad}{key}: {_yaml_value(value)}" + (f"  # {note}" if note else ""))
     return "\n".join(lines) + "\n"
+
+
+def write_config_used(config: dict, path: str | os.PathLike) -> None:
+    """Write the validated ``config`` a run used (every key, defaults included, each with its
+    description as a comment) to ``path`` as YAML, atomically; `load_config` reads it back."""
+    from convscope.store.atomic import write_text
+
+    header = ("# The configuration this run used: your --configfile (or config/config.yaml for "
+              "the demo)\n# merged with the schema's defaults. Rerun it with --configfile "
+              "<this file>.\n")
+    if not {"batch_size", "num_workers", "device"} & set(config.get("extract", {})):
+        header += ("# extract.batch_size, num_workers and device are left out: they change how "
+                   "fast, not what, is computed.\n")
+    write_text(path, header + describe_config(config))

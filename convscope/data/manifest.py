@@ -20,17 +20,22 @@ Columns, in order:
 ``manifest``
     A ``.csv`` or ``.parquet`` table with one row per image. Relative paths
     are resolved against the table's folder. Labels may be class names or
-    integer ids. Class names come from ``<stem>.classes.json`` or
-    ``classes.json`` next to the table when present (a JSON list of names),
-    otherwise sorted label strings, or ``"0".."K-1"`` for integer labels.
-    A ``split`` column is kept, a ``slot`` column points into array files;
-    every other column becomes an attribute column. A user column called
-    ``index`` (or ``path`` / ``label`` when those are not the chosen columns)
-    is kept as ``source_<name>``.
+    integer ids (not both: `encode_labels`). Class names, in the model's
+    output order, come from ``class_names`` (the config's
+    ``dataset.class_names``: a list or a file with one name per line), else
+    from ``<stem>.classes.json`` or ``classes.json`` next to the table, else
+    sorted label strings (a categorical's own order; refused with
+    ``names_required``), or ``"0".."K-1"`` for integer labels.
+    A ``split`` column is the split when its values are `KNOWN_SPLITS`; a
+    ``slot`` column gives rows in array files when some path names one.
+    Every other column becomes an attribute column; a user column called
+    ``index`` (or ``slot`` / ``split`` not meaning the above, or ``path`` /
+    ``label`` when those are not the chosen columns) is kept as
+    ``source_<name>``, with a note in ``manifest.attrs["notes"]``.
 ``array``
     An ``.npz`` / ``.h5`` / ``.hdf5`` file with ``images`` (N, H, W) or
     (N, H, W, C) and optional ``labels`` (N,) (integer ids or strings) and
-    ``class_names``; an optional ``split`` (N,) is kept, and any other 1-D
+    ``class_names`` (the config's list wins); an optional ``split`` (N,) is kept, and any other 1-D
     array of length N becomes an attribute column.
 
 The workflow's ``manifest`` rule calls `write_dataset_manifest` with the
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -61,6 +67,10 @@ __all__ = [
     "write_manifest",
     "read_manifest",
     "read_class_names",
+    "load_class_names",
+    "encode_labels",
+    "check_labels",
+    "KNOWN_SPLITS",
     "classes_path",
     "dataset_manifest",
     "write_dataset_manifest",
@@ -74,6 +84,17 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".
 
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 _ARRAY_SUFFIXES = (".npz", ".h5", ".hdf5")
+
+#: values of a ``split`` column that make it the split (any other value: an attribute column)
+KNOWN_SPLITS: tuple[str, ...] = ("train", "test", "val", "valid", "validation", "all")
+
+_RESERVED_WHY = {
+    "index": "the manifest numbers its rows in 'index'",
+    "path": "the image paths come from dataset.path_column",
+    "label": "the labels come from dataset.label_column",
+    "slot": "'slot' means a row of an array file, and no path names an array file",
+    "split": "'split' is the split only when its values are " + ", ".join(KNOWN_SPLITS),
+}
 
 
 class DatasetError(ValueError):
@@ -155,16 +176,104 @@ def _decode_strings(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _encode_labels(
-    values: pd.Series | np.ndarray, class_names: list[str] | None, source: str
+def load_class_names(spec: Sequence[str] | str | os.PathLike | None,
+                     key: str = "dataset.class_names") -> list[str] | None:
+    """The class names of config key ``key`` (``dataset.class_names``), in the model's output order.
+
+    ``spec`` is None (no list), a list of names, or the path of a text file with one name
+    per line (blank lines skipped; a ``.json`` file is read by `read_class_names`). Raises
+    `DatasetError` naming ``key`` for a missing or empty file and for a name given twice.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, (list, tuple)):
+        names, where = [str(name) for name in spec], "the list"
+    else:
+        path = Path(os.path.expanduser(os.fspath(spec)))
+        if not path.is_file():
+            raise DatasetError(f"config key {key!r}: class list {path} does not exist (give a "
+                               "text file with one class name per line, in the model's output "
+                               "order, or a list of names)")
+        if path.suffix.lower() == ".json":
+            names = read_class_names(path)
+        else:
+            names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        where = str(path)
+    if not names:
+        raise DatasetError(f"config key {key!r}: {where} holds no class names")
+    seen, repeated = set(), []
+    for name in names:
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    if repeated:
+        raise DatasetError(f"config key {key!r}: {where} gives the class names {repeated[:5]} "
+                           "more than once; each output id needs its own name")
+    return names
+
+
+def _shown(values, n: int = 5) -> str:
+    values = list(values)
+    return ", ".join(repr(v) for v in values[:n]) + (f" ... ({len(values)} in all)" if len(values) > n else "")
+
+
+def _is_integer_like(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isfinite(value) and value == round(value))
+    return isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value) is not None
+
+
+def encode_labels(
+    values: pd.Series | np.ndarray, class_names: list[str] | None, source: str,
+    *, names_required: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """Label values (names or ids, missing allowed) -> int64 ids (-1 missing), class names."""
+    """Label values (names or ids, missing allowed) -> int64 ids (-1 missing), class names.
+
+    ``class_names`` is the model's output order (`load_class_names`), or None:
+
+    - integer ids are kept; with ``class_names`` they get its names (an id past its end is
+      an error), without it the names are ``"0".."K-1"``;
+    - names are mapped through ``class_names``; a name not in it is an error naming it;
+      without it, ``names_required`` (a model that was not trained by this workflow) makes
+      them an error too, since nothing says which output id each name is; otherwise ids are
+      the sorted names, or a pandas categorical's own category order;
+    - a column mixing names and integer ids is an error naming some of each.
+    """
     if isinstance(values, np.ndarray):
         values = _decode_strings(values)
     series = pd.Series(values).reset_index(drop=True)
+    category_order = None
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        categories = series.cat.categories
+        if pd.api.types.is_numeric_dtype(categories.dtype):
+            series = series.astype(categories.dtype if not series.isna().any() else "float64")
+        else:
+            category_order = [str(c) for c in categories]
+            series = series.astype(object)
     missing = series.isna().to_numpy()
     present = series[~missing]
     numeric = pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
+
+    if not numeric:
+        distinct = pd.unique(present)
+        as_text = [str(v) for v in distinct]
+        if not (class_names is not None and set(as_text) <= set(class_names)):
+            integer_like = [_is_integer_like(v) for v in distinct]
+            if any(integer_like) and not all(integer_like):
+                ids = sorted(t for t, i in zip(as_text, integer_like) if i)
+                names = sorted(t for t, i in zip(as_text, integer_like) if not i)
+                raise DatasetError(
+                    f"{source} mixes class names ({_shown(names)}) and integer ids "
+                    f"({_shown(ids)}); use one kind: names (mapped through dataset.class_names) "
+                    "or ids 0..K-1 of the model's outputs")
+            if distinct.size and all(integer_like):
+                present = pd.Series([int(str(v).strip()) if isinstance(v, str) else int(v)
+                                     for v in present], index=present.index, dtype=np.int64)
+                numeric = True
 
     codes = np.full(len(series), -1, dtype=np.int64)
     if numeric:
@@ -186,21 +295,29 @@ def _encode_labels(
         elif n_classes > len(class_names):
             raise DatasetError(
                 f"{source}: label {n_classes - 1} is out of range for the "
-                f"{len(class_names)} class names given"
+                f"{len(class_names)} class names given (dataset.class_names)"
             )
         return codes, list(class_names)
 
-    names = present.astype(str).to_numpy()
+    names = present.astype(str)
     if class_names is None:
-        class_names = sorted(set(names.tolist()))
+        if names_required:
+            raise DatasetError(
+                f"{source} holds class names ({_shown(sorted(set(names)))}) but "
+                "dataset.class_names is not set, so nothing says which model output each name "
+                "is (sorting them would silently mismatch the model); set dataset.class_names "
+                "to the names in the model's output order: a list, or a text file with one "
+                "name per line")
+        class_names = category_order if category_order is not None else sorted(set(names))
     lookup = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted(set(names.tolist()) - set(lookup))
+    unknown = sorted(set(names) - set(lookup))
     if unknown:
         raise DatasetError(
-            f"{source}: labels {unknown[:5]} are not among the class names "
-            f"{class_names[:10]}{' ...' if len(class_names) > 10 else ''}"
+            f"{source}: labels {_shown(unknown)} are not among the class names "
+            f"{class_names[:10]}{' ...' if len(class_names) > 10 else ''} (dataset.class_names, "
+            "or the classes.json next to the table)"
         )
-    codes[~missing] = [lookup[name] for name in names]
+    codes[~missing] = names.map(lookup).to_numpy(dtype=np.int64)
     return codes, list(class_names)
 
 
@@ -234,8 +351,10 @@ def _finish(
 # the three kinds
 
 
-def _from_folder(root: Path, extensions: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
-    """Manifest of ``root/<class>/.../<image>`` files: classes are the sorted subfolder names."""
+def _from_folder(root: Path, extensions: tuple[str, ...],
+                 given_names: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Manifest of ``root/<class>/.../<image>`` files: classes are the sorted subfolder names,
+    or with ``given_names`` (the model's output order) each subfolder's position in it."""
     if not root.is_dir():
         raise DatasetError(
             f"folder dataset {root} is not a directory; expected root/<class>/<image files>"
@@ -247,8 +366,13 @@ def _from_folder(root: Path, extensions: tuple[str, ...]) -> tuple[pd.DataFrame,
         raise DatasetError(
             f"folder dataset {root} has no class subfolders; expected root/<class>/<image files>"
         )
+    folders = class_names
+    if given_names is not None:
+        _from_folder_names(root, given_names)
+        class_names = list(given_names)
     paths, labels = [], []
-    for label, name in enumerate(class_names):
+    for name in folders:
+        label = class_names.index(name)
         found = []
         for folder, subfolders, files in os.walk(root / name, followlinks=True):
             subfolders[:] = [d for d in subfolders if not d.startswith(".")]
@@ -296,26 +420,65 @@ def _check_table(table: pd.DataFrame, path: Path, label_column: str | None, path
         raise DatasetError(f"manifest {path}: no images (the table has no rows)")
 
 
+def _known_split(values: pd.Series | np.ndarray) -> bool:
+    """Whether every non-missing value is one of `KNOWN_SPLITS` (so the column is a split)."""
+    present = pd.Series(values).dropna().astype(str)
+    return bool(set(present.unique()) <= set(KNOWN_SPLITS))
+
+
+def _rename_reserved(columns: Sequence[str], renamed: Sequence[str], source: str,
+                     notes: list[str], why: dict[str, str]) -> list[str]:
+    """Attribute column names with each of ``renamed`` prefixed ``source_`` (a note each)."""
+    out = []
+    for column in map(str, columns):
+        if column in renamed:
+            notes.append(f"note: {source}: column {column!r} is kept as attribute "
+                         f"'source_{column}' ({why.get(column, 'the manifest uses that name')})")
+            column = f"source_{column}"
+        out.append(column)
+    return out
+
+
 def _table_slots_and_splits(
-    table: pd.DataFrame, path: Path, label_column: str | None, path_column: str
-) -> tuple[np.ndarray, list[str]]:
-    """(N,) int64 array rows (-1: an image file) and (N,) split names (``all`` when absent)."""
-    if "slot" in table.columns and path_column != "slot" and label_column != "slot":
-        slots = pd.to_numeric(table["slot"], errors="coerce").fillna(-1).to_numpy()
-        if not np.all(slots == np.round(slots)):
-            raise DatasetError(f"manifest {path}: column 'slot' must hold integer array rows")
-        slots = slots.astype(np.int64)
-    else:
-        slots = np.full(len(table), -1, dtype=np.int64)
-    if "split" in table.columns and label_column != "split":
+    table: pd.DataFrame, path: Path, paths: Sequence[str], label_column: str | None,
+    path_column: str,
+) -> tuple[np.ndarray, list[str], set[str]]:
+    """(N,) int64 array rows (-1: an image file), (N,) split names (``all`` when absent), and
+    the names of the columns used for them.
+
+    ``slot`` means "row in an array file" only when some path names an array file;
+    ``split`` is the split only when it holds `KNOWN_SPLITS` values. Otherwise they are
+    attribute columns (renamed by the caller).
+    """
+    used: set[str] = set()
+    is_array = np.array([os.path.splitext(p)[1].lower() in _ARRAY_SUFFIXES for p in paths])
+    slots = np.full(len(table), -1, dtype=np.int64)
+    if is_array.any():
+        if "slot" not in table.columns or "slot" in (path_column, label_column):
+            rows = np.flatnonzero(is_array)[:5].tolist()
+            raise DatasetError(f"manifest {path}: rows {rows} name array files, which need a "
+                               "'slot' column (the image's row in the array file)")
+        raw = pd.to_numeric(table["slot"], errors="coerce").to_numpy(dtype=np.float64)
+        bad = is_array & ~(np.isfinite(raw) & (raw >= 0) & (raw == np.round(raw)))
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            raise DatasetError(f"manifest {path}: column 'slot' must hold the integer row "
+                               f"(>= 0) in the array file for every array-file row; rows {rows} "
+                               f"hold {table['slot'].iloc[rows].tolist()}")
+        slots[is_array] = raw[is_array].astype(np.int64)
+        used.add("slot")
+    if "split" in table.columns and label_column != "split" and path_column != "split" \
+            and _known_split(table["split"]):
         splits = table["split"].astype(object).where(table["split"].notna(), "all").astype(str)
+        used.add("split")
     else:
         splits = ["all"] * len(table)
-    return slots, list(splits)
+    return slots, list(splits), used
 
 
 def _from_table(
-    path: Path, label_column: str | None, path_column: str
+    path: Path, label_column: str | None, path_column: str,
+    class_names: list[str] | None = None, names_required: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Manifest of a table with one row per image (see the module docstring)."""
     if path.suffix.lower() not in _TABLE_SUFFIXES:
@@ -334,22 +497,25 @@ def _from_table(
     base = os.path.abspath(path.parent)
     paths = [_absolute(str(p), base) for p in raw_paths]
 
-    class_file = _find_class_file(path)
-    given_names = read_class_names(class_file) if class_file is not None else None
+    if class_names is None:
+        class_file = _find_class_file(path)
+        class_names = read_class_names(class_file) if class_file is not None else None
     if label_column is None:
-        labels, class_names = np.full(len(table), -1, dtype=np.int64), list(given_names or [])
+        labels, class_names = np.full(len(table), -1, dtype=np.int64), list(class_names or [])
     else:
-        labels, class_names = _encode_labels(
-            table[label_column], given_names, f"manifest {path}, column {label_column!r}"
-        )
-    slots, splits = _table_slots_and_splits(table, path, label_column, path_column)
+        labels, class_names = encode_labels(
+            table[label_column], class_names, f"manifest {path}, column {label_column!r}",
+            names_required=names_required)
+    slots, splits, used = _table_slots_and_splits(table, path, paths, label_column, path_column)
 
-    used = {path_column, label_column, "slot", "split"}
+    used |= {path_column, label_column}
     attributes = table[[c for c in table.columns if c not in used]].copy()
-    attributes.columns = [
-        f"source_{c}" if c in MANIFEST_COLUMNS else c for c in attributes.columns
-    ]
-    return _finish(paths, slots, labels, splits, attributes, f"manifest {path}"), class_names
+    notes: list[str] = []
+    attributes.columns = _rename_reserved(attributes.columns, MANIFEST_COLUMNS,
+                                          f"manifest {path}", notes, _RESERVED_WHY)
+    manifest = _finish(paths, slots, labels, splits, attributes, f"manifest {path}")
+    manifest.attrs["notes"] = notes
+    return manifest, class_names
 
 
 def _npz_arrays(path: Path) -> tuple[dict[str, tuple[int, ...]], callable]:
@@ -392,7 +558,8 @@ def _h5_arrays(path: Path) -> tuple[dict[str, tuple[int, ...]], callable]:
     return shapes, load
 
 
-def _from_array(path: Path) -> tuple[pd.DataFrame, list[str]]:
+def _from_array(path: Path, class_names: list[str] | None = None,
+                names_required: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Manifest of an ``.npz``/``.h5`` array file: one row per entry of ``images``."""
     suffix = path.suffix.lower()
     if suffix not in _ARRAY_SUFFIXES:
@@ -423,25 +590,37 @@ def _from_array(path: Path) -> tuple[pd.DataFrame, list[str]]:
             )
         return load(key)
 
-    given_names = None
-    if "class_names" in shapes:
+    given_names = class_names
+    if given_names is None and "class_names" in shapes:
         given_names = [str(x) for x in load("class_names")]
-    else:
+    elif given_names is None:
         class_file = _find_class_file(path)
         given_names = read_class_names(class_file) if class_file is not None else None
     if "labels" in shapes:
-        labels, class_names = _encode_labels(column("labels"), given_names, f"array dataset {path}, 'labels'")
+        labels, class_names = encode_labels(column("labels"), given_names,
+                                            f"array dataset {path}, 'labels'",
+                                            names_required=names_required)
     else:
         labels, class_names = np.full(n, -1, dtype=np.int64), list(given_names or [])
-    splits = column("split").astype(str) if "split" in shapes else np.full(n, "all", dtype=object)
+    reserved = {"images", "labels", "class_names"}
+    splits = np.full(n, "all", dtype=object)
+    if "split" in shapes:
+        split_values = column("split")
+        if _known_split(split_values):
+            splits = pd.Series(split_values, dtype=object).where(
+                pd.notna(split_values), "all").astype(str).to_numpy()
+            reserved.add("split")
 
-    reserved = {"images", "labels", "class_names", "split"}
     attributes = pd.DataFrame(
         {key: load(key) for key, key_shape in shapes.items() if key not in reserved and key_shape == (n,)}
     )
-    attributes.columns = [f"source_{c}" if c in MANIFEST_COLUMNS else c for c in attributes.columns]
+    notes: list[str] = []
+    why = {**_RESERVED_WHY, "slot": "each image's slot is its row in 'images'"}
+    attributes.columns = _rename_reserved(attributes.columns, MANIFEST_COLUMNS,
+                                          f"array dataset {path}", notes, why)
     absolute = os.path.abspath(path)
     manifest = _finish([absolute] * n, np.arange(n), labels, list(splits), attributes, f"array dataset {path}")
+    manifest.attrs["notes"] = notes
     return manifest, class_names
 
 
@@ -456,12 +635,18 @@ def build_manifest(
     label_column: str | None = "label",
     path_column: str = "path",
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    class_names: Sequence[str] | str | None = None,
+    names_required: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Read a dataset of ``kind`` (``folder``, ``manifest`` or ``array``) into a manifest.
 
     Returns ``(manifest, class_names)``; see the module docstring for the
     columns and for what each kind expects. ``label_column`` and
     ``path_column`` apply to ``manifest`` tables, ``extensions`` to folders.
+    ``class_names`` (a list or a file, `load_class_names`) is the model's output order:
+    labels are mapped through it (it wins over a ``classes.json`` beside the data);
+    ``names_required`` refuses label names without it (see `encode_labels`). Notes on
+    renamed columns are in ``manifest.attrs["notes"]``.
     Raises `DatasetError` with a message naming the file or key at fault.
     """
     if kind not in DATASET_KINDS:
@@ -469,11 +654,12 @@ def build_manifest(
     path = Path(os.path.expanduser(os.fspath(path)))
     if not path.exists():
         raise DatasetError(f"{kind} dataset {path} does not exist")
+    names = load_class_names(class_names)
     if kind == "folder":
-        return _from_folder(path, _normalise_extensions(extensions))
+        return _from_folder(path, _normalise_extensions(extensions), names)
     if kind == "manifest":
-        return _from_table(path, label_column, path_column)
-    return _from_array(path)
+        return _from_table(path, label_column, path_column, names, names_required)
+    return _from_array(path, names, names_required)
 
 
 def _check_manifest(manifest: pd.DataFrame, source: str) -> None:
@@ -508,7 +694,8 @@ def write_manifest(
     write_json(classes_json, [str(name) for name in class_names], indent=1)
 
 
-def dataset_manifest(dataset: DatasetConfig, source: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
+def dataset_manifest(dataset: DatasetConfig, source: str | os.PathLike, *,
+                     names_required: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """The manifest of the configured dataset, read from ``source``: ``(manifest, class_names)``.
 
     ``source`` is the folder, table or array file the dataset's ``kind``
@@ -518,7 +705,8 @@ def dataset_manifest(dataset: DatasetConfig, source: str | os.PathLike) -> tuple
     """
     kind = "manifest" if dataset.kind == "demo" else dataset.kind
     return build_manifest(kind, source, label_column=dataset.label_column,
-                          path_column=dataset.path_column)
+                          path_column=dataset.path_column, class_names=dataset.class_names,
+                          names_required=names_required)
 
 
 def write_dataset_manifest(
@@ -526,10 +714,14 @@ def write_dataset_manifest(
     source: str | os.PathLike,
     csv_out: str | os.PathLike,
     classes_out: str | os.PathLike,
+    *,
+    names_required: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Build the configured dataset's manifest (`dataset_manifest`) and write it
     (`write_manifest`) to ``csv_out`` and ``classes_out``; returns what was written."""
-    manifest, class_names = dataset_manifest(dataset, source)
+    manifest, class_names = dataset_manifest(dataset, source, names_required=names_required)
+    for note in manifest.attrs.get("notes", []):
+        print(note)
     write_manifest(manifest, class_names, csv_out, classes_out)
     print(f"{len(manifest)} images, {len(class_names)} classes")
     return manifest, class_names
@@ -559,3 +751,54 @@ def read_manifest(
     manifest["path"] = manifest["path"].astype(object).astype(str)
     manifest["split"] = manifest["split"].fillna("all").astype(object).astype(str)
     return manifest, read_class_names(class_file)
+
+
+def check_labels(
+    kind: str,
+    path: str | os.PathLike,
+    *,
+    label_column: str | None = "label",
+    class_names: Sequence[str] | str | None = None,
+    names_required: bool = False,
+) -> None:
+    """The label checks of `build_manifest`, cheaply: raise `DatasetError` or return.
+
+    Reads only what the labels need: a table's label column, a folder's class subfolder
+    names, an array file's 1-D arrays (not the images). Unknown names, names mixed with
+    integer ids, and names without ``class_names`` when ``names_required`` are refused.
+    """
+    path = Path(os.path.expanduser(os.fspath(path)))
+    names = load_class_names(class_names)
+    if kind == "folder":
+        if names is not None:
+            _from_folder_names(path, names)
+        return
+    if kind == "array":
+        build_manifest("array", path, class_names=names, names_required=names_required)
+        return
+    if label_column is None:
+        return
+    if names is None:
+        class_file = _find_class_file(path)
+        names = read_class_names(class_file) if class_file is not None else None
+    try:
+        if path.suffix.lower() == ".csv":
+            column = pd.read_csv(path, usecols=[label_column])[label_column]
+        else:
+            column = pd.read_parquet(path, columns=[label_column])[label_column]
+    except Exception as error:  # noqa: BLE001 - the caller checked the columns; any other failure
+        raise DatasetError(f"cannot read column {label_column!r} of manifest {path}: "
+                           f"{type(error).__name__}: {error}") from None
+    encode_labels(column, names, f"manifest {path}, column {label_column!r}",
+                  names_required=names_required)
+
+
+def _from_folder_names(root: Path, given_names: list[str]) -> None:
+    """Raise `DatasetError` when a class subfolder of ``root`` is not in ``given_names``."""
+    folders = sorted(entry.name for entry in os.scandir(root)
+                     if entry.is_dir() and not entry.name.startswith("."))
+    unknown = [name for name in folders if name not in given_names]
+    if unknown:
+        raise DatasetError(f"folder dataset {root}: class folders {_shown(unknown)} are not "
+                           f"among the class names of dataset.class_names "
+                           f"({_shown(given_names, 10)})")

@@ -9,13 +9,18 @@ only (N, C) summaries ever travel back. Results of batch i are copied back
 while batch i+1 computes; out of memory lowers the batch size
 (`convscope.extract.backoff`); results land at their manifest row
 (`convscope.extract.buffers`).
+
+TF32 (NVIDIA's reduced-precision fp32 matrix products and convolutions) is
+used only when ``extract.tf32`` is true (`tf32_mode`), so an fp32 extraction on
+a GPU matches a CPU run within about 1e-4.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +46,31 @@ from convscope.store.index import shard_identity
 from convscope.store.rows import n_shards, shard_rows
 from convscope.store.shards import layer_key, write_shard
 
-__all__ = ["ImageFailure", "n_shards", "shard_rows", "shard_identity", "extract_shard"]
+__all__ = ["ImageFailure", "n_shards", "shard_rows", "shard_identity", "tf32_mode",
+           "extract_shard"]
 
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@contextmanager
+def tf32_mode(enabled: bool) -> Iterator[None]:
+    """Allow (``enabled``) or forbid TF32 in CUDA matrix products and cuDNN convolutions.
+
+    Sets ``torch.backends.cuda.matmul.allow_tf32`` and
+    ``torch.backends.cudnn.allow_tf32`` for the ``with`` block and restores the
+    previous values on the way out, also after an error. The flags have no
+    effect on CPU. (Only these flags are read and written: torch refuses to
+    mix them with its newer ``fp32_precision`` settings in one process.)
+    """
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
 
 
 class ImageFailure(RuntimeError):
@@ -157,8 +184,9 @@ def extract_shard(manifest_csv: str | Path, model_info: dict, shard_id: int,
     codes = codes_module_name(network, codes_layer)
     decode = resolve_decode(extract.decode, device)
     started = time.perf_counter()
-    results, batch_size = _extract_rows(network, rows, list(layers), codes, model_info,
-                                        preprocess, extract, device, decode, shard_id)
+    with tf32_mode(extract.tf32):
+        results, batch_size = _extract_rows(network, rows, list(layers), codes, model_info,
+                                            preprocess, extract, device, decode, shard_id)
     seconds = time.perf_counter() - started
     identity = shard_identity(manifest_csv, model=model, weights_file=weights_file,
                               preprocess=preprocess, layers=layers, codes_layer=codes_layer,
@@ -231,6 +259,7 @@ def _shard_attrs(identity: dict, model_info: dict, rows: pd.DataFrame, class_nam
         "preprocess": preprocess.to_dict(),
         "model": identity["model"],
         "precision": extract.precision,
+        "tf32": bool(extract.tf32),
         "device": str(device),
         "decode": decode,
         "nonfinite_maps": nonfinite,

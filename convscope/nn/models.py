@@ -12,7 +12,6 @@ Three kinds of model:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from collections import OrderedDict
@@ -24,6 +23,7 @@ from torch import nn
 
 from convscope.config.sections import ModelConfig
 from convscope.nn.layers import check_layer_names, module_names
+from convscope.store.hashes import sha256_of_file
 
 __all__ = [
     "ModelError",
@@ -240,19 +240,16 @@ def codes_module_name(model: nn.Module, codes_layer: str | None) -> tuple[str, s
 
 
 @lru_cache(maxsize=16)
-def _sha256_cached(path: str, size: int, mtime: float) -> str:
-    """Hex SHA-256 of the file at ``path``; size and mtime key the cache."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _sha256_cached(path: str, stat_key: tuple) -> str:
+    return sha256_of_file(path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (cached per path, size and modification time)."""
+    """Hex SHA-256 of a file's bytes, cached in this process per path, size, inode and
+    modification and change times (a file replaced by ``cp -p`` gets a new change time)."""
     stat = os.stat(path)
-    return _sha256_cached(str(path), stat.st_size, stat.st_mtime)
+    return _sha256_cached(str(path), (stat.st_size, stat.st_ino, stat.st_mtime_ns,
+                                      stat.st_ctime_ns))
 
 
 def model_identity(model_cfg: ModelConfig, weights_file: str | os.PathLike | None) -> dict:

@@ -31,9 +31,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import h5py
 import numpy as np
 from PIL import Image
+
+from convscope.store.shards import open_shard
 
 __all__ = ["grid_assign", "gather_thumbs", "render_mosaic", "render_cloud"]
 
@@ -143,7 +144,7 @@ def _shard_sizes(shard_paths: Sequence) -> np.ndarray:
     """Rows of each shard, (n_shards,) int64, from the HDF5 headers."""
     sizes = []
     for path in shard_paths:
-        with h5py.File(path, "r", locking=False) as f:
+        with open_shard(path) as f:
             sizes.append(int(f["index"].shape[0]))
     return np.asarray(sizes, dtype=np.int64)
 
@@ -165,7 +166,7 @@ def gather_thumbs(shard_paths: Sequence[str | os.PathLike], rows: np.ndarray) ->
     shard_of_row = np.searchsorted(starts, rows, side="right") - 1
     for shard in np.unique(shard_of_row):
         picked = np.flatnonzero(shard_of_row == shard)
-        with h5py.File(shard_paths[shard], "r", locking=False) as f:
+        with open_shard(shard_paths[shard]) as f:
             if "thumbs" not in f:
                 raise KeyError(f"shard {shard_paths[shard]} has no dataset 'thumbs'")
             thumbs = f["thumbs"][()]
@@ -173,7 +174,7 @@ def gather_thumbs(shard_paths: Sequence[str | os.PathLike], rows: np.ndarray) ->
             out = np.zeros((len(rows),) + thumbs.shape[1:], dtype=np.uint8)
         out[picked] = thumbs[rows[picked] - starts[shard]]
     if out is None:
-        with h5py.File(shard_paths[0], "r", locking=False) as f:
+        with open_shard(shard_paths[0]) as f:
             out = np.zeros((0,) + f["thumbs"].shape[1:], dtype=np.uint8)
     return out
 

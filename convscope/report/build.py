@@ -8,6 +8,10 @@ top-k pages from the units stage's ``topk.json``, the filter images from the
 filters folder's ``index.csv``: nothing is recomputed, globbed or guessed,
 except the per-attribute plots, listed from the folder the performance stage
 declares for them.
+
+The report also checks what it shows, and says so at the top when something
+looks wrong: top-1 accuracy near chance (`chance_warning`), images listed more
+than once in the manifest, analyses skipped because the dataset is too small.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import jinja2
 import pandas as pd
 
 from convscope import __version__
+from convscope.analysis.common import duplicate_paths
+from convscope.analysis.performance import wilson_interval
 from convscope.config.sections import DatasetConfig, ReportConfig
 from convscope.data.manifest import read_manifest
 from convscope.store.atomic import write_text
 from convscope.store.shards import iter_shards, read_attrs
 
-__all__ = ["ReportInputs", "build_report"]
+__all__ = ["ReportInputs", "build_report", "chance_warning"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
@@ -39,7 +45,8 @@ class ReportInputs:
     """Every file the report reads or links; the field names are the report rule's input names.
 
     Paths are files unless noted; ``train_metrics`` is None when the model was
-    not trained by the workflow.
+    not trained by the workflow; ``config_used`` and the comparison files are
+    optional (None: not shown).
     """
 
     manifest: str                 # results/manifest.csv
@@ -69,6 +76,10 @@ class ReportInputs:
     firing_rate: str              # units: firing_rate.png
     filters: str                  # folder written by the filters rule, with index.csv
     train_metrics: str | None = None
+    config_used: str | None = None          # the merged configuration of the run (YAML)
+    comparison: str | None = None           # performance: comparison.csv (other predictions)
+    agreement: str | None = None            # performance: agreement.csv
+    comparison_examples: str | None = None  # performance: comparison_examples.csv
 
     @classmethod
     def from_mapping(cls, inputs: Mapping | Iterable[tuple[str, object]]) -> "ReportInputs":
@@ -112,6 +123,69 @@ def _accuracy(overall_csv, per_class_csv) -> tuple[list[dict], list[dict]]:
     """Rows of the performance stage's overall and per-class tables (fractions, Wilson 95%)."""
     return (pd.read_csv(overall_csv).to_dict("records"),
             pd.read_csv(per_class_csv, keep_default_na=False, na_values=[""]).to_dict("records"))
+
+
+#: How the usual causes of accuracy near chance are named in the report.
+CHANCE_CAUSES = (
+    "preprocessing that differs from the model's training (preprocess.resize, crop, mean, "
+    "std, input_size, channels)",
+    "labels in another order than the model's outputs (the class names / class order of "
+    "the dataset)",
+    "wrong, untrained or undertrained weights (model.weights, model.name)",
+)
+
+
+def chance_warning(overall: Sequence[Mapping], per_class: Sequence[Mapping]) -> dict | None:
+    """A warning when top-1 accuracy is near or below chance, else None.
+
+    Chance is 1 / the number of classes among the evaluated labels (the rows
+    of the per-class table). Top-1 is "near chance" when chance is not below
+    the lower bound of its Wilson 95% interval (i.e. chance lies inside the
+    interval or above it); recomputed from the counts, so the rounding of the
+    table does not matter. Needs at least two classes and one image.
+    """
+    n_classes = len(per_class)
+    rows = [row for row in overall if int(row.get("n") or 0) > 0]
+    if n_classes < 2 or not rows:
+        return None
+    row = rows[0]
+    n = int(row["n"])
+    hits = round(float(row["top1"]) * n)
+    lo, hi = (float(v) for v in wilson_interval(hits, n))
+    chance = 1.0 / n_classes
+    if chance < lo:
+        return None
+    return {"top1": hits / n, "lo": lo, "hi": hi, "n": n, "chance": chance,
+            "n_classes": n_classes, "causes": list(CHANCE_CAUSES)}
+
+
+def _notes(manifest: pd.DataFrame, embedding_json, knn_accuracy_json) -> list[str]:
+    """Warnings for the top of the report: duplicate images, analyses skipped or cut short."""
+    notes = []
+    duplicates = duplicate_paths(manifest)
+    if duplicates["rows"]:
+        notes.append(f"{duplicates['paths']} image(s) appear more than once in the manifest "
+                     f"({duplicates['rows']} repeated row(s), e.g. "
+                     f"{', '.join(duplicates['examples'][:3])}); every row is counted in every "
+                     "table and figure.")
+    skipped = _read_json(embedding_json).get("skipped")
+    if skipped:
+        notes.append(f"t-SNE map skipped: {skipped}.")
+    notes += [f"Nearest neighbours: {note}." for note in
+              _read_json(knn_accuracy_json).get("notes", [])]
+    return notes
+
+
+def _comparison(inputs: "ReportInputs") -> dict | None:
+    """Overall rows of the comparison with other predictions and the agreement counts."""
+    if not inputs.comparison or not inputs.agreement:
+        return None
+    table = pd.read_csv(inputs.comparison, keep_default_na=False, na_values=[""])
+    agreement = pd.read_csv(inputs.agreement)
+    if agreement.empty:
+        return None
+    return {"overall": table[table["scope"] == "overall"].to_dict("records"),
+            "agreement": agreement.to_dict("records")}
 
 
 def _headline_numbers(knn_accuracy_json, embedding_json) -> list[dict]:
@@ -162,6 +236,8 @@ def _sections(inputs: ReportInputs, report_dir: Path) -> list[dict]:
              inputs.firing_rate, *_topk_pages(inputs.topk_index)]
     performance = [inputs.overall, inputs.per_class, inputs.per_attribute,
                    inputs.performance_tables, inputs.confusion, inputs.confusion_plot,
+                   *[p for p in (inputs.comparison, inputs.agreement,
+                                 inputs.comparison_examples) if p],
                    *_attribute_plots(inputs.attribute_plots)]
     model = [inputs.model_info] + ([inputs.train_metrics] if inputs.train_metrics else [])
     return [
@@ -185,6 +261,7 @@ def _context(cfg: ReportConfig, dataset: DatasetConfig, inputs: ReportInputs,
     manifest, class_names = read_manifest(inputs.manifest)
     model_info = _read_json(inputs.model_info)
     overall, per_class = _accuracy(inputs.overall, inputs.per_class)
+    config_text = Path(inputs.config_used).read_text() if inputs.config_used else None
     return {
         "title": cfg.title,
         "generated": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -195,7 +272,14 @@ def _context(cfg: ReportConfig, dataset: DatasetConfig, inputs: ReportInputs,
         "n_shards": len(_read_json(inputs.shard_index)["shards"]),
         "n_classes": len(class_names),
         "overall": overall,
+        "evaluated": any(int(row.get("n") or 0) > 0 for row in overall),
         "per_class": per_class,
+        "chance": chance_warning(overall, per_class),
+        "notes": _notes(manifest, inputs.embedding_summary, inputs.knn_accuracy),
+        "comparison": _comparison(inputs),
+        "config_used": config_text,
+        "config_href": (os.path.relpath(inputs.config_used, report_dir)
+                        if inputs.config_used else None),
         "train_metrics": _read_json(inputs.train_metrics) if inputs.train_metrics else None,
         "layers": model_info["layers"],
         "nonfinite": _nonfinite_counts(inputs.shards),

@@ -11,13 +11,11 @@ import json
 import os
 from collections.abc import Sequence
 
-import h5py
-
 from convscope.config.sections import ModelConfig, PreprocessConfig
 from convscope.config.validate import config_hash
 from convscope.nn.models import file_sha256, model_identity
 from convscope.store.atomic import write_text
-from convscope.store.shards import check_identity, read_attrs
+from convscope.store.shards import check_identity, open_shard, read_attrs, verify_shards
 
 __all__ = ["shard_identity", "write_shard_index"]
 
@@ -43,13 +41,16 @@ def write_shard_index(shard_paths: Sequence[str | os.PathLike],
                       layers: Sequence[str], codes_layer: str | None, shard_size: int) -> dict:
     """Verify the shards' identity against the settings; write a JSON listing of them.
 
-    Raises `convscope.store.shards.ShardIdentityError` naming the shard and the
+    Every dataset of every shard is read first, checking its checksums: damaged
+    shards raise one `convscope.store.shards.ShardCorruptError` that lists them
+    all. Raises `convscope.store.shards.ShardIdentityError` naming the shard and the
     differing settings. Returns the listing: ``identity``, ``shards`` (path, row
     range, images, failed, device, precision of each), ``images``, ``failed``.
     """
     expected = shard_identity(manifest_csv, model=model, weights_file=weights_file,
                               preprocess=preprocess, layers=layers, codes_layer=codes_layer,
                               shard_size=shard_size)
+    verify_shards(shard_paths)
     check_identity(shard_paths, expected)
     shards = [_describe_shard(path) for path in shard_paths]
     index = {"identity": expected, "shards": shards,
@@ -61,7 +62,7 @@ def write_shard_index(shard_paths: Sequence[str | os.PathLike],
 
 
 def _describe_shard(path: str | os.PathLike) -> dict:
-    with h5py.File(path, "r", locking=False) as f:
+    with open_shard(path) as f:
         n_images, n_failed = len(f["index"]), len(f["failed/index"])
     attrs = read_attrs(path)
     return {"path": str(path), "row_range": attrs.get("row_range"),

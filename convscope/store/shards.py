@@ -14,7 +14,13 @@ manifest (see docs/design.md, "Shard file"). Datasets:
     thumbs                (n, t, t, 3) uint8
     image_attrs/<name>    (n,) float32
     failed/index          (m,) int64     manifest rows that could not be read
-    failed/reason         (m,) str       why
+    failed/reason         (m,) str       why (fixed-length UTF-8)
+
+Every dataset is chunked with HDF5's Fletcher-32 checksum filter, so reading a
+chunk whose bytes changed on disk fails instead of returning wrong numbers.
+Every read here turns such a failure (or a truncated file) into one
+`ShardCorruptError` naming the file and saying what to do; `verify_shards`
+reads every dataset of every shard and reports all damaged ones at once.
 
 Layer names containing "/" cannot be HDF5 keys as they are; `layer_key`
 escapes them.
@@ -22,6 +28,7 @@ escapes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,7 +40,10 @@ from convscope.store.atomic import atomic_path, remove_stale_temporaries
 
 __all__ = [
     "ShardIdentityError",
+    "ShardCorruptError",
     "layer_key",
+    "open_shard",
+    "verify_shards",
     "write_shard",
     "read_attrs",
     "read_identity",
@@ -50,6 +60,61 @@ os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 class ShardIdentityError(ValueError):
     """A shard was written for another model, layer set or preprocessing."""
+
+
+class ShardCorruptError(OSError):
+    """A shard file is damaged (a checksum failed, or the file is truncated or not HDF5)."""
+
+
+def _corrupt_message(path, exc: BaseException) -> str:
+    return (f"shard {path} is damaged and cannot be read ({exc}). Delete it and rerun "
+            "the workflow, which extracts it again.")
+
+
+@contextlib.contextmanager
+def open_shard(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """Open a shard for reading; a damaged file raises `ShardCorruptError` naming it.
+
+    Errors while reading datasets inside the ``with`` block (a failed Fletcher-32
+    checksum) are turned into the same error.
+    """
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ShardCorruptError(_corrupt_message(path, exc)) from exc
+    try:
+        with f:
+            yield f
+    except ShardCorruptError:
+        raise
+    except OSError as exc:
+        raise ShardCorruptError(_corrupt_message(path, exc)) from exc
+
+
+def verify_shards(paths: Iterable[str | os.PathLike]) -> None:
+    """Read every dataset of every shard (checking every checksum).
+
+    Raises one `ShardCorruptError` that lists every damaged shard, with what to do.
+    """
+    damaged = []
+    for path in paths:
+        try:
+            with open_shard(path) as f:
+                f.visititems(_read_dataset)
+        except ShardCorruptError as exc:
+            damaged.append(f"{path} ({exc.__cause__})")
+    if damaged:
+        raise ShardCorruptError(
+            f"{len(damaged)} shard file(s) are damaged and cannot be read: "
+            + "; ".join(damaged)
+            + ". Delete them and rerun the workflow, which extracts them again.")
+
+
+def _read_dataset(name, obj) -> None:
+    if isinstance(obj, h5py.Dataset):
+        obj[()]
 
 
 def layer_key(layer_name: str) -> str:
@@ -97,19 +162,25 @@ def write_shard(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: d
 
 
 def _create_dataset(f: h5py.File, name: str, array: np.ndarray) -> None:
-    """One dataset: strings as variable-length UTF-8; large arrays chunked (thumbnails lzf)."""
-    if array.dtype.kind in "UO":
-        array = np.asarray(array, dtype=object)
-        f.create_dataset(name, data=array.astype(str).astype(object), dtype=h5py.string_dtype())
-        return
+    """One chunked dataset with a Fletcher-32 checksum per chunk (thumbnails also lzf).
+
+    Strings are stored as fixed-length UTF-8 (HDF5 cannot filter variable-length
+    data, so they could not carry a checksum).
+    """
+    if array.dtype.kind in "UOS":
+        items = np.asarray(array, dtype=object).ravel()
+        encoded = np.array([x if isinstance(x, bytes) else str(x).encode() for x in items],
+                           dtype=bytes).reshape(array.shape)
+        length = max(1, encoded.dtype.itemsize)
+        array = encoded.astype(h5py.string_dtype("utf-8", length=length))
     big = array.ndim >= 2 and array.size > 4096
-    f.create_dataset(name, data=array, chunks=True if big else None,
+    f.create_dataset(name, data=array, chunks=True, fletcher32=True,
                      compression="lzf" if big and name == "thumbs" else None)
 
 
 def read_attrs(path: str | os.PathLike) -> dict:
     """All file attributes of a shard, JSON values decoded."""
-    with h5py.File(path, "r", locking=False) as f:
+    with open_shard(path) as f:
         return {key: _load_attr(value) for key, value in f.attrs.items()}
 
 
@@ -149,20 +220,23 @@ def iter_shards(
     """Yield, shard by shard, a dict of the requested datasets as numpy arrays.
 
     ``names`` are HDF5 paths such as ``"codes"`` or ``"layers/conv1/max"``
-    (use `layer_key` for layer names). Only one shard is in memory at a time.
+    (use `layer_key` for layer names); strings come as object arrays of `str`.
+    Only one shard is in memory at a time. A damaged shard raises
+    `ShardCorruptError` naming it.
     """
     for path in paths:
-        with h5py.File(path, "r", locking=False) as f:
+        with open_shard(path) as f:
             out = {}
             for name in names:
                 if name not in f:
                     raise KeyError(f"shard {path} has no dataset {name!r}")
-                data = f[name][()]
-                if data.dtype.kind == "O":
-                    data = np.array([x.decode() if isinstance(x, bytes) else x for x in data],
-                                    dtype=object)
+                dataset = f[name]
+                if h5py.check_string_dtype(dataset.dtype) is not None:
+                    data = np.array(dataset.asstr()[()], dtype=object)
+                else:
+                    data = dataset[()]
                 out[name] = data
-            yield out
+        yield out
 
 
 def read_concat(paths: Sequence[str | os.PathLike], name: str) -> np.ndarray:
