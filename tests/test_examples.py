@@ -201,7 +201,10 @@ def test_manifest_custom_model_example_runs_the_workflow(tmp_path, user_code, mo
     run_snakemake(workdir, "results/report/index.html", "results/config.yaml",
                   "--configfile", "config.yaml", "--cores", "2", timeout=900)
     used = yaml.safe_load((workdir / "results" / "config.yaml").read_text())
-    assert used == validate_config(raw)
+    expected = validate_config(raw)
+    for speed_only in ("batch_size", "num_workers", "device"):  # left out: they change no result
+        del expected["extract"][speed_only]
+    assert used == expected
     assert used["preprocess"]["resize"] is None and used["preprocess"]["input_size"] == 28
     manifest, names = read_manifest(workdir / "results" / "manifest.csv")
     assert names == class_list

@@ -28,12 +28,14 @@ N_SHARDS = 3  # tiny config: 120 images, shards of 50
 _SHARD_READERS = {"topk_units": 1, "unit_stats": 1, "filters": 1, "performance": 1, "report": 1}
 
 # overlay -> (the rule whose forced rerun plans the same jobs, or None for exactly
-# `jobs`; jobs that must be in the plan: rule -> count, `all` left out)
+# `jobs`; jobs that must be in the plan: rule -> count, `all` left out). Every change of
+# a setting also rewrites results/config.yaml (rule config_used), which the report shows.
+_CONFIG = {"config_used": 1, "report": 1}
 CASES = {
     "nothing": ({}, None, {}),
-    "report_title": ({"report": {"title": "Another caption"}}, None, {"report": 1}),
-    "units_topk": ({"units": {"topk": 3}}, None, {"topk_units": 1, "report": 1}),
-    "performance_bins": ({"performance": {"n_bins": 3}}, None, {"performance": 1, "report": 1}),
+    "report_title": ({"report": {"title": "Another caption"}}, None, _CONFIG),
+    "units_topk": ({"units": {"topk": 3}}, None, {"topk_units": 1, **_CONFIG}),
+    "performance_bins": ({"performance": {"n_bins": 3}}, None, {"performance": 1, **_CONFIG}),
     "layers": ({"layers": ["relu2", "relu3"]}, "model_info",
                {"model_info": 1, "extract": N_SHARDS, **_SHARD_READERS}),
     # The demo model is trained on preprocessed images: it is retrained too.
@@ -92,7 +94,8 @@ def test_config_change_reruns_what_depends_on_it(finished_run, tmp_path, name):
     if forced_rule is None:
         assert planned == jobs
         return
-    assert planned == _planned_jobs(_snakemake(finished_run, "-n", "--forcerun", forced_rule))
+    forced = _planned_jobs(_snakemake(finished_run, "-n", "--forcerun", forced_rule))
+    assert planned == {**forced, "config_used": 1}
     assert jobs.items() <= planned.items()
 
 
@@ -108,7 +111,8 @@ def test_report_target_rebuilds_alone(finished_run):
 
 
 def test_caption_change_rewrites_only_the_report(finished_run, tmp_path):
-    """A real run with a new title, in a copy: the report changes, no other result does."""
+    """A real run with a new title, in a copy: the report (and the record of the
+    configuration it shows) changes, no other result does."""
     workdir = tmp_path / "run"
     shutil.copytree(finished_run, workdir, symlinks=True)  # keeps mtimes and metadata
     assert _planned_jobs(_snakemake(workdir, "-n")) == {}
@@ -117,7 +121,8 @@ def test_caption_change_rewrites_only_the_report(finished_run, tmp_path):
     report = results / "report/index.html"
     overlay = _overlay(tmp_path, "caption", {"report": {"title": "Shapes, second look"}})
     output = _snakemake(workdir, "--cores", "2", configfiles=overlay)
-    assert _planned_jobs(output) == {"report": 1}
+    assert _planned_jobs(output) == _CONFIG
     assert "Shapes, second look" in report.read_text()
-    changed = [p for p, mtime in before.items() if p.stat().st_mtime_ns != mtime]
-    assert changed == [report]
+    changed = {p for p, mtime in before.items() if p.stat().st_mtime_ns != mtime}
+    assert changed == {report, results / "config.yaml"}
+    assert "title: Shapes, second look" in (results / "config.yaml").read_text()
