@@ -11,6 +11,7 @@ rule neighbours:
         "logs/neighbours/neighbours.log",
     params:
         neighbours=config["neighbours"],
+        preprocess=config["preprocess"],
     threads: 4
     resources:
         mem_mb=4000,

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
 from convscope.analysis import neighbours as neighbours
@@ -18,7 +19,8 @@ from convscope.analysis.neighbours import (
     sample_queries,
     vote,
 )
-from convscope.config import ConfigError, NeighboursConfig, validate_config
+from convscope.config import ConfigError, NeighboursConfig, PreprocessConfig, validate_config
+from convscope.data.manifest import write_manifest
 from convscope.nn.device import DeviceError
 from convscope.store.shards import write_shard
 
@@ -286,3 +288,215 @@ def test_pixel_metric_cosine_matches_numpy_brute_force(data, tmp_path):
     assert _cfg().pixel_metric == "euclidean"  # the default, as before
     with pytest.raises(ConfigError, match=r"neighbours\.pixel_metric.*'cosine'"):
         _cfg(pixel_metric="manhattan")
+
+
+# --------------------------------------------------------------------------
+# pixel_space: input -- the model's input pixels, read from the manifest's files
+
+#: per case: (preprocess settings, image (width, height) cycled over the images).
+#: Every resize gives whole sizes and every crop offset is whole, so the
+#: independent numpy computation below needs no rounding convention.
+INPUT_CASES = {
+    "as_is": ({"input_size": 12, "resize": None}, [(12, 12)]),
+    "crop": ({"input_size": 12, "resize": None, "crop": "center"},
+             [(20, 16), (16, 24), (12, 12), (18, 14)]),
+    "resize_crop": ({"input_size": 12, "resize": 16, "crop": "center"},
+                    [(32, 48), (48, 32), (40, 40), (16, 20)]),
+    "grey": ({"input_size": [10, 12], "resize": None, "channels": 1}, [(12, 10)]),
+}
+FAILED_INDEX = 5  # a manifest row whose file is not an image: not in the shards
+
+
+def _preprocess(settings) -> PreprocessConfig:
+    return PreprocessConfig.from_dict(validate_config({"preprocess": settings})["preprocess"])
+
+
+def _expected_input_pixels(image: np.ndarray, settings: dict) -> np.ndarray:
+    """The model's uint8 input of one image, by PIL and numpy (resize, centre crop, luma)."""
+    size = settings["input_size"]
+    in_h, in_w = (size, size) if isinstance(size, int) else size
+    h, w = image.shape[:2]
+    if settings.get("resize"):
+        scale = settings["resize"] / min(w, h)
+        new_w, new_h = int(w * scale), int(h * scale)
+        assert (new_w / scale, new_h / scale) == (w, h)  # whole sizes only
+        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        h, w = new_h, new_w
+    assert (h - in_h) % 2 == 0 and (w - in_w) % 2 == 0  # whole crop offsets only
+    top, left = (h - in_h) // 2, (w - in_w) // 2
+    image = image[top:top + in_h, left:left + in_w]
+    if settings.get("channels") == 1:
+        rgb = image.astype(np.float32)
+        luma = (rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587)
+                + rgb[..., 2] * np.float32(0.114))
+        image = np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
+    return image
+
+
+def _image_dataset(tmp_path, sizes, n=14, shard_sizes=(5, 4, 4), seed=3):
+    """PNG files, their manifest (row FAILED_INDEX is a broken file) and shards without it.
+
+    Returns ``(manifest_csv, shard paths, images of the shard rows in shard order,
+    manifest indices of the shard rows, their labels)``.
+    """
+    rng = np.random.default_rng(seed)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images, paths = [], []
+    for i in range(n):
+        path = folder / f"img{i:02d}.png"
+        if i == FAILED_INDEX:
+            path.write_bytes(b"not a png at all")
+            images.append(None)
+        else:
+            w, h = sizes[i % len(sizes)]
+            image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            Image.fromarray(image).save(path)
+            images.append(image)
+        paths.append(str(path))
+    labels = (np.arange(n) % 3).astype(np.int32)
+    manifest_csv = tmp_path / "manifest.csv"
+    write_manifest(pd.DataFrame({"index": np.arange(n), "path": paths, "slot": -1,
+                                 "label": labels, "split": "all"}), CLASS_NAMES, manifest_csv)
+    kept = np.array([i for i in range(n) if i != FAILED_INDEX], dtype=np.int64)
+    assert sum(shard_sizes) == len(kept)
+    shard_paths, start = [], 0
+    for s, size in enumerate(shard_sizes):
+        rows = kept[start:start + size]
+        path = tmp_path / "features" / f"shard-{s:05d}.h5"
+        write_shard(path, {"index": rows, "label": labels[rows],
+                           "codes": rng.normal(size=(size, 6)).astype(np.float32),
+                           "thumbs": rng.integers(0, 256, (size, 4, 4, 3), dtype=np.uint8),
+                           "failed/index": np.array([FAILED_INDEX] if s == 0 else [], np.int64),
+                           "failed/reason": np.array(["not an image"] if s == 0 else [], str)},
+                    {"class_names": CLASS_NAMES})
+        shard_paths.append(path)
+        start += size
+    return manifest_csv, shard_paths, [images[i] for i in kept], kept, labels[kept]
+
+
+def _brute_force(pixels: np.ndarray, metric: str) -> np.ndarray:
+    """All pairwise distances (self = inf) of (n, F) float64 rows, by numpy."""
+    if metric == "cosine":
+        unit = pixels / np.linalg.norm(pixels, axis=1, keepdims=True)
+        full = 1.0 - unit @ unit.T
+    else:
+        full = np.sqrt(((pixels[:, None, :] - pixels[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(full, np.inf)
+    return full
+
+
+@pytest.mark.parametrize("case", list(INPUT_CASES))
+def test_input_pixel_neighbours_match_numpy_brute_force(tmp_path, case, monkeypatch):
+    settings, sizes = INPUT_CASES[case]
+    manifest_csv, shard_paths, images, kept, _ = _image_dataset(tmp_path, sizes)
+    expected = np.stack([_expected_input_pixels(image, settings) for image in images])
+    pixels = expected.reshape(len(expected), -1).astype(np.float64) / 255.0
+    # Images are decoded shard by shard (or part of one), never the failed one.
+    requested = []
+    original = neighbours.InputPixels.of_index
+
+    def recording(self, index):
+        requested.append(np.asarray(index).copy())
+        return original(self, index)
+
+    monkeypatch.setattr(neighbours.InputPixels, "of_index", recording)
+    source = neighbours.InputPixels(manifest_csv, _preprocess(settings), workers=2)
+    k = 4
+    for metric in ("euclidean", "cosine"):
+        full = _brute_force(pixels, metric)
+        order = np.argsort(full, axis=1, kind="stable")[:, :k]
+        # 0.004 MB: a few query rows per block and no shard cached (every shard is
+        # decoded again per block); 1 MB: everything decoded once and cached.
+        for block_mb in (0.004, 1):
+            requested.clear()
+            dist, pos = knn_over_shards(shard_paths, "pixel", k, block_mb=block_mb,
+                                        metric=metric, input_pixels=source)
+            np.testing.assert_array_equal(pos, order)
+            np.testing.assert_allclose(dist, np.take_along_axis(full, order, 1),
+                                       rtol=1e-4, atol=1e-5)
+            assert requested and max(len(r) for r in requested) <= 5  # one shard at most
+            assert FAILED_INDEX not in np.concatenate(requested)
+        # A subset of queries, with some rows excluded as references.
+        queries = np.array([12, 0, 7])
+        mask = np.ones(len(kept), bool)
+        mask[[1, 8]] = False
+        dist, pos = knn_over_shards(shard_paths, "pixel", k, block_mb=0.004, metric=metric,
+                                    input_pixels=source, query_rows=queries,
+                                    reference_mask=mask)
+        masked = np.where(mask[None, :], full[queries], np.inf)
+        order = np.argsort(masked, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(pos, order)
+        np.testing.assert_allclose(dist, np.take_along_axis(masked, order, 1),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_run_neighbours_in_input_pixels(tmp_path):
+    settings, sizes = INPUT_CASES["crop"]
+    manifest_csv, shard_paths, images, kept, labels = _image_dataset(tmp_path, sizes)
+    expected = np.stack([_expected_input_pixels(image, settings) for image in images])
+    pixels = expected.reshape(len(expected), -1).astype(np.float64) / 255.0
+    position = {int(index): i for i, index in enumerate(kept)}
+    for metric in ("euclidean", "cosine"):
+        full = _brute_force(pixels, metric)
+        out = tmp_path / f"out_{metric}"
+        cfg = _cfg(pixel_space="input", pixel_metric=metric, k=3, accuracy_k=[1, 3],
+                   query_indices=[0, 6, 13], device="cpu", block_mb=1)
+        summary = run_neighbours(shard_paths, manifest_csv, cfg, **_outputs(out),
+                                 preprocess=_preprocess(settings), n_threads=2)
+        table = pd.read_csv(out / "queries.csv")
+        assert set(zip(table["space"], table["features"])) == {("code", "codes"),
+                                                               ("pixel", "input")}
+        pixel_rows = table[table["space"] == "pixel"]
+        for query, group in pixel_rows.groupby("query_index"):
+            q = position[int(query)]
+            nearest = np.argsort(full[q], kind="stable")[:3]
+            assert [position[int(i)] for i in group.sort_values("rank")["neighbour_index"]] \
+                == nearest.tolist()
+            np.testing.assert_allclose(group.sort_values("rank")["distance"], full[q, nearest],
+                                       rtol=1e-4, atol=1e-5)
+        assert FAILED_INDEX not in set(table["neighbour_index"])
+        assert summary["spaces"]["pixel"] == {"features": "input", "dataset": None,
+                                              "metric": metric, "pixel_space": "input",
+                                              "input_shape": [12, 12, 3]}
+        assert summary["spaces"]["code"]["features"] == "codes"
+        one_nn = {r["space"]: r for r in summary["results"] if r["k"] == 1}
+        assert one_nn["pixel"]["features"] == "input" and one_nn["pixel"]["metric"] == metric
+        # leave-one-out 1-NN accuracy by pandas: the nearest image's label against its own
+        nearest = pd.Series(np.argmin(full, axis=1))
+        assert one_nn["pixel"]["accuracy"] == pytest.approx(
+            float((pd.Series(labels)[nearest].to_numpy() == labels).mean()))
+        assert json.loads((out / "knn_accuracy.json").read_text()) == json.loads(
+            json.dumps(summary))
+
+
+def test_thumbs_stay_the_default_pixel_space(data, tmp_path):
+    paths = data[0]
+    assert _cfg().pixel_space == "thumbs"
+    summary = run_neighbours(paths, None, _cfg(k=2, accuracy_k=[1], device="cpu"),
+                             **_outputs(tmp_path / "n"))
+    assert summary["spaces"]["pixel"] == {"features": "thumbs", "dataset": "thumbs",
+                                          "metric": "euclidean", "pixel_space": "thumbs"}
+    table = pd.read_csv(tmp_path / "n" / "queries.csv")
+    assert set(zip(table["space"], table["features"])) == {("code", "codes"),
+                                                           ("pixel", "thumbs")}
+    with pytest.raises(ConfigError, match=r"neighbours\.pixel_space.*'input'"):
+        _cfg(pixel_space="raw")
+
+
+def test_input_pixels_need_the_manifest_and_preprocess(tmp_path):
+    settings, sizes = INPUT_CASES["as_is"]
+    manifest_csv, shard_paths, *_ = _image_dataset(tmp_path, sizes)
+    cfg = _cfg(pixel_space="input", device="cpu")
+    with pytest.raises(ValueError, match=r"neighbours\.pixel_space is 'input'.*preprocess"):
+        run_neighbours(shard_paths, manifest_csv, cfg, **_outputs(tmp_path / "n"))
+    assert not (tmp_path / "n").exists()
+    # Only the pixel space needs them.
+    run_neighbours(shard_paths, manifest_csv, _cfg(pixel_space="input", spaces=["code"], k=2,
+                                                   accuracy_k=[1], device="cpu"),
+                   **_outputs(tmp_path / "n"))
+    # An image deleted since extraction is named.
+    (tmp_path / "images" / "img03.png").unlink()
+    with pytest.raises(ValueError, match=r"img03\.png \(manifest index 3\) cannot be read"):
+        run_neighbours(shard_paths, manifest_csv, cfg, **_outputs(tmp_path / "n2"),
+                       preprocess=_preprocess(settings))

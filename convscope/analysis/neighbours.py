@@ -3,8 +3,26 @@
 Two spaces are compared (Krizhevsky et al. 2012, fig. 4; Karpathy's CNN codes):
 
 ``code``   the shards' ``codes`` (n, D), L2-normalised; cosine distance 1 - cos.
-``pixel``  the shards' ``thumbs`` (n, t, t, 3) flattened to float32 in [0, 1];
-           Euclidean distance, or cosine distance (``pixel_metric``).
+``pixel``  pixels flattened to float32 in [0, 1]; Euclidean distance, or cosine
+           distance (``pixel_metric``). Which pixels is ``pixel_space``:
+
+           ``thumbs`` (default)  the shards' ``thumbs`` (n, t, t, 3);
+           ``input``             the model's input pixels (in_h, in_w, channels):
+                                 each image read again from the manifest
+                                 (`convscope.data.images.load_image`) and
+                                 resized, cropped and converted exactly as
+                                 extraction does (`convscope.data.preprocess.prepare_uint8`
+                                 with the run's ``preprocess`` section), before
+                                 the mean/std normalisation (`InputPixels`).
+
+           With ``input`` the images are decoded shard by shard (a shard's
+           ``index`` gives its manifest rows), never all at once, and only the
+           images in the shards are read: those that failed extraction are
+           skipped as in every other space.
+
+The space keeps its name ``pixel`` in every output whichever pixels it
+compares; the pixels compared are recorded next to it as ``features``
+(``codes``, ``thumbs`` or ``input``, `space_features_name`).
 
 Search is exact brute force, done in tiles: a block of query rows (at most
 ``block_mb`` MB of features) is held on the device (CUDA when present) and
@@ -21,13 +39,20 @@ smaller class id.
 
 Outputs of `run_neighbours`, each at the path it is given:
 
-``queries``   CSV: query_index, query_label, space, rank, neighbour_index,
-              neighbour_label, distance, same_label
+``queries``   CSV: query_index, query_label, space, features, rank,
+              neighbour_index, neighbour_label, distance, same_label
 ``panels``    PNG: per query, the query, then one row of its k nearest per space
-``accuracy``  JSON: leave-one-out k-NN accuracy per space and k, with n, and
-              ``notes`` (e.g. fewer images than ``k``: fewer neighbours shown)
+              (always the thumbnails, whichever pixels were compared)
+``accuracy``  JSON: leave-one-out k-NN accuracy per space and k (each result
+              with its ``space``, ``features`` and ``metric``), with n;
+              ``spaces`` maps each space to its ``features``, shard
+              ``dataset`` (null for ``input``), ``metric`` and, for the pixel
+              space, ``pixel_space`` (and ``input_shape`` [h, w, c] for
+              ``input``); ``notes`` (e.g. fewer images than ``k``: fewer
+              neighbours shown)
 
-Settings come from the ``neighbours`` section (`NeighboursConfig`); their
+Settings come from the ``neighbours`` section (`NeighboursConfig`), and for
+``pixel_space: input`` the ``preprocess`` section (`PreprocessConfig`); their
 defaults and ranges are in the config schema.
 """
 
@@ -37,7 +62,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +73,9 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from convscope.analysis.common import class_name, class_names
-from convscope.config.sections import NeighboursConfig
+from convscope.config.sections import NeighboursConfig, PreprocessConfig
+from convscope.data.images import ImageReadError, load_image
+from convscope.data.preprocess import as_preprocess_config, input_hw, prepare_uint8
 from convscope.nn.device import resolve_device
 from convscope.render.mosaic import gather_thumbs
 from convscope.stats.running import RunningTopK
@@ -56,10 +84,13 @@ from convscope.store.shards import iter_shards, open_shard, read_concat
 
 __all__ = [
     "SPACES",
+    "PIXEL_SPACES",
     "TIE_BREAK",
     "METRICS",
     "space_metric",
+    "space_features_name",
     "space_features",
+    "InputPixels",
     "knn_search",
     "knn_over_shards",
     "vote",
@@ -75,6 +106,8 @@ logger = logging.getLogger(__name__)
 #: ``neighbours.pixel_metric`` (`space_metric`).
 SPACES = {"code": ("codes", "cosine"), "pixel": ("thumbs", "euclidean")}
 METRICS = ("euclidean", "cosine")
+#: values of ``neighbours.pixel_space``: the pixels the pixel space compares.
+PIXEL_SPACES = ("thumbs", "input")
 
 TIE_BREAK = ("majority vote over the k nearest labelled neighbours; ties between classes go to "
              "the class with the smallest summed neighbour distance, then to the smaller class id")
@@ -89,6 +122,19 @@ def space_metric(space: str, cfg: NeighboursConfig) -> str:
         raise ValueError(f"neighbours.spaces: unknown space {space!r}; valid values: "
                          f"{list(SPACES)}")
     return str(cfg.pixel_metric) if space == "pixel" else SPACES[space][1]
+
+
+def space_features_name(space: str, cfg: NeighboursConfig) -> str:
+    """What ``space`` compares: ``"codes"``, or ``cfg.pixel_space`` (thumbs | input) for pixels."""
+    if space not in SPACES:
+        raise ValueError(f"neighbours.spaces: unknown space {space!r}; valid values: "
+                         f"{list(SPACES)}")
+    if space == "pixel":
+        if cfg.pixel_space not in PIXEL_SPACES:
+            raise ValueError(f"neighbours.pixel_space is {cfg.pixel_space!r}; valid values: "
+                             f"{list(PIXEL_SPACES)}")
+        return str(cfg.pixel_space)
+    return SPACES[space][0]
 
 
 def _unit_rows(features: np.ndarray) -> np.ndarray:
@@ -111,9 +157,76 @@ def space_features(chunk: dict[str, np.ndarray], space: str,
     if space == "code":
         features = np.asarray(chunk["codes"], dtype=np.float32)
     else:
-        thumbs = np.asarray(chunk["thumbs"])
-        features = thumbs.reshape(len(thumbs), -1).astype(np.float32) / 255.0
+        features = _pixel_rows(np.asarray(chunk["thumbs"]))
     return _unit_rows(features) if metric == "cosine" else features
+
+
+def _pixel_rows(images: np.ndarray) -> np.ndarray:
+    """(n, ...) uint8 images -> (n, F) float32 in [0, 1]."""
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+class InputPixels:
+    """The model's input pixels of manifest images, decoded on demand.
+
+    ``manifest`` is the manifest (a path to the CSV written by
+    `convscope.data.manifest.write_manifest`, or a frame with ``index``,
+    ``path`` and ``slot``); ``preprocess`` the run's ``preprocess`` section.
+    `of_index` reads the given manifest rows with
+    `convscope.data.images.load_image` and prepares them with
+    `convscope.data.preprocess.prepare_uint8` (the CPU path of extraction:
+    resize, crop, channels; no normalisation), in ``workers`` threads.
+    """
+
+    def __init__(self, manifest: str | os.PathLike | pd.DataFrame,
+                 preprocess: PreprocessConfig | Mapping, workers: int = 1):
+        if not isinstance(manifest, pd.DataFrame):
+            from convscope.data.manifest import read_manifest
+
+            manifest = read_manifest(manifest)[0]
+        files = manifest[["index", "path", "slot"]]
+        if files["index"].duplicated().any():
+            raise ValueError("InputPixels: the manifest's 'index' column has duplicates")
+        self._paths = pd.Series(files["path"].astype(str).to_numpy(),
+                                index=files["index"].to_numpy(np.int64))
+        self._slots = pd.Series(files["slot"].to_numpy(np.int64),
+                                index=files["index"].to_numpy(np.int64))
+        self.preprocess = as_preprocess_config(preprocess)
+        in_h, in_w = input_hw(self.preprocess)
+        self.shape = (in_h, in_w, int(self.preprocess.channels))
+        self.width = int(np.prod(self.shape))
+        self.workers = max(1, int(workers))
+
+    def _one(self, item: tuple[int, str, int]) -> np.ndarray:
+        index, path, slot = item
+        try:
+            image = load_image(path, slot)
+        except ImageReadError as exc:
+            raise ValueError(
+                f"neighbours.pixel_space is 'input' but image {path} (manifest index {index}) "
+                f"cannot be read any more: {exc}. It was read when the shards were made: "
+                "restore the file or rerun the extraction") from exc
+        return prepare_uint8(image, self.preprocess)
+
+    def of_index(self, index: np.ndarray) -> np.ndarray:
+        """(len(index), F) float32 input pixels in [0, 1] of the given manifest indices."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        unknown = np.setdiff1d(index, self._paths.index.to_numpy())
+        if len(unknown):
+            raise KeyError(f"shard rows with manifest indices {unknown[:10].tolist()} are not "
+                           "in the manifest: the shards and the manifest do not match")
+        items = list(zip(index.tolist(), self._paths.loc[index].tolist(),
+                         self._slots.loc[index].tolist()))
+        out = np.empty((len(index), self.width), dtype=np.float32)
+        if not items:
+            return out
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
+            for i, image in enumerate(pool.map(self._one, items)):
+                if image.shape != self.shape:
+                    raise ValueError(f"input pixels of manifest index {items[i][0]} have shape "
+                                     f"{image.shape}, expected {self.shape}")
+                out[i] = image.reshape(-1).astype(np.float32) / 255.0
+        return out
 
 
 def _distances(queries: torch.Tensor, query_sq: torch.Tensor | None, refs: torch.Tensor,
@@ -184,9 +297,9 @@ def knn_search(queries, reference_blocks: Iterable[tuple[np.ndarray, np.ndarray]
     return distances, positions
 
 
-def _shard_geometry(shard_paths: Sequence, space: str) -> tuple[np.ndarray, int]:
-    """(row offset of each shard plus the total, feature width F) from the HDF5 headers."""
-    dataset = SPACES[space][0]
+def _shard_geometry(shard_paths: Sequence, dataset: str, space: str) -> tuple[np.ndarray, int]:
+    """(row offset of each shard plus the total, width of one row of ``dataset``) from the
+    HDF5 headers."""
     sizes, width = [], None
     for path in shard_paths:
         with open_shard(path) as f:
@@ -203,34 +316,63 @@ class _ShardFeatures:
 
     Shards read once are kept while they fit ``budget_bytes`` and reused, so
     a small dataset is read once; ``starts`` is the row offset of each shard
-    plus the total, ``width`` the feature width F.
+    plus the total, ``width`` the feature width F. With ``input_pixels`` the
+    pixel space's features are the model's input pixels of the shard's
+    ``index`` rows (`InputPixels`), decoded one shard (or part of one) at a time.
     """
 
-    def __init__(self, shard_paths: Sequence, space: str, metric: str, budget_bytes: int):
+    def __init__(self, shard_paths: Sequence, space: str, metric: str, budget_bytes: int,
+                 input_pixels: InputPixels | None = None):
         self.shard_paths = list(shard_paths)
         self.space, self.metric = space, metric
-        self.starts, self.width = _shard_geometry(self.shard_paths, space)
+        self.input_pixels = input_pixels if space == "pixel" else None
+        if self.input_pixels is None:
+            self.starts, self.width = _shard_geometry(self.shard_paths, SPACES[space][0], space)
+        else:
+            self.starts, _ = _shard_geometry(self.shard_paths, "index", space)
+            self.width = self.input_pixels.width
         self._cache: dict[int, np.ndarray] = {}
         self._budget = int(budget_bytes)
+
+    def _read(self, shard: int, local_rows: np.ndarray | None = None) -> np.ndarray:
+        """Features of shard ``shard`` (only its ``local_rows`` when given, input pixels only)."""
+        path = self.shard_paths[shard]
+        if self.input_pixels is None:
+            chunk = next(iter_shards([path], [SPACES[self.space][0]]))
+            return space_features(chunk, self.space, self.metric)
+        index = next(iter_shards([path], ["index"]))["index"]
+        if local_rows is not None:
+            index = index[local_rows]
+        features = self.input_pixels.of_index(index)
+        return _unit_rows(features) if self.metric == "cosine" else features
 
     def of_shard(self, shard: int) -> np.ndarray:
         """(rows of the shard, F) float32 features of shard number ``shard``."""
         if shard in self._cache:
             return self._cache[shard]
-        chunk = next(iter_shards([self.shard_paths[shard]], [SPACES[self.space][0]]))
-        features = space_features(chunk, self.space, self.metric)
+        features = self._read(shard)
         if features.nbytes <= self._budget:
             self._cache[shard] = features
             self._budget -= features.nbytes
         return features
 
     def of_rows(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), F) features of the given positions over the concatenated shards."""
+        """(len(rows), F) features of the given positions over the concatenated shards.
+
+        Input pixels of a shard not in the cache are decoded for the requested
+        rows only when they are fewer than half of the shard.
+        """
         shard_of_row = np.searchsorted(self.starts, rows, side="right") - 1
         out = np.empty((len(rows), self.width), dtype=np.float32)
         for shard in np.unique(shard_of_row):
             picked = shard_of_row == shard
-            out[picked] = self.of_shard(int(shard))[rows[picked] - self.starts[shard]]
+            local = rows[picked] - self.starts[shard]
+            size = self.starts[shard + 1] - self.starts[shard]
+            if (self.input_pixels is not None and shard not in self._cache
+                    and 2 * len(local) < size):
+                out[picked] = self._read(int(shard), local)
+            else:
+                out[picked] = self.of_shard(int(shard))[local]
         return out
 
     def reference_blocks(self, reference_mask=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -247,7 +389,8 @@ class _ShardFeatures:
 
 def knn_over_shards(shard_paths: Sequence[str | os.PathLike], space: str, k: int, *,
                     block_mb: float, query_rows=None, reference_mask=None,
-                    device="cpu", metric: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    device="cpu", metric: str | None = None,
+                    input_pixels: InputPixels | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-NN of shard rows against all shard rows in ``space``, in bounded memory.
 
     Args:
@@ -262,13 +405,16 @@ def knn_over_shards(shard_paths: Sequence[str | os.PathLike], space: str, k: int
         reference_mask: (N,) bool, which rows may be neighbours; None = all.
         device: torch device.
         metric: ``"euclidean"`` or ``"cosine"``; None = the space's default (`SPACES`).
+        input_pixels: for the ``"pixel"`` space, compare the model's input
+            pixels of each shard row (`InputPixels`) instead of the thumbnails;
+            they are decoded shard by shard, within the same memory budget.
 
     Returns:
         ``(distances (nq, k), positions (nq, k))`` as in `knn_search`, rows in
         the order of ``query_rows``.
     """
     metric = metric or SPACES[space][1]
-    features = _ShardFeatures(shard_paths, space, metric, int(block_mb * 2**20))
+    features = _ShardFeatures(shard_paths, space, metric, int(block_mb * 2**20), input_pixels)
     n = int(features.starts[-1])
     query_rows = np.arange(n) if query_rows is None else np.asarray(query_rows, dtype=np.int64)
     if len(query_rows) and (query_rows.min() < 0 or query_rows.max() >= n):
@@ -379,12 +525,13 @@ def _font(size: int):
 
 def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
                   thumbs: dict[int, np.ndarray], labels: np.ndarray, names: Sequence[str],
-                  tile_px: int) -> Image.Image:
+                  tile_px: int, titles: Mapping[str, str] | None = None) -> Image.Image:
     """One block per query: a row per space with the query, then its k neighbours.
 
     ``neighbour_rows`` maps space -> (nq, k) rows (-1 = none); ``thumbs`` maps
     a row to its (t, t, 3) uint8 thumbnail. Neighbours of the query's class
     get a green frame, others red (no frame when a label is unknown).
+    ``titles`` maps a space to its row title (default ``"<space> space"``).
     """
     spaces = list(neighbour_rows)
     k = max(rows.shape[1] for rows in neighbour_rows.values())
@@ -410,7 +557,8 @@ def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
     for qi, q in enumerate(query_rows):
         for si, space in enumerate(spaces):
             y = top + si * cell
-            text = f"#{q} {name(q)}\n{space} space" if si == 0 else f"{space} space"
+            title = (titles or {}).get(space, f"{space} space")
+            text = f"#{q} {name(q)}\n{title}" if si == 0 else title
             draw.multiline_text((4, y + 4), text, fill=(0, 0, 0), font=font)
             if si == 0:
                 paste(int(q), label_w, y, frame=(40, 40, 40))
@@ -439,9 +587,10 @@ def _query_rows(cfg: NeighboursConfig, index: np.ndarray, labels: np.ndarray) ->
     return row_of_index.loc[wanted].to_numpy()
 
 
-def _neighbour_table(space: str, query_rows: np.ndarray, dist: np.ndarray, rows: np.ndarray,
-                     index: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
-    """Rows of ``queries.csv`` for one space: (nq, k) distances and neighbour rows, -1 = none."""
+def _neighbour_table(space: str, features: str, query_rows: np.ndarray, dist: np.ndarray,
+                     rows: np.ndarray, index: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """Rows of ``queries.csv`` for one space (comparing ``features``): (nq, k) distances and
+    neighbour rows, -1 = none."""
     k = rows.shape[1]
     q = np.repeat(query_rows, k)
     r = rows.reshape(-1)
@@ -450,6 +599,7 @@ def _neighbour_table(space: str, query_rows: np.ndarray, dist: np.ndarray, rows:
         "query_index": index[q[ok]],
         "query_label": labels[q[ok]],
         "space": space,
+        "features": features,
         "rank": np.tile(np.arange(1, k + 1), len(query_rows))[ok],
         "neighbour_index": index[r[ok]],
         "neighbour_label": labels[r[ok]],
@@ -460,7 +610,8 @@ def _neighbour_table(space: str, query_rows: np.ndarray, dist: np.ndarray, rows:
 
 def _write_queries(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: list[str],
                    index: np.ndarray, labels: np.ndarray, names: list[str], device,
-                   queries_csv, panels_png, seconds: dict[str, float], notes: list[str]) -> int:
+                   queries_csv, panels_png, seconds: dict[str, float], notes: list[str],
+                   input_pixels: InputPixels | None = None) -> int:
     """Neighbours of the panel queries in each space: the table and the panels; the query count."""
     query_rows = _query_rows(cfg, index, labels)
     k = int(min(cfg.k, max(len(index) - 1, 1)))
@@ -474,22 +625,25 @@ def _write_queries(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: l
         tic = time.perf_counter()
         dist, rows = knn_over_shards(shard_paths, space, k, query_rows=query_rows, device=device,
                                      block_mb=int(cfg.block_mb),
-                                     metric=space_metric(space, cfg))
+                                     metric=space_metric(space, cfg), input_pixels=input_pixels)
         seconds[f"queries_{space}"] = time.perf_counter() - tic
         neighbour_rows[space] = rows
-        tables.append(_neighbour_table(space, query_rows, dist, rows, index, labels))
+        tables.append(_neighbour_table(space, space_features_name(space, cfg), query_rows, dist,
+                                       rows, index, labels))
     with atomic_path(queries_csv) as tmp:
         pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
     shown = np.unique(np.concatenate([query_rows] + [r[r >= 0] for r in neighbour_rows.values()]))
     thumbs = dict(zip(shown.tolist(), gather_thumbs(shard_paths, shown)))
+    titles = {space: f"{space} space" + ("\n(model input)" if space_features_name(space, cfg)
+                                         == "input" else "") for space in spaces}
     save_image(panels_png, render_panels(query_rows, neighbour_rows, thumbs, labels, names,
-                                         int(cfg.tile_px)))
+                                         int(cfg.tile_px), titles))
     return int(len(query_rows))
 
 
 def _loo_accuracy(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: list[str],
                   labels: np.ndarray, device, seconds: dict[str, float],
-                  notes: list[str]) -> list[dict]:
+                  notes: list[str], input_pixels: InputPixels | None = None) -> list[dict]:
     """Leave-one-out k-NN accuracy over the labelled images, one entry per space and k."""
     labelled = np.flatnonzero(labels >= 0)
     ks = sorted(set(int(k) for k in cfg.accuracy_k))
@@ -510,45 +664,74 @@ def _loo_accuracy(shard_paths: Sequence[Path], cfg: NeighboursConfig, spaces: li
         dist, rows = knn_over_shards(shard_paths, space, k_max, query_rows=labelled,
                                      reference_mask=labels >= 0, device=device,
                                      block_mb=int(cfg.block_mb),
-                                     metric=space_metric(space, cfg))
+                                     metric=space_metric(space, cfg), input_pixels=input_pixels)
         seconds[f"accuracy_{space}"] = time.perf_counter() - tic
         local = np.where(rows >= 0, local_of_row[np.maximum(rows, 0)], -1)
         accuracy = knn_accuracy(labels[labelled], local, dist, [min(k, k_max) for k in ks])
         for k_asked in ks:
-            results.append({"space": space, "metric": space_metric(space, cfg), "k": k_asked,
+            results.append({"space": space, "features": space_features_name(space, cfg),
+                            "metric": space_metric(space, cfg), "k": k_asked,
                             "k_used": min(k_asked, k_max),
                             "accuracy": accuracy[min(k_asked, k_max)],
                             "n": int(len(labelled))})
     return results
 
 
+def _space_summary(space: str, cfg: NeighboursConfig,
+                   input_pixels: InputPixels | None) -> dict:
+    """``knn_accuracy.json``'s description of one space: what it compares, and how."""
+    features = space_features_name(space, cfg)
+    entry = {"features": features, "dataset": None if features == "input" else features,
+             "metric": space_metric(space, cfg)}
+    if space == "pixel":
+        entry["pixel_space"] = features
+        if input_pixels is not None:
+            entry["input_shape"] = list(input_pixels.shape)
+    return entry
+
+
 def run_neighbours(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike | None,
                    cfg: NeighboursConfig, *, queries: str | os.PathLike,
                    panels: str | os.PathLike, accuracy: str | os.PathLike,
+                   preprocess: PreprocessConfig | None = None,
                    n_threads: int | None = None) -> dict:
     """Query panels, the neighbour table and leave-one-out k-NN accuracy, at the given paths.
 
     ``cfg`` is the validated ``neighbours`` section. ``manifest_csv`` is read
-    only when the shards carry no ``class_names``. ``queries`` (CSV),
-    ``panels`` (PNG) and ``accuracy`` (JSON) are the output paths (see the
-    module docstring), each written atomically. ``n_threads`` caps torch's CPU
-    threads. Returns the summary written to ``accuracy``.
+    when the shards carry no ``class_names``, and for ``pixel_space: input``
+    (the images' files), which also needs ``preprocess``, the run's
+    ``preprocess`` section. ``queries`` (CSV), ``panels`` (PNG) and
+    ``accuracy`` (JSON) are the output paths (see the module docstring), each
+    written atomically. ``n_threads`` caps torch's CPU threads and the threads
+    decoding input pixels. Returns the summary written to ``accuracy``.
     """
     shard_paths = [Path(p) for p in shard_paths]
     if not shard_paths:
         raise ValueError("run_neighbours: no shards given")
+    spaces = list(dict.fromkeys(cfg.spaces))
+    features_of = {space: space_features_name(space, cfg) for space in spaces}
+    input_pixels = None
+    if features_of.get("pixel") == "input":
+        if manifest_csv is None or preprocess is None:
+            raise ValueError("neighbours.pixel_space is 'input': the pixel space reads the "
+                             "images from the manifest and prepares them with the preprocess "
+                             "section, so run_neighbours needs manifest_csv and preprocess "
+                             "(or set neighbours.pixel_space: thumbs)")
     if n_threads:
         torch.set_num_threads(int(n_threads))
     device = resolve_device(str(cfg.device), key="neighbours.device")
+    if features_of.get("pixel") == "input":
+        input_pixels = InputPixels(manifest_csv, preprocess,
+                                   workers=int(n_threads or torch.get_num_threads()))
     index = read_concat(shard_paths, "index").astype(np.int64)
     labels = read_concat(shard_paths, "label").astype(np.int64)
     names = class_names(shard_paths, manifest_csv)
-    spaces = list(dict.fromkeys(cfg.spaces))
     seconds: dict[str, float] = {}
     notes: list[str] = []
     n_queries = _write_queries(shard_paths, cfg, spaces, index, labels, names, device,
-                               queries, panels, seconds, notes)
-    results = _loo_accuracy(shard_paths, cfg, spaces, labels, device, seconds, notes)
+                               queries, panels, seconds, notes, input_pixels)
+    results = _loo_accuracy(shard_paths, cfg, spaces, labels, device, seconds, notes,
+                            input_pixels)
     for note in notes:
         logger.warning("%s", note)
     labelled = labels[labels >= 0]
@@ -560,8 +743,7 @@ def run_neighbours(shard_paths: Sequence[str | os.PathLike], manifest_csv: str |
         "majority_class_fraction": float(counts.max() / len(labelled)) if len(labelled) else None,
         "results": results,
         "tie_break": TIE_BREAK,
-        "spaces": {space: {"dataset": SPACES[space][0], "metric": space_metric(space, cfg)}
-                   for space in spaces},
+        "spaces": {space: _space_summary(space, cfg, input_pixels) for space in spaces},
         "n_queries": n_queries,
         "notes": notes,
         "device": str(device),

@@ -185,6 +185,7 @@ class NeighboursConfig(Section):
     accuracy_k: list[int]
     spaces: list[str]
     pixel_metric: str
+    pixel_space: str
     seed: int
     device: str
     block_mb: int

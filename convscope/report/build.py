@@ -196,7 +196,10 @@ def _headline_numbers(knn_accuracy_json, embedding_json) -> list[dict]:
         rows.append({"what": "t-SNE map trustworthiness",
                      "value": f"{summary['trustworthiness']:.3f}"})
     for entry in _read_json(knn_accuracy_json).get("results", []):
-        rows.append({"what": f"leave-one-out {entry['k']}-NN accuracy, {entry['space']} space",
+        space = f"{entry['space']} space"
+        if entry.get("features") == "input":
+            space += " (model input pixels)"
+        rows.append({"what": f"leave-one-out {entry['k']}-NN accuracy, {space}",
                      "value": f"{entry['accuracy']:.3f}"})
     return rows
 
