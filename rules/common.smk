@@ -111,6 +111,7 @@ def get_report_inputs(wildcards=None):
         "comparison": rules.performance.output.comparison,
         "agreement": rules.performance.output.agreement,
         "comparison_examples": rules.performance.output.comparison_examples,
+        "comparison_panel": rules.performance.output.comparison_panel,
         "embedding_summary": rules.embedding.output.summary,
         "coords": rules.embedding.output.coords,
         "scatter": rules.embedding.output.scatter,

@@ -14,6 +14,7 @@ rule performance:
         comparison="results/performance/comparison.csv",
         agreement="results/performance/agreement.csv",
         comparison_examples="results/performance/comparison_examples.csv",
+        comparison_panel="results/performance/comparison.png",
     log:
         "logs/performance/performance.log",
     params:

@@ -16,4 +16,5 @@ with log_to_file(snakemake.log[0]):
                     confusion_plot=snakemake.output.confusion_plot,
                     plots=snakemake.output.plots, comparison=snakemake.output.comparison,
                     agreement=snakemake.output.agreement,
-                    comparison_examples=snakemake.output.comparison_examples)
+                    comparison_examples=snakemake.output.comparison_examples,
+                    comparison_panel=snakemake.output.comparison_panel)

@@ -1,11 +1,17 @@
 """Accuracy tables against a direct pandas groupby over the same synthetic data."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from scipy.stats import binomtest
 
-from convscope.analysis.performance import run_performance, wilson_interval
+from convscope.analysis.performance import (EXAMPLES_PER_KIND, PANEL_CAPTION_LINES,
+                                            PANEL_LABEL_W, PANEL_LINE_H, PANEL_MIN_TILE_PX,
+                                            PANEL_PAD, PANEL_TITLE_H, run_performance,
+                                            wilson_interval)
 from convscope.config import ConfigError, PerformanceConfig, validate_config
 from convscope.data.manifest import write_manifest
 from convscope.store.shards import write_shard
@@ -25,7 +31,8 @@ def _outputs(folder):
              "per_attribute": "per_attribute.csv", "tables": "tables.md",
              "confusion": "confusion.csv", "confusion_plot": "confusion.png",
              "plots": "per_attribute", "comparison": "comparison.csv",
-             "agreement": "agreement.csv", "comparison_examples": "comparison_examples.csv"}
+             "agreement": "agreement.csv", "comparison_examples": "comparison_examples.csv",
+             "comparison_panel": "comparison.png"}
     return {key: folder / name for key, name in names.items()}
 
 
@@ -202,7 +209,8 @@ def _dataset(tmp_path, manifest_extra: dict, n=60, seed=1, labels=None, width=No
     topk = np.stack([[p] + [c for c in range(N_CLASSES) if c != p] for p in pred])
     arrays = {"index": np.arange(n, dtype=np.int64), "label": label.astype(np.int32),
               "topk/class": topk.astype(np.int32),
-              "image_attrs/width": np.full(n, 28.0 if width is None else width, np.float32)}
+              "image_attrs/width": np.full(n, 28.0 if width is None else width, np.float32),
+              "thumbs": np.zeros((n, 4, 4, 3), np.uint8)}
     path = tmp_path / "features" / "shard-00000.h5"
     write_shard(path, arrays, {"class_names": CLASS_NAMES})
     return [path], manifest_csv, manifest.assign(pred=pred)
@@ -216,6 +224,8 @@ def test_no_labelled_images_writes_every_output_with_a_note(tmp_path):
     assert tables["overall"]["n"].item() == 0
     assert pd.read_csv(out / "per_class.csv").empty
     assert pd.read_csv(out / "comparison.csv").empty  # header only
+    with Image.open(out / "comparison.png") as panel:  # a small note: no compare_columns
+        assert panel.size == (600, 150)
     md = (out / "tables.md").read_text()
     assert "No labelled images were evaluated" in md
     assert "5 image(s) without a label" in md and "performance.split" in md
@@ -324,3 +334,69 @@ def test_comparison_columns_are_checked(tmp_path):
     paths, manifest_csv, _ = _dataset(tmp_path, {"resnet": [0, 9] * 30})
     with pytest.raises(ValueError, match=r"'resnet' holds \[9.0\].*0\.\.3"):
         _run(paths, manifest_csv, tmp_path / "c", compare_columns=["resnet"])
+
+
+def test_comparison_panel_shows_the_examples_thumbnails(tmp_path):
+    """Block per compared column, row per disagreement kind, cell per row of the examples CSV:
+    each cell holds that image's thumbnail enlarged by pixel repetition."""
+    n, t = 90, 10
+    rng = np.random.default_rng(11)
+    label = rng.integers(0, N_CLASSES, size=n)
+    pred = np.where(rng.random(n) < 0.5, label, (label + 1) % N_CLASSES)
+    human = pd.Series(np.where(rng.random(n) < 0.6, label, (label + 2) % N_CLASSES), dtype=float)
+    human[rng.random(n) < 0.2] = np.nan  # not answered
+    tagger = label.copy()
+    tagger[[3, 17]] = (label[[3, 17]] + 3) % N_CLASSES  # wrong twice only: short rows
+    manifest = pd.DataFrame({"index": np.arange(n), "path": [f"/img/{i}.png" for i in range(n)],
+                             "slot": -1, "label": label, "split": "test", "human": human,
+                             "tagger": tagger})
+    manifest_csv = tmp_path / "manifest.csv"
+    write_manifest(manifest, CLASS_NAMES, manifest_csv)
+    thumbs = rng.integers(0, 256, size=(n, t, t, 3), dtype=np.uint8)
+    kept = rng.permutation(np.setdiff1d(np.arange(n), [5, 60]))  # shuffled, two unreadable
+    paths = []
+    for shard_id, rows in enumerate(np.array_split(kept, 2)):
+        path = tmp_path / "features" / f"shard-{shard_id:05d}.h5"
+        topk = np.stack([[p] + [c for c in range(N_CLASSES) if c != p] for p in pred[rows]])
+        write_shard(path, {"index": rows.astype(np.int64), "label": label[rows].astype(np.int32),
+                           "topk/class": topk.astype(np.int32), "thumbs": thumbs[rows]},
+                    {"class_names": CLASS_NAMES})
+        paths.append(path)
+    out = tmp_path / "perf"
+    _run(paths, manifest_csv, out, compare_columns=["human", "tagger"])
+    examples = pd.read_csv(out / "comparison_examples.csv")
+
+    kinds = ["only_model", "only_other", "both_wrong"]
+    factor = math.ceil(PANEL_MIN_TILE_PX / t)
+    tile = t * factor
+    cell_w = tile + 2 * PANEL_PAD
+    cell_h = tile + 3 * PANEL_PAD + PANEL_CAPTION_LINES * PANEL_LINE_H
+    block_h = PANEL_TITLE_H + len(kinds) * cell_h
+    panel = np.asarray(Image.open(out / "comparison.png").convert("RGB"))
+    assert panel.shape == (2 * block_h, PANEL_LABEL_W + EXAMPLES_PER_KIND * cell_w, 3)
+    evaluated = np.zeros(n, bool)
+    evaluated[kept] = True
+    cells = 0
+    for b, (other, answers) in enumerate((("human", human), ("tagger", pd.Series(tagger)))):
+        answered = evaluated & answers.notna().to_numpy()
+        model_right = pred == label
+        other_right = answers.to_numpy() == label
+        kind_of = np.select([model_right & ~other_right, ~model_right & other_right,
+                             ~model_right & ~other_right], kinds, "both_right")
+        for k, kind in enumerate(kinds):
+            expected = np.flatnonzero(answered & (kind_of == kind))[:EXAMPLES_PER_KIND]
+            shown = examples[(examples["other"] == other) & (examples["kind"] == kind)]
+            assert list(shown["index"]) == list(expected)
+            top = b * block_h + PANEL_TITLE_H + k * cell_h + PANEL_PAD
+            for j in range(EXAMPLES_PER_KIND):
+                left = PANEL_LABEL_W + j * cell_w + PANEL_PAD
+                cell = panel[top:top + tile, left:left + tile]
+                if j < len(shown):
+                    enlarged = np.kron(thumbs[shown["index"].iloc[j]],
+                                       np.ones((factor, factor, 1), np.uint8))
+                    np.testing.assert_array_equal(cell, enlarged)
+                    cells += 1
+                else:
+                    assert (cell == 255).all()  # no example: the cell stays blank
+    assert cells == len(examples)
+    assert (examples["other"] == "tagger").sum() < 2 * EXAMPLES_PER_KIND  # short rows exist

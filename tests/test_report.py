@@ -33,7 +33,8 @@ def _performance(root: Path, shards, manifest_csv) -> dict:
                "confusion": folder / "confusion.csv", "confusion_plot": folder / "confusion.png",
                "plots": folder / "plots", "comparison": folder / "comparison.csv",
                "agreement": folder / "agreement.csv",
-               "comparison_examples": folder / "comparison_examples.csv"}
+               "comparison_examples": folder / "comparison_examples.csv",
+               "comparison_panel": folder / "comparison.png"}
     run_performance(shards, manifest_csv, cfg, **outputs)
     names = {"tables": "performance_tables", "plots": "attribute_plots"}
     return {names.get(key, key): str(path) for key, path in outputs.items()}
@@ -130,7 +131,8 @@ def test_report_shows_the_given_files_linked_from_its_folder(inputs, tmp_path):
     assert "../units/filters/weights/conv1.png" in hrefs  # from the filters index.csv
     assert not any("stray" in href for href in hrefs)  # nothing globbed beside them
     assert {"../embedding/mosaic.png", "../neighbours/panels.png",
-            "../performance/confusion.png", "../model/model_info.json"} <= hrefs
+            "../performance/confusion.png", "../performance/comparison.png",
+            "../model/model_info.json"} <= hrefs
     assert "train_metrics" not in html  # not given: not shown
     for href in hrefs:  # every link resolves from the report's folder
         assert (tmp_path / "results" / "report" / href).exists(), href
@@ -229,13 +231,22 @@ def test_comparison_is_shown_when_present(inputs, tmp_path):
     pd.DataFrame([{"other": "human", "n": 30, "both_right": 14, "only_model": 1,
                    "only_other": 13, "both_wrong": 2}]).to_csv(root / "agreement.csv", index=False)
     given = {k: v for k, v in values.items()
-             if k not in ("comparison", "agreement", "comparison_examples")}
+             if k not in ("comparison", "agreement", "comparison_examples", "comparison_panel")}
     assert 'id="comparison"' not in _build(given, tmp_path)  # not given as inputs
-    html = _build({**values, "comparison": str(root / "comparison.csv"),
+    html = _build({**given, "comparison": str(root / "comparison.csv"),
                    "agreement": str(root / "agreement.csv"),
                    "comparison_examples": values["comparison_examples"]}, tmp_path)
     assert "<td>human</td><td>30</td><td>0.500</td><td>0.330–0.670</td><td>0.900</td>" in html
     assert "<td>14</td><td>1</td><td>13</td><td>2</td>" in html
+    assert 'id="comparison-panel"' not in html  # panel not given: not shown
+    html = _build({**values, "comparison": str(root / "comparison.csv"),
+                   "agreement": str(root / "agreement.csv")}, tmp_path)
+    figure = re.search(r'<figure id="comparison-panel">(.*?)</figure>', html, re.S).group(1)
+    assert '<img src="../performance/comparison.png"' in figure
+    assert "one row per kind" in figure and "true class" in figure
+    assert (tmp_path / "results" / "report" / "../performance/comparison.png").exists()
+    after = html.index('id="agreement"')
+    assert after < html.index('id="comparison-panel"')  # under the comparison tables
 
 
 @pytest.mark.parametrize("n_images", [1, 2])

@@ -69,7 +69,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from convscope.analysis.common import class_name, class_names
@@ -77,6 +77,7 @@ from convscope.config.sections import NeighboursConfig, PreprocessConfig
 from convscope.data.images import ImageReadError, load_image
 from convscope.data.preprocess import as_preprocess_config, input_hw, prepare_uint8
 from convscope.nn.device import resolve_device
+from convscope.render.grids import caption_font
 from convscope.render.mosaic import gather_thumbs
 from convscope.stats.running import RunningTopK
 from convscope.store.atomic import atomic_path, save_image, write_text
@@ -515,14 +516,6 @@ def sample_queries(labels: np.ndarray, per_class: int, max_classes: int,
     return np.concatenate(rows).astype(np.int64)
 
 
-def _font(size: int):
-    """Pillow's default font at ``size`` px (fixed size on Pillow < 10.1)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
 def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
                   thumbs: dict[int, np.ndarray], labels: np.ndarray, names: Sequence[str],
                   tile_px: int, titles: Mapping[str, str] | None = None) -> Image.Image:
@@ -541,7 +534,7 @@ def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
     height = len(query_rows) * (cell * len(spaces) + gap) + gap
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font(max(9, tile_px // 4))
+    font = caption_font(max(9, tile_px // 4))
 
     def name(row: int) -> str:
         label = int(labels[row])

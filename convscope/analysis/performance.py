@@ -30,8 +30,11 @@ class names) are compared with the model's top-1 on the images both answered
 (a missing value = no answer): accuracy of each, overall and per class, with
 intervals (``comparison``), the agreement counts (``agreement``: both right,
 only the model right, only the other right, both wrong) and a few example
-images of each disagreement kind (``comparison_examples``). Compare columns
-are not attributes.
+images of each disagreement kind (``comparison_examples``, the first
+`EXAMPLES_PER_KIND` by manifest row of only the model right, only the other
+right, both wrong), drawn with their thumbnails in one figure
+(``comparison_panel``, `render_comparison_panel`). Compare columns are not
+attributes.
 
 With no labelled image to evaluate every output is still written (empty
 tables, a note that says why) so that the report can say so.
@@ -48,12 +51,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw
 
 from convscope.analysis.common import class_name, duplicate_paths, save_figure, save_placeholder
 from convscope.config.sections import PerformanceConfig
 from convscope.data.manifest import MANIFEST_COLUMNS, read_manifest
-from convscope.store.atomic import atomic_path, write_text
-from convscope.store.shards import iter_shards, open_shard
+from convscope.render.grids import caption_font, upscale_nearest
+from convscope.render.mosaic import gather_thumbs
+from convscope.store.atomic import atomic_path, save_image, write_text
+from convscope.store.shards import iter_shards, open_shard, read_concat
 
 __all__ = [
     "Z_95",
@@ -66,6 +72,7 @@ __all__ = [
     "confusion_table",
     "other_predictions",
     "compare_tables",
+    "render_comparison_panel",
     "run_performance",
 ]
 
@@ -78,6 +85,8 @@ _METRICS = ("top1", "top5")
 #: Example images per disagreement kind in ``comparison_examples``.
 EXAMPLES_PER_KIND = 5
 _AGREEMENT = ("both_right", "only_model", "only_other", "both_wrong")
+#: The disagreement kinds with example images, in the order of the panel's rows.
+EXAMPLE_KINDS = _AGREEMENT[1:]
 
 
 def wilson_interval(successes, n, z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
@@ -403,7 +412,7 @@ def compare_tables(frame: pd.DataFrame, others: dict[str, np.ndarray],
         sub["kind"] = kind
         agreement.append({"other": other, "n": len(sub),
                           **{k: int((kind == k).sum()) for k in _AGREEMENT}})
-        for k in _AGREEMENT[1:]:
+        for k in EXAMPLE_KINDS:
             picked = sub[sub["kind"] == k].sort_values("index").head(EXAMPLES_PER_KIND)
             for row in picked.to_dict("records"):
                 examples.append({
@@ -585,6 +594,135 @@ def _plot_confusion(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+#: Geometry of the comparison panel, in pixels (see `render_comparison_panel`).
+PANEL_MIN_TILE_PX = 80
+PANEL_PAD = 4
+PANEL_LABEL_W = 150
+PANEL_TITLE_H = 24
+PANEL_LINE_H = 12
+PANEL_CAPTION_LINES = 3
+_KIND_TEXT = {"only_model": "only the model right", "only_other": "only {other} right",
+              "both_wrong": "both wrong"}
+_RIGHT_RGB, _WRONG_RGB = (0, 120, 0), (190, 0, 0)
+
+
+def panel_geometry(thumb_px: int) -> dict[str, int]:
+    """Sizes in the comparison panel for thumbnails of side ``thumb_px``.
+
+    ``factor``: the thumbnails are enlarged by pixel repetition with the
+    smallest integer factor that reaches `PANEL_MIN_TILE_PX` (1 for large
+    thumbnails); ``tile`` = thumb_px * factor; ``cell_w`` = tile + 2 pad;
+    ``cell_h`` = tile + 3 pad + `PANEL_CAPTION_LINES` * `PANEL_LINE_H`;
+    ``block_h`` = `PANEL_TITLE_H` + one ``cell_h`` per kind of
+    `EXAMPLE_KINDS`; ``width`` = `PANEL_LABEL_W` + `EXAMPLES_PER_KIND` cells.
+    """
+    factor = max(1, math.ceil(PANEL_MIN_TILE_PX / thumb_px))
+    tile = thumb_px * factor
+    cell_w = tile + 2 * PANEL_PAD
+    cell_h = tile + 3 * PANEL_PAD + PANEL_CAPTION_LINES * PANEL_LINE_H
+    return {"factor": factor, "tile": tile, "cell_w": cell_w, "cell_h": cell_h,
+            "block_h": PANEL_TITLE_H + len(EXAMPLE_KINDS) * cell_h,
+            "width": PANEL_LABEL_W + EXAMPLES_PER_KIND * cell_w}
+
+
+def _fit(draw, text: str, font, width: int) -> str:
+    """``text`` cut (with an ellipsis) to fit ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def render_comparison_panel(examples: pd.DataFrame, agreement: pd.DataFrame,
+                            thumbs: dict[int, np.ndarray]):
+    """The example images of each disagreement kind, one block per compared column.
+
+    ``examples`` and ``agreement`` are `compare_tables`' tables (``examples``
+    may be read back from its CSV: ``label``, ``model_pred`` and
+    ``other_pred`` are class names); ``thumbs`` maps a manifest index to its
+    (t, t, 3) uint8 thumbnail (all of one size). Layout (sizes from
+    `panel_geometry`): block ``b`` (the ``b``-th row of ``agreement``) starts
+    at y = b * block_h with a title line of `PANEL_TITLE_H`; its row ``k``
+    (kind ``EXAMPLE_KINDS[k]``, named at the left with its count) starts at
+    y = b * block_h + `PANEL_TITLE_H` + k * cell_h; its ``j``-th example (in
+    the order of ``examples``) is the thumbnail enlarged by pixel repetition
+    at (x, y) = (`PANEL_LABEL_W` + j * cell_w + pad, row top + pad), captioned
+    below with the true class, the model's answer and the other's (named
+    "other" when the column's name is longer than 8 characters; an answer
+    in green when right, red when wrong); cells without an example stay
+    white. Returns an RGB PIL image on white.
+    """
+    if not thumbs:
+        raise ValueError("render_comparison_panel: no thumbnails to draw")
+    geo = panel_geometry(int(next(iter(thumbs.values())).shape[0]))
+    tile, cell_w, cell_h, block_h = geo["tile"], geo["cell_w"], geo["cell_h"], geo["block_h"]
+    canvas = Image.new("RGB", (geo["width"], max(1, len(agreement)) * block_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font, title_font = caption_font(10), caption_font(13)
+    for b, row in enumerate(agreement.to_dict("records")):
+        other, top = str(row["other"]), b * block_h
+        if b:
+            draw.line([(0, top), (geo["width"], top)], fill=(160, 160, 160))
+        draw.text((PANEL_PAD, top + 5),
+                  _fit(draw, f"model vs {other} ({row['n']} image(s) both answered)",
+                       title_font, geo["width"] - 2 * PANEL_PAD),
+                  fill=(0, 0, 0), font=title_font)
+        mine = examples[examples["other"].astype(str) == other]
+        who_other = other if len(other) <= 8 else "other"  # room for the answer
+        for k, kind in enumerate(EXAMPLE_KINDS):
+            y = top + PANEL_TITLE_H + k * cell_h
+            label = _KIND_TEXT[kind].format(other=other)
+            lines = [_fit(draw, label, font, PANEL_LABEL_W - 2 * PANEL_PAD),
+                     f"{row[kind]} of {row['n']} images"]
+            draw.multiline_text((PANEL_PAD, y + PANEL_PAD), "\n".join(lines), fill=(0, 0, 0),
+                                font=font, spacing=3)
+            shown = mine[mine["kind"] == kind].head(EXAMPLES_PER_KIND)
+            for j, ex in enumerate(shown.to_dict("records")):
+                left = PANEL_LABEL_W + j * cell_w + PANEL_PAD
+                draw.rectangle([left - 1, y + PANEL_PAD - 1, left + tile, y + PANEL_PAD + tile],
+                               outline=(60, 60, 60))
+                image = upscale_nearest(np.asarray(thumbs[int(ex["index"])], np.uint8),
+                                        geo["factor"])
+                canvas.paste(Image.fromarray(np.ascontiguousarray(image)),
+                             (left, y + PANEL_PAD))
+                truth = str(ex["label"])
+                caption = [(f"true: {truth}", (0, 0, 0))] + [
+                    (f"{who}: {answer}", _RIGHT_RGB if str(answer) == truth else _WRONG_RGB)
+                    for who, answer in (("model", ex["model_pred"]), (who_other, ex["other_pred"]))]
+                for i, (text, colour) in enumerate(caption):
+                    draw.text((left, y + 2 * PANEL_PAD + tile + i * PANEL_LINE_H),
+                              _fit(draw, text, font, cell_w - PANEL_PAD), fill=colour, font=font)
+    return canvas
+
+
+def _thumbs_by_index(shard_paths: Sequence, indices: Sequence[int]) -> dict[int, np.ndarray]:
+    """Thumbnails of the given manifest indices (each must be in a shard), by index."""
+    wanted = sorted({int(i) for i in indices})
+    if not wanted:
+        return {}
+    shard_index = read_concat(shard_paths, "index").astype(np.int64)
+    position = pd.Series(np.arange(len(shard_index)), index=shard_index)
+    position = position[~position.index.duplicated()]
+    rows = position.loc[wanted].to_numpy(dtype=np.int64)
+    return dict(zip(wanted, gather_thumbs(shard_paths, rows)))
+
+
+def _write_comparison_panel(path, shard_paths: Sequence, compare_columns: Sequence[str],
+                            compared: dict[str, pd.DataFrame]) -> None:
+    """The comparison panel at ``path``, or a small placeholder saying why there is none."""
+    examples, agreement = compared["examples"], compared["agreement"]
+    if not len(compare_columns):
+        save_placeholder(path, "No comparison columns configured (performance.compare_columns)")
+    elif examples.empty:
+        save_placeholder(path, f"No disagreement to show: on the images they answered, "
+                               f"{', '.join(map(str, compare_columns))} and the model are both "
+                               "right, or no labelled image was answered")
+    else:
+        save_image(path, render_comparison_panel(
+            examples, agreement, _thumbs_by_index(shard_paths, examples["index"])))
+
+
 def _safe_name(name: str) -> str:
     """``name`` reduced to a file-name-safe stem (letters, digits, ``_ . -``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "attribute"
@@ -627,7 +765,8 @@ def run_performance(shard_paths: Sequence[str | os.PathLike], manifest_csv: str 
                     tables: str | os.PathLike, confusion: str | os.PathLike,
                     confusion_plot: str | os.PathLike, plots: str | os.PathLike,
                     comparison: str | os.PathLike, agreement: str | os.PathLike,
-                    comparison_examples: str | os.PathLike) -> dict[str, pd.DataFrame]:
+                    comparison_examples: str | os.PathLike,
+                    comparison_panel: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """Compute the accuracy tables and write them, each at the path it is given.
 
     ``cfg`` is the validated ``performance`` section (split, n_bins,
@@ -636,10 +775,13 @@ def run_performance(shard_paths: Sequence[str | os.PathLike], manifest_csv: str 
     (Markdown), ``confusion_plot`` (PNG), the folder ``plots`` holding one
     ``<attribute>.png`` per attribute table, and the comparison with other
     predictions: ``comparison``, ``agreement``, ``comparison_examples`` (CSV;
-    only a header when ``compare_columns`` is empty). Returns the tables by
+    only a header when ``compare_columns`` is empty) and ``comparison_panel``
+    (PNG: the examples' thumbnails, `render_comparison_panel`; a small image
+    saying why when there is nothing to show). Returns the tables by
     name (overall, per_class, per_attribute, confusion, comparison,
     agreement, examples).
     """
+    shard_paths = list(shard_paths)
     frame, attributes, class_names, notes = load_predictions(shard_paths, manifest_csv,
                                                              cfg.split)
     _check_columns("performance.exclude", cfg.exclude, attributes)
@@ -667,6 +809,7 @@ def run_performance(shard_paths: Sequence[str | os.PathLike], manifest_csv: str 
     _write_csv(compared["comparison"], comparison)
     _write_csv(compared["agreement"], agreement)
     _write_csv(compared["examples"], comparison_examples)
+    _write_comparison_panel(comparison_panel, shard_paths, list(others), compared)
     _write_markdown(tables, result["overall"], result["per_class"], result["per_attribute"],
                     notes, cfg.split, constant, compared)
     if frame.empty:

@@ -9,7 +9,8 @@ PIL images:
 - `upscale_nearest` enlarges a tile by an integer factor (pixels stay square);
 - `fit_in_square` scales a picture to fit a square cell, centred on grey;
 - `tile_grid` lays equally sized tiles on a grid, each in a frame whose
-  colour can flag it (e.g. a dead channel in red).
+  colour can flag it (e.g. a dead channel in red);
+- `caption_font` is the font of the captions drawn on these figures.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFont
 
 __all__ = ["GREY_RGB", "scale_to_unit", "to_rgb_uint8", "upscale_nearest", "fit_in_square",
-           "tile_grid"]
+           "tile_grid", "caption_font"]
 
 #: Fill of an empty cell (nothing to show there).
 GREY_RGB = (128, 128, 128)
@@ -104,3 +105,11 @@ def tile_grid(tiles: Sequence[np.ndarray], flagged: np.ndarray, pad: int, *,
             canvas[y:y + cell_h, x:x + cell_w] = flag_rgb
         canvas[y + pad:y + pad + tile_h, x + pad:x + pad + tile_w] = tile
     return canvas
+
+
+def caption_font(size: int):
+    """Pillow's default font at ``size`` px (fixed size on Pillow < 10.1)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()

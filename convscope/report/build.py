@@ -80,6 +80,7 @@ class ReportInputs:
     comparison: str | None = None           # performance: comparison.csv (other predictions)
     agreement: str | None = None            # performance: agreement.csv
     comparison_examples: str | None = None  # performance: comparison_examples.csv
+    comparison_panel: str | None = None     # performance: comparison.png (example images)
 
     @classmethod
     def from_mapping(cls, inputs: Mapping | Iterable[tuple[str, object]]) -> "ReportInputs":
@@ -176,16 +177,19 @@ def _notes(manifest: pd.DataFrame, embedding_json, knn_accuracy_json) -> list[st
     return notes
 
 
-def _comparison(inputs: "ReportInputs") -> dict | None:
-    """Overall rows of the comparison with other predictions and the agreement counts."""
+def _comparison(inputs: "ReportInputs", report_dir: Path) -> dict | None:
+    """Overall rows of the comparison with other predictions, the agreement counts and the
+    link to the panel of example images (None when not given)."""
     if not inputs.comparison or not inputs.agreement:
         return None
     table = pd.read_csv(inputs.comparison, keep_default_na=False, na_values=[""])
     agreement = pd.read_csv(inputs.agreement)
     if agreement.empty:
         return None
+    panel = inputs.comparison_panel
     return {"overall": table[table["scope"] == "overall"].to_dict("records"),
-            "agreement": agreement.to_dict("records")}
+            "agreement": agreement.to_dict("records"),
+            "panel_href": os.path.relpath(panel, report_dir) if panel else None}
 
 
 def _headline_numbers(knn_accuracy_json, embedding_json) -> list[dict]:
@@ -240,7 +244,7 @@ def _sections(inputs: ReportInputs, report_dir: Path) -> list[dict]:
     performance = [inputs.overall, inputs.per_class, inputs.per_attribute,
                    inputs.performance_tables, inputs.confusion, inputs.confusion_plot,
                    *[p for p in (inputs.comparison, inputs.agreement,
-                                 inputs.comparison_examples) if p],
+                                 inputs.comparison_examples, inputs.comparison_panel) if p],
                    *_attribute_plots(inputs.attribute_plots)]
     model = [inputs.model_info] + ([inputs.train_metrics] if inputs.train_metrics else [])
     return [
@@ -279,7 +283,7 @@ def _context(cfg: ReportConfig, dataset: DatasetConfig, inputs: ReportInputs,
         "per_class": per_class,
         "chance": chance_warning(overall, per_class),
         "notes": _notes(manifest, inputs.embedding_summary, inputs.knn_accuracy),
-        "comparison": _comparison(inputs),
+        "comparison": _comparison(inputs, report_dir),
         "config_used": config_text,
         "config_href": (os.path.relpath(inputs.config_used, report_dir)
                         if inputs.config_used else None),
