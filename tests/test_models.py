@@ -230,3 +230,17 @@ def test_train_demo_model_is_deterministic(tmp_path, demo_manifest):
     assert 0.0 <= metrics_a["test_accuracy"] <= 1.0
     # The saved weights load into the configured demo model with 10 classes.
     assert load_model(model_cfg(kind="demo"), tmp_path / "a" / "demo_model.pt").fc.out_features == 10
+
+
+def test_train_demo_model_without_a_train_split_says_why(tmp_path, demo_manifest):
+    table = pd.read_csv(demo_manifest)
+    table["split"] = "all"  # e.g. a folder dataset: no train/test split
+    table.to_csv(tmp_path / "manifest.csv", index=False)
+    (tmp_path / "manifest.classes.json").write_text(
+        demo_manifest.with_name("manifest.classes.json").read_text())
+    train = TrainConfig.from_dict(validate_config({})["model"]["train"])
+    with pytest.raises(ValueError, match="splits present: all") as err:
+        train_demo_model(tmp_path / "manifest.csv", train, preprocess_cfg(input_size=24, resize=24),
+                         tmp_path / "w.pt", tmp_path / "m.json")
+    assert "model.weights" in str(err.value) and "0 and 0" in str(err.value)
+    assert not (tmp_path / "w.pt").exists()

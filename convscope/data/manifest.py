@@ -227,6 +227,82 @@ def _is_integer_like(value) -> bool:
     return isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value) is not None
 
 
+def _unwrap_categorical(series: pd.Series) -> tuple[pd.Series, list[str] | None]:
+    """A pandas categorical as plain values, and its category order when it holds names."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        return series, None
+    categories = series.cat.categories
+    if pd.api.types.is_numeric_dtype(categories.dtype):
+        return series.astype(categories.dtype if not series.isna().any() else "float64"), None
+    return series.astype(object), [str(c) for c in categories]
+
+
+def _integer_strings(present: pd.Series, class_names: list[str] | None,
+                     source: str) -> pd.Series | None:
+    """Text labels that are all integer ids, as int64 (None when they are names); a column
+    mixing names and ids raises, unless every value is one of ``class_names``."""
+    distinct = pd.unique(present)
+    as_text = [str(v) for v in distinct]
+    if class_names is not None and set(as_text) <= set(class_names):
+        return None
+    integer_like = [_is_integer_like(v) for v in distinct]
+    if any(integer_like) and not all(integer_like):
+        ids = sorted(t for t, i in zip(as_text, integer_like) if i)
+        names = sorted(t for t, i in zip(as_text, integer_like) if not i)
+        raise DatasetError(
+            f"{source} mixes class names ({_shown(names)}) and integer ids "
+            f"({_shown(ids)}); use one kind: names (mapped through dataset.class_names) "
+            "or ids 0..K-1 of the model's outputs")
+    if not (distinct.size and all(integer_like)):
+        return None
+    return pd.Series([int(str(v).strip()) if isinstance(v, str) else int(v) for v in present],
+                     index=present.index, dtype=np.int64)
+
+
+def _encode_ids(present: pd.Series, class_names: list[str] | None,
+                source: str) -> tuple[np.ndarray, list[str]]:
+    """Integer labels -> (ids of the present values, class names)."""
+    as_float = present.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(as_float)) or not np.all(as_float == np.round(as_float)):
+        bad = present[(~np.isfinite(as_float)) | (as_float != np.round(as_float))]
+        raise DatasetError(
+            f"{source}: labels must be class names or integer ids; found {bad.iloc[0]!r}")
+    ids = as_float.astype(np.int64)
+    if np.any(ids < -1):
+        raise DatasetError(
+            f"{source}: integer labels must be >= 0 (or -1 for unknown); found {ids.min()}")
+    n_classes = int(ids.max()) + 1 if ids.size else 0
+    if class_names is None:
+        class_names = [str(i) for i in range(n_classes)]
+    elif n_classes > len(class_names):
+        raise DatasetError(
+            f"{source}: label {n_classes - 1} is out of range for the "
+            f"{len(class_names)} class names given (dataset.class_names)")
+    return ids, list(class_names)
+
+
+def _encode_names(names: pd.Series, class_names: list[str] | None, category_order,
+                  source: str, names_required: bool) -> tuple[np.ndarray, list[str]]:
+    """Class-name labels -> (ids of the present values, class names)."""
+    if class_names is None:
+        if names_required:
+            raise DatasetError(
+                f"{source} holds class names ({_shown(sorted(set(names)))}) but "
+                "dataset.class_names is not set, so nothing says which model output each name "
+                "is (sorting them would silently mismatch the model); set dataset.class_names "
+                "to the names in the model's output order: a list, or a text file with one "
+                "name per line")
+        class_names = category_order if category_order is not None else sorted(set(names))
+    lookup = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(names) - set(lookup))
+    if unknown:
+        raise DatasetError(
+            f"{source}: labels {_shown(unknown)} are not among the class names "
+            f"{class_names[:10]}{' ...' if len(class_names) > 10 else ''} (dataset.class_names, "
+            "or the classes.json next to the table)")
+    return names.map(lookup).to_numpy(dtype=np.int64), list(class_names)
+
+
 def encode_labels(
     values: pd.Series | np.ndarray, class_names: list[str] | None, source: str,
     *, names_required: bool = False,
@@ -245,80 +321,22 @@ def encode_labels(
     """
     if isinstance(values, np.ndarray):
         values = _decode_strings(values)
-    series = pd.Series(values).reset_index(drop=True)
-    category_order = None
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        categories = series.cat.categories
-        if pd.api.types.is_numeric_dtype(categories.dtype):
-            series = series.astype(categories.dtype if not series.isna().any() else "float64")
-        else:
-            category_order = [str(c) for c in categories]
-            series = series.astype(object)
+    series, category_order = _unwrap_categorical(pd.Series(values).reset_index(drop=True))
     missing = series.isna().to_numpy()
     present = series[~missing]
-    numeric = pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
-
+    numeric = (pd.api.types.is_numeric_dtype(series.dtype)
+               and not pd.api.types.is_bool_dtype(series.dtype))
     if not numeric:
-        distinct = pd.unique(present)
-        as_text = [str(v) for v in distinct]
-        if not (class_names is not None and set(as_text) <= set(class_names)):
-            integer_like = [_is_integer_like(v) for v in distinct]
-            if any(integer_like) and not all(integer_like):
-                ids = sorted(t for t, i in zip(as_text, integer_like) if i)
-                names = sorted(t for t, i in zip(as_text, integer_like) if not i)
-                raise DatasetError(
-                    f"{source} mixes class names ({_shown(names)}) and integer ids "
-                    f"({_shown(ids)}); use one kind: names (mapped through dataset.class_names) "
-                    "or ids 0..K-1 of the model's outputs")
-            if distinct.size and all(integer_like):
-                present = pd.Series([int(str(v).strip()) if isinstance(v, str) else int(v)
-                                     for v in present], index=present.index, dtype=np.int64)
-                numeric = True
-
+        as_ids = _integer_strings(present, class_names, source)
+        if as_ids is not None:
+            present, numeric = as_ids, True
     codes = np.full(len(series), -1, dtype=np.int64)
     if numeric:
-        as_float = present.to_numpy(dtype=np.float64)
-        if not np.all(np.isfinite(as_float)) or not np.all(as_float == np.round(as_float)):
-            bad = present[(~np.isfinite(as_float)) | (as_float != np.round(as_float))]
-            raise DatasetError(
-                f"{source}: labels must be class names or integer ids; found {bad.iloc[0]!r}"
-            )
-        ids = as_float.astype(np.int64)
-        if np.any(ids < -1):
-            raise DatasetError(
-                f"{source}: integer labels must be >= 0 (or -1 for unknown); found {ids.min()}"
-            )
-        codes[~missing] = ids
-        n_classes = int(ids.max()) + 1 if ids.size else 0
-        if class_names is None:
-            class_names = [str(i) for i in range(n_classes)]
-        elif n_classes > len(class_names):
-            raise DatasetError(
-                f"{source}: label {n_classes - 1} is out of range for the "
-                f"{len(class_names)} class names given (dataset.class_names)"
-            )
-        return codes, list(class_names)
-
-    names = present.astype(str)
-    if class_names is None:
-        if names_required:
-            raise DatasetError(
-                f"{source} holds class names ({_shown(sorted(set(names)))}) but "
-                "dataset.class_names is not set, so nothing says which model output each name "
-                "is (sorting them would silently mismatch the model); set dataset.class_names "
-                "to the names in the model's output order: a list, or a text file with one "
-                "name per line")
-        class_names = category_order if category_order is not None else sorted(set(names))
-    lookup = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted(set(names) - set(lookup))
-    if unknown:
-        raise DatasetError(
-            f"{source}: labels {_shown(unknown)} are not among the class names "
-            f"{class_names[:10]}{' ...' if len(class_names) > 10 else ''} (dataset.class_names, "
-            "or the classes.json next to the table)"
-        )
-    codes[~missing] = names.map(lookup).to_numpy(dtype=np.int64)
-    return codes, list(class_names)
+        codes[~missing], class_names = _encode_ids(present, class_names, source)
+    else:
+        codes[~missing], class_names = _encode_names(present.astype(str), class_names,
+                                                     category_order, source, names_required)
+    return codes, class_names
 
 
 def _finish(

@@ -39,6 +39,19 @@ def load_split(manifest: pd.DataFrame, preprocess: PreprocessConfig, split: str
     return images, rows["label"].to_numpy(np.int64)
 
 
+def _check_trainable(manifest: pd.DataFrame, manifest_csv) -> None:
+    """The demo model needs labelled ``train`` and ``test`` rows; say so instead of crashing."""
+    splits = {split: int(((manifest["split"] == split) & (manifest["label"] >= 0)).sum())
+              for split in ("train", "test")}
+    if min(splits.values()) == 0:
+        present = sorted(map(str, manifest["split"].dropna().unique()))
+        raise ValueError(
+            f"the demo model (model.kind 'demo' without model.weights) is trained on the "
+            f"labelled 'train' rows and tested on the 'test' rows of {manifest_csv}, which has "
+            f"{splits['train']} and {splits['test']} (splits present: {', '.join(present)}); "
+            "give model.weights (a checkpoint of your model), or a manifest with a split column")
+
+
 def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flips and shifts of up to 1/8 of the side, (N, H, W, C) uint8."""
     flip = torch.rand(batch.shape[0], generator=generator) < 0.5
@@ -118,6 +131,7 @@ def train_demo_model(manifest_csv: str | os.PathLike, train: TrainConfig,
     torch.manual_seed(train.seed)
     generator = torch.Generator().manual_seed(train.seed)
     manifest, class_names = read_manifest(manifest_csv)
+    _check_trainable(manifest, manifest_csv)
     train_x, train_y = load_split(manifest, preprocess, "train")
     test_x, test_y = load_split(manifest, preprocess, "test")
     model = DemoCNN(num_classes=len(class_names), in_channels=int(preprocess.channels))
