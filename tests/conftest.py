@@ -57,3 +57,20 @@ def describe_from_config(model, config: dict) -> dict:
 
     return describe_model(model, PreprocessConfig.from_dict(config["preprocess"]),
                           config["layers"], config["codes_layer"])
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The "Job stats" table of a (dry) run's output: rule -> number of jobs, `all` left
+    out; {} when there is nothing to be done."""
+    lines = output.splitlines()
+    if "Job stats:" not in lines:
+        assert "Nothing to be done" in output, output[-4000:]
+        return {}
+    counts = {}
+    for line in lines[lines.index("Job stats:") + 3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    counts.pop("all", None)
+    return counts

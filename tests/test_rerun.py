@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_CONFIG, run_snakemake
+from conftest import TINY_CONFIG, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -54,26 +54,10 @@ def _snakemake(workdir: Path, *args: str, configfiles=()) -> str:
     return result.stdout + result.stderr
 
 
-def _planned_jobs(output: str) -> dict[str, int]:
-    """The "Job stats" table of a (dry) run: rule -> number of jobs, `all` left out."""
-    lines = output.splitlines()
-    if "Job stats:" not in lines:
-        assert "Nothing to be done" in output, output[-4000:]
-        return {}
-    counts = {}
-    for line in lines[lines.index("Job stats:") + 3:]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    counts.pop("all", None)
-    return counts
-
-
 @pytest.fixture(scope="module")
 def finished_run(tiny_run) -> Path:
     """The session's complete tiny run (only dry runs happen there)."""
-    assert _planned_jobs(_snakemake(tiny_run, "-n")) == {}
+    assert planned_jobs(_snakemake(tiny_run, "-n")) == {}
     return tiny_run
 
 
@@ -90,11 +74,11 @@ def _overlay(folder: Path, name: str, overlay: dict) -> list[Path]:
 def test_config_change_reruns_what_depends_on_it(finished_run, tmp_path, name):
     overlay, forced_rule, jobs = CASES[name]
     output = _snakemake(finished_run, "-n", configfiles=_overlay(tmp_path, name, overlay))
-    planned = _planned_jobs(output)
+    planned = planned_jobs(output)
     if forced_rule is None:
         assert planned == jobs
         return
-    forced = _planned_jobs(_snakemake(finished_run, "-n", "--forcerun", forced_rule))
+    forced = planned_jobs(_snakemake(finished_run, "-n", "--forcerun", forced_rule))
     assert planned == {**forced, "config_used": 1}
     assert jobs.items() <= planned.items()
 
@@ -102,12 +86,12 @@ def test_config_change_reruns_what_depends_on_it(finished_run, tmp_path, name):
 def test_extract_speed_settings_rerun_nothing(finished_run, tmp_path):
     overlay = {"extract": {"batch_size": 8, "num_workers": 1}}
     output = _snakemake(finished_run, "-n", configfiles=_overlay(tmp_path, "speed", overlay))
-    assert _planned_jobs(output) == {}
+    assert planned_jobs(output) == {}
 
 
 def test_report_target_rebuilds_alone(finished_run):
     output = _snakemake(finished_run, "-n", "--forcerun", "report", "results/report/index.html")
-    assert _planned_jobs(output) == {"report": 1}
+    assert planned_jobs(output) == {"report": 1}
 
 
 def test_caption_change_rewrites_only_the_report(finished_run, tmp_path):
@@ -115,13 +99,13 @@ def test_caption_change_rewrites_only_the_report(finished_run, tmp_path):
     configuration it shows) changes, no other result does."""
     workdir = tmp_path / "run"
     shutil.copytree(finished_run, workdir, symlinks=True)  # keeps mtimes and metadata
-    assert _planned_jobs(_snakemake(workdir, "-n")) == {}
+    assert planned_jobs(_snakemake(workdir, "-n")) == {}
     results = workdir / "results"
     before = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
     report = results / "report/index.html"
     overlay = _overlay(tmp_path, "caption", {"report": {"title": "Shapes, second look"}})
     output = _snakemake(workdir, "--cores", "2", configfiles=overlay)
-    assert _planned_jobs(output) == _CONFIG
+    assert planned_jobs(output) == _CONFIG
     assert "Shapes, second look" in report.read_text()
     changed = {p for p, mtime in before.items() if p.stat().st_mtime_ns != mtime}
     assert changed == {report, results / "config.yaml"}

@@ -15,7 +15,7 @@ import h5py
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, run_snakemake
+from conftest import TINY_CONFIG, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -31,19 +31,7 @@ def _snakemake(workdir: Path, *args: str, check: bool = True):
 def _planned(workdir: Path) -> dict[str, int]:
     """The jobs of ``snakemake -n``: rule -> count (`all` left out; {} for nothing to do)."""
     result = _snakemake(workdir, "-n")
-    output = result.stdout + result.stderr
-    lines = output.splitlines()
-    if "Job stats:" not in lines:
-        assert "Nothing to be done" in output, output[-4000:]
-        return {}
-    counts = {}
-    for line in lines[lines.index("Job stats:") + 3:]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    counts.pop("all", None)
-    return counts
+    return planned_jobs(result.stdout + result.stderr)
 
 
 @pytest.fixture
