@@ -98,6 +98,16 @@ def get_shard_paths(wildcards=None):
     return expand(rules.extract.output[0], shard=[f"{i:05d}" for i in range(count)])
 
 
+def get_stage_summaries(wildcards=None):
+    """The ``summary.json`` of every explanation and synthesis stage the report shows.
+
+    Each stage writes one (contract in docs/design.md, "Stage summaries"): a title, a
+    caption, its figures and tables, and per-unit images for the unit pages. New stages
+    append their rule's ``summary`` output here.
+    """
+    return []
+
+
 def get_report_inputs(wildcards=None):
     """The analysis outputs the report shows, by the names `convscope.report.ReportInputs` uses."""
     inputs = {
@@ -128,6 +138,7 @@ def get_report_inputs(wildcards=None):
         "firing_rate": rules.unit_stats.output.plot,
         "filters": rules.filters.output[0],
         "config_used": rules.config_used.output.config,
+        "stage_summaries": get_stage_summaries(),
     }
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
         inputs["train_metrics"] = rules.train_demo_model.output.metrics

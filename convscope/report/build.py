@@ -81,6 +81,7 @@ class ReportInputs:
     agreement: str | None = None            # performance: agreement.csv
     comparison_examples: str | None = None  # performance: comparison_examples.csv
     comparison_panel: str | None = None     # performance: comparison.png (example images)
+    stage_summaries: Sequence[str] = ()     # summary.json of each explanation/synthesis stage
 
     @classmethod
     def from_mapping(cls, inputs: Mapping | Iterable[tuple[str, object]]) -> "ReportInputs":
@@ -90,7 +91,8 @@ class ReportInputs:
         unknown = sorted(set(values) - names)
         if unknown:
             raise TypeError(f"ReportInputs: unknown inputs {unknown}; known: {sorted(names)}")
-        values = {k: [str(p) for p in v] if k == "shards" else (None if v is None else str(v))
+        lists = ("shards", "stage_summaries")
+        values = {k: [str(p) for p in v] if k in lists else (None if v is None else str(v))
                   for k, v in values.items()}
         return cls(**values)
 
