@@ -108,6 +108,27 @@ def get_stage_summaries(wildcards=None):
     return []
 
 
+def get_benchmark_files(wildcards=None):
+    """The ``benchmark:`` files (wall time, peak memory) of every rule `all` runs for this
+    config, for the report's provenance: one per shard for `extract`, the demo's data and
+    model only when the workflow makes them. The report's own benchmark is left out (the
+    report cannot read a file written after it). New rules append their rule's
+    ``benchmark`` here (``rules.<rule>.benchmark``).
+    """
+    shards = [f"{i:05d}" for i in range(len(get_shard_paths()))]
+    files = []
+    if config["dataset"]["kind"] == "demo":
+        files.append(rules.demo_dataset.benchmark)
+    if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
+        files.append(rules.train_demo_model.benchmark)
+    files += [rules.manifest.benchmark, rules.model_info.benchmark,
+              *expand(rules.extract.benchmark, shard=shards), rules.shard_index.benchmark,
+              rules.topk_units.benchmark, rules.unit_stats.benchmark, rules.filters.benchmark,
+              rules.performance.benchmark, rules.embedding.benchmark,
+              rules.neighbours.benchmark, rules.config_used.benchmark]
+    return files
+
+
 def get_report_inputs(wildcards=None):
     """The analysis outputs the report shows, by the names `convscope.report.ReportInputs` uses."""
     inputs = {

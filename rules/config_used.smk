@@ -3,6 +3,8 @@ rule config_used:
         config="results/config.yaml",
     log:
         "logs/config_used.log",
+    benchmark:
+        "results/benchmarks/config_used.tsv"
     params:
         # the whole validated config but the speed settings: any other change rewrites it
         config=get_config_used,

@@ -4,6 +4,8 @@ rule demo_dataset:
         images=directory("results/demo/images"),
     log:
         "logs/demo_dataset.log",
+    benchmark:
+        "results/benchmarks/demo_dataset.tsv"
     params:
         demo=config["dataset"]["demo"],
     threads: 1

@@ -5,12 +5,26 @@ rule embedding:
         manifest="results/manifest.csv",
     output:
         coords="results/embedding/coords.csv",
-        scatter="results/embedding/scatter.png",
-        mosaic="results/embedding/mosaic.png",
-        cloud="results/embedding/cloud.png",
+        scatter=report(
+            "results/embedding/scatter.png",
+            caption="../report/embedding_scatter.rst",
+            category="Embedding",
+        ),
+        mosaic=report(
+            "results/embedding/mosaic.png",
+            caption="../report/embedding_mosaic.rst",
+            category="Embedding",
+        ),
+        cloud=report(
+            "results/embedding/cloud.png",
+            caption="../report/embedding_cloud.rst",
+            category="Embedding",
+        ),
         summary="results/embedding/embedding.json",
     log:
         "logs/embedding/embedding.log",
+    benchmark:
+        "results/benchmarks/embedding.tsv"
     params:
         embedding=config["embedding"],
     threads: 4

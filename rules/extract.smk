@@ -7,6 +7,8 @@ rule extract:
         "results/features/shard-{shard}.h5",
     log:
         "logs/extract/shard-{shard}.log",
+    benchmark:
+        "results/benchmarks/extract/shard-{shard}.tsv"
     params:
         # the weights' content decides, not their modification time (see get_weights_sha256)
         weights_sha256=get_weights_sha256,

@@ -6,9 +6,17 @@ rule filters:
         stats="results/units/stats.csv",
         weights=get_weights_input,
     output:
-        directory("results/units/filters"),
+        report(
+            directory("results/units/filters"),
+            patterns=["{kind}/{name}.png"],
+            caption="../report/filters.rst",
+            category="Units",
+            subcategory="filters and activation maps",
+        ),
     log:
         "logs/units/filters.log",
+    benchmark:
+        "results/benchmarks/filters.tsv"
     params:
         filters=config["filters"],
         layers=config["layers"],

@@ -9,6 +9,8 @@ checkpoint manifest:
         classes="results/manifest.classes.json",
     log:
         "logs/manifest.log",
+    benchmark:
+        "results/benchmarks/manifest.tsv"
     params:
         dataset=config["dataset"],
         # label names need dataset.class_names unless the workflow trains the model on them

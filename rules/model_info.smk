@@ -5,6 +5,8 @@ rule model_info:
         info="results/model/model_info.json",
     log:
         "logs/model_info.log",
+    benchmark:
+        "results/benchmarks/model_info.tsv"
     params:
         # the weights' content decides, not their modification time (see get_weights_sha256)
         weights_sha256=get_weights_sha256,

@@ -5,10 +5,16 @@ rule neighbours:
         manifest="results/manifest.csv",
     output:
         queries="results/neighbours/queries.csv",
-        panels="results/neighbours/panels.png",
+        panels=report(
+            "results/neighbours/panels.png",
+            caption="../report/neighbours.rst",
+            category="Neighbours",
+        ),
         accuracy="results/neighbours/knn_accuracy.json",
     log:
         "logs/neighbours/neighbours.log",
+    benchmark:
+        "results/benchmarks/neighbours.tsv"
     params:
         neighbours=config["neighbours"],
         preprocess=config["preprocess"],

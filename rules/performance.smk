@@ -4,19 +4,46 @@ rule performance:
         shard_index="results/features/index.json",
         manifest="results/manifest.csv",
     output:
-        overall="results/performance/overall.csv",
-        per_class="results/performance/per_class.csv",
-        per_attribute="results/performance/per_attribute.csv",
+        overall=report(
+            "results/performance/overall.csv",
+            caption="../report/performance_overall.rst",
+            category="Performance",
+        ),
+        per_class=report(
+            "results/performance/per_class.csv",
+            caption="../report/performance_per_class.rst",
+            category="Performance",
+        ),
+        per_attribute=report(
+            "results/performance/per_attribute.csv",
+            caption="../report/performance_per_attribute.rst",
+            category="Performance",
+        ),
         tables="results/performance/tables.md",
         confusion="results/performance/confusion.csv",
-        confusion_plot="results/performance/confusion.png",
-        plots=directory("results/performance/per_attribute"),
+        confusion_plot=report(
+            "results/performance/confusion.png",
+            caption="../report/performance_confusion.rst",
+            category="Performance",
+        ),
+        plots=report(
+            directory("results/performance/per_attribute"),
+            patterns=["{name}.png"],
+            caption="../report/performance_plots.rst",
+            category="Performance",
+        ),
         comparison="results/performance/comparison.csv",
         agreement="results/performance/agreement.csv",
         comparison_examples="results/performance/comparison_examples.csv",
-        comparison_panel="results/performance/comparison.png",
+        comparison_panel=report(
+            "results/performance/comparison.png",
+            caption="../report/performance_comparison.rst",
+            category="Performance",
+        ),
     log:
         "logs/performance/performance.log",
+    benchmark:
+        "results/benchmarks/performance.tsv"
     params:
         performance=config["performance"],
     threads: 1

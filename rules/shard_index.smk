@@ -7,6 +7,8 @@ rule shard_index:
         "results/features/index.json",
     log:
         "logs/shard_index.log",
+    benchmark:
+        "results/benchmarks/shard_index.tsv"
     params:
         # the weights' content decides, not their modification time (see get_weights_sha256)
         weights_sha256=get_weights_sha256,

@@ -6,9 +6,17 @@ rule topk_units:
     output:
         table="results/units/topk.csv",
         index="results/units/topk.json",
-        pages=directory("results/units/topk"),
+        pages=report(
+            directory("results/units/topk"),
+            patterns=["{layer}/{name}.png"],
+            caption="../report/topk_units.rst",
+            category="Units",
+            subcategory="{layer}",
+        ),
     log:
         "logs/units/topk_units.log",
+    benchmark:
+        "results/benchmarks/topk_units.tsv"
     params:
         units=config["units"],
         layers=config["layers"],

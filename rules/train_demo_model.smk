@@ -6,6 +6,8 @@ rule train_demo_model:
         metrics="results/model/train_metrics.json",
     log:
         "logs/train_demo_model.log",
+    benchmark:
+        "results/benchmarks/train_demo_model.tsv"
     params:
         train=config["model"]["train"],
         preprocess=config["preprocess"],

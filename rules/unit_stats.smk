@@ -4,11 +4,20 @@ rule unit_stats:
         shard_index="results/features/index.json",
         manifest="results/manifest.csv",
     output:
-        stats="results/units/stats.csv",
+        stats=report(
+            "results/units/stats.csv", caption="../report/unit_stats.rst", category="Units"
+        ),
         summary="results/units/summary.csv",
-        plot="results/units/firing_rate.png",
+        plot=report(
+            "results/units/firing_rate.png",
+            caption="../report/firing_rate.rst",
+            category="Units",
+        ),
+        histograms="results/units/histograms.h5",
     log:
         "logs/units/unit_stats.log",
+    benchmark:
+        "results/benchmarks/unit_stats.tsv"
     params:
         unit_stats=config["unit_stats"],
     threads: 1

@@ -1,4 +1,4 @@
-"""Snakemake script: per-channel firing rates, activations and dead units."""
+"""Snakemake script: per-channel firing rates, activations, class selectivity, histograms."""
 import sys
 from pathlib import Path
 
@@ -8,6 +8,7 @@ from convscope.config.sections import UnitStatsConfig  # noqa: E402
 from convscope.logs import log_to_file  # noqa: E402
 
 with log_to_file(snakemake.log[0]):
-    run_unit_stats(snakemake.input.shards, UnitStatsConfig.from_dict(snakemake.params.unit_stats),
+    run_unit_stats(snakemake.input.shards, snakemake.input.manifest,
+                   UnitStatsConfig.from_dict(snakemake.params.unit_stats),
                    stats_csv=snakemake.output.stats, summary_csv=snakemake.output.summary,
-                   plot_png=snakemake.output.plot)
+                   plot_png=snakemake.output.plot, histograms_h5=snakemake.output.histograms)

@@ -1,5 +1,6 @@
-"""Unit statistics against numpy over the raw arrays."""
+"""Unit statistics against numpy and pandas over the raw arrays."""
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from convscope.analysis.unit_stats import (
 )
 
 LAYERS = {"features.0": 6, "features/3": 4}
+CLASSES = ["cat", "dog", "eel"]
 
 
 def _section(**values) -> UnitStatsConfig:
@@ -23,8 +25,10 @@ def _section(**values) -> UnitStatsConfig:
 
 
 def _run(paths, out, section):
-    return run_unit_stats(paths, section, stats_csv=out / "stats.csv",
-                          summary_csv=out / "summary.csv", plot_png=out / "firing_rate.png")
+    # the shards carry class_names, so the manifest (absent here) is not read
+    return run_unit_stats(paths, out / "manifest.csv", section, stats_csv=out / "stats.csv",
+                          summary_csv=out / "summary.csv", plot_png=out / "firing_rate.png",
+                          histograms_h5=out / "histograms.h5")
 
 
 def _raw_layer(rng, n, channels, dead_channels=(), pre_relu=False):
@@ -40,10 +44,13 @@ def _raw_layer(rng, n, channels, dead_channels=(), pre_relu=False):
 def shards(tmp_path):
     rng = np.random.default_rng(0)
     raw = {layer: ([], []) for layer in LAYERS}
+    labels = []
     paths = []
     start = 0
     for shard_id, n in enumerate([7, 5, 9]):
-        arrays = {"index": np.arange(start, start + n), "label": np.zeros(n, np.int32)}
+        label = rng.integers(-1, len(CLASSES), size=n).astype(np.int32)  # -1: unknown
+        labels.append(label)
+        arrays = {"index": np.arange(start, start + n), "label": label}
         for layer, channels in LAYERS.items():
             pre_relu = layer == "features/3"
             unit_max, unit_mean = _raw_layer(rng, n, channels, dead_channels=(1,),
@@ -53,19 +60,22 @@ def shards(tmp_path):
             raw[layer][0].append(unit_max)
             raw[layer][1].append(unit_mean)
         path = tmp_path / f"shard-{shard_id:05d}.h5"
-        write_shard(path, arrays, {"layer_names": list(LAYERS)})
+        write_shard(path, arrays, {"layer_names": list(LAYERS), "class_names": CLASSES})
         paths.append(path)
         start += n
     raw = {layer: (np.concatenate(m), np.concatenate(a)) for layer, (m, a) in raw.items()}
+    raw["label"] = np.concatenate(labels)
     return paths, raw
 
 
 def test_run_unit_stats_matches_numpy(shards, tmp_path):
     paths, raw = shards
+    raw = dict(raw)
+    raw.pop("label")
     out = tmp_path / "units"
     _run(paths, out, _section())
-    assert sorted(p.name for p in out.iterdir()) == ["firing_rate.png", "stats.csv",
-                                                     "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["firing_rate.png", "histograms.h5",
+                                                     "stats.csv", "summary.csv"]
     stats = pd.read_csv(out / "stats.csv")
     summary = pd.read_csv(out / "summary.csv")
     assert list(stats.columns) == STATS_COLUMNS
@@ -122,3 +132,124 @@ def test_accumulator_merge_state_and_nonfinite():
         np.testing.assert_allclose(res["max_activation"], unit_max[keep].max(0))
     with pytest.raises(ValueError, match="shape"):
         whole.add(unit_max[:, :4], unit_mean[:, :4])
+
+
+def _expected_selectivity(unit_max, labels):
+    """Preferred class name and selectivity per channel, by pandas groupby and a loop."""
+    known = labels >= 0
+    frame = pd.DataFrame(unit_max[known].astype(np.float64))
+    means = frame.groupby(labels[known]).mean()  # index: class ids with images
+    preferred, selectivity = [], []
+    for channel in means.columns:
+        column = means[channel]
+        best = column.idxmax()  # first among ties, as the smallest id
+        mu_pref = column[best]
+        mu_rest = column.drop(best).mean()
+        preferred.append(CLASSES[best])
+        total = mu_pref + mu_rest
+        selectivity.append(0.0 if mu_pref == 0 and mu_rest == 0 else (mu_pref - mu_rest) / total)
+    return preferred, np.array(selectivity)
+
+
+def test_class_selectivity_matches_pandas(shards, tmp_path):
+    paths, raw = shards
+    out = tmp_path / "units"
+    _run(paths, out, _section())
+    stats = pd.read_csv(out / "stats.csv", keep_default_na=False)
+    for layer in LAYERS:
+        rows = stats[stats["layer"] == layer].sort_values("channel")
+        preferred, selectivity = _expected_selectivity(raw[layer][0], raw["label"])
+        assert rows["preferred_class"].tolist() == preferred
+        np.testing.assert_allclose(rows["class_selectivity"].astype(float), selectivity,
+                                   rtol=1e-9, atol=1e-12)
+    relu = stats[stats["layer"] == "features.0"]
+    dead = relu["dead"].astype(str) == "True"
+    # post-ReLU: selectivity in [0, 1]; a dead channel (all 0) has selectivity 0
+    assert relu["class_selectivity"].astype(float).between(0, 1).all()
+    assert (relu.loc[dead, "class_selectivity"].astype(float) == 0).all()
+
+
+def test_histograms_match_numpy(shards, tmp_path):
+    paths, raw = shards
+    out = tmp_path / "units"
+    _run(paths, out, _section(histogram_bins=7))
+    with h5py.File(out / "histograms.h5", "r") as f:
+        assert sorted(f) == sorted(layer_key(layer) for layer in LAYERS)
+        for layer, channels in LAYERS.items():
+            group = f[layer_key(layer)]
+            assert group.attrs["layer"] == layer
+            counts, edges = group["counts"][()], group["edges"][()]
+            assert counts.shape == (channels, 7) and counts.dtype == np.int64
+            assert edges.shape == (channels, 8) and edges.dtype == np.float64
+            unit_max = raw[layer][0].astype(np.float64)
+            for channel in range(channels):
+                expected, expected_edges = np.histogram(unit_max[:, channel], bins=7)
+                np.testing.assert_array_equal(counts[channel], expected)
+                np.testing.assert_allclose(edges[channel], expected_edges, rtol=1e-12)
+            assert (counts.sum(axis=1) == unit_max.shape[0]).all()
+
+
+def test_streaming_accumulators_merge_like_one_pass():
+    from convscope.stats.class_means import ClassMeans
+    from convscope.stats.histogram import ChannelHistogram, histogram_edges
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(40, 3))
+    labels = rng.integers(-1, 4, size=40)
+    edges = histogram_edges(values.min(0), values.max(0), 5)
+    whole_hist, whole_means = ChannelHistogram(edges), ClassMeans(3)
+    whole_hist.add(values)
+    whole_means.add(labels, values)
+    left_hist, right_hist = ChannelHistogram(edges), ChannelHistogram(edges)
+    left_means, right_means = ClassMeans(3), ClassMeans(3)
+    left_hist.add(values[:13])
+    right_hist.add(values[13:])
+    left_means.add(labels[:13], values[:13])
+    right_means.add(labels[13:], values[13:])
+    hist = ChannelHistogram(state=left_hist.state_dict())
+    hist.merge(right_hist)
+    means = ClassMeans(state=right_means.state_dict())  # fewer classes seen may come first
+    means.merge(left_means)
+    np.testing.assert_array_equal(hist.result()["counts"], whole_hist.result()["counts"])
+    np.testing.assert_allclose(means.result()["means"], whole_means.result()["means"])
+    np.testing.assert_array_equal(means.result()["counts"],
+                                  np.bincount(labels[labels >= 0], minlength=4))
+    with pytest.raises(ValueError, match="different edges"):
+        hist.merge(ChannelHistogram(histogram_edges(values.min(0), values.max(0) + 1, 5)))
+
+
+@pytest.mark.workflow
+def test_tiny_run_unit_stats(tiny_run):
+    """The tiny run's stats.csv and histograms.h5 against numpy over its shards' arrays."""
+    from convscope.config.validate import load_schema
+    from convscope.store.shards import read_attrs, read_concat
+
+    units = tiny_run / "results" / "units"
+    shards = sorted((tiny_run / "results" / "features").glob("shard-*.h5"))
+    names = read_attrs(shards[0])["class_names"]
+    labels = read_concat(shards, "label")
+    bins = load_schema()["properties"]["unit_stats"]["properties"]["histogram_bins"]["default"]
+    stats = pd.read_csv(units / "stats.csv", keep_default_na=False)
+    assert list(stats.columns) == STATS_COLUMNS
+    with h5py.File(units / "histograms.h5", "r") as f:
+        assert len(f) == stats["layer"].nunique()
+        for layer, rows in stats.groupby("layer", sort=False):
+            unit_max = read_concat(shards, f"layers/{layer_key(layer)}/max").astype(np.float64)
+            counts, edges = f[layer_key(layer)]["counts"][()], f[layer_key(layer)]["edges"][()]
+            assert counts.shape == (unit_max.shape[1], bins)
+            assert edges.shape == (unit_max.shape[1], bins + 1)
+            for channel in range(unit_max.shape[1]):
+                expected, _ = np.histogram(unit_max[:, channel], bins=bins)
+                np.testing.assert_array_equal(counts[channel], expected)
+            known = labels >= 0
+            means = pd.DataFrame(unit_max[known]).groupby(labels[known]).mean()
+            rows = rows.sort_values("channel")
+            alive = rows["dead"].astype(str) != "True"
+            # a live unit's preferred class has the highest class mean (ties aside)
+            for channel in rows.loc[alive, "channel"]:
+                best = rows.loc[rows["channel"] == channel, "preferred_class"].item()
+                assert means.loc[names.index(best), channel] == pytest.approx(
+                    means[channel].max())
+            selectivity = rows["class_selectivity"].astype(float)
+            assert selectivity.between(0, 1).all()  # post-ReLU layers
+            assert set(rows["preferred_class"]) <= set(names)

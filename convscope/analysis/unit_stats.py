@@ -16,6 +16,22 @@ in the shards (labelled or not):
     Largest spatial maximum over the whole dataset.
 ``dead``
     The channel never fires: its maximum is ``<= 0`` on every image.
+``preferred_class``
+    The class (name) with the highest mean of the per-image maximum, over
+    images with a known label (smallest class id among ties; empty when no
+    image has a label).
+``class_selectivity``
+    ``(mu_pref - mu_rest) / (mu_pref + mu_rest)`` (Morcos et al. 2018) over
+    those class means, ``mu_rest`` the mean of the other classes' means; see
+    `convscope.stats.class_means.class_selectivity` (0 when both are 0, NaN
+    with fewer than two labelled classes).
+
+``histograms.h5`` holds, per layer, a group named `layer_key(layer)` (attribute
+``layer``: the name) with ``counts`` (C, B) int64 and ``edges`` (C, B+1)
+float64: per channel, the histogram of the per-image maximum over all images
+in ``unit_stats.histogram_bins`` equal bins from its minimum to its maximum
+(as ``np.histogram(x, bins=B)``). A second pass over the shards counts them,
+once the first pass has found every channel's range.
 
 Per layer, ``summary.csv`` gives the number of channels, dead channels,
 ``dead_fraction`` (dead / channels) and ``sparsity``: the fraction of
@@ -38,14 +54,17 @@ import math
 import os
 from collections.abc import Sequence
 
+import h5py
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from convscope.analysis.common import save_figure
+from convscope.analysis.common import class_name, class_names, save_figure
 from convscope.analysis.layer_names import select_shard_layers
 from convscope.config.sections import UnitStatsConfig
-from convscope.store.atomic import write_text
+from convscope.stats.class_means import ClassMeans, class_selectivity
+from convscope.stats.histogram import ChannelHistogram, histogram_edges
+from convscope.store.atomic import atomic_path, write_text
 from convscope.store.shards import iter_shards, layer_key, read_attrs
 
 __all__ = [
@@ -57,13 +76,15 @@ __all__ = [
     "read_dead_masks",
     "plot_firing_rates",
     "accumulate_unit_stats",
+    "accumulate_histograms",
+    "write_histograms",
     "run_unit_stats",
 ]
 
 logger = logging.getLogger(__name__)
 
 STATS_COLUMNS = ["layer", "channel", "firing_rate", "mean_activation", "mean_max",
-                 "max_activation", "dead"]
+                 "max_activation", "dead", "preferred_class", "class_selectivity"]
 SUMMARY_COLUMNS = ["layer", "channels", "dead", "dead_fraction", "sparsity", "images"]
 
 
@@ -93,6 +114,7 @@ class UnitStats:
             self.sum_mean = np.asarray(state["sum_mean"], dtype=np.float64).copy()
             self.sum_max = np.asarray(state["sum_max"], dtype=np.float64).copy()
             self.max_max = np.asarray(state["max_max"], dtype=np.float64).copy()
+            self.min_max = np.asarray(state["min_max"], dtype=np.float64).copy()
             self.channels = int(self.fire_count.shape[0])
             return
         if channels is None or int(channels) < 1:
@@ -104,6 +126,7 @@ class UnitStats:
         self.sum_mean = np.zeros(self.channels, dtype=np.float64)
         self.sum_max = np.zeros(self.channels, dtype=np.float64)
         self.max_max = np.full(self.channels, -np.inf, dtype=np.float64)
+        self.min_max = np.full(self.channels, np.inf, dtype=np.float64)
 
     def add(self, unit_max: np.ndarray, unit_mean: np.ndarray) -> None:
         """Accumulate a batch: ``unit_max`` and ``unit_mean`` of shape (n, C)."""
@@ -125,6 +148,7 @@ class UnitStats:
         self.sum_mean += unit_mean.sum(axis=0)
         self.sum_max += unit_max.sum(axis=0)
         np.maximum(self.max_max, unit_max.max(axis=0), out=self.max_max)
+        np.minimum(self.min_max, unit_max.min(axis=0), out=self.min_max)
 
     def merge(self, other: "UnitStats") -> None:
         """Add the counts of another accumulator of the same layer."""
@@ -137,6 +161,7 @@ class UnitStats:
         self.sum_mean += other.sum_mean
         self.sum_max += other.sum_max
         np.maximum(self.max_max, other.max_max, out=self.max_max)
+        np.minimum(self.min_max, other.min_max, out=self.min_max)
 
     def result(self) -> dict[str, np.ndarray]:
         """Per-channel statistics, each of shape (C,); NaN where no image was seen.
@@ -168,14 +193,21 @@ class UnitStats:
             "sum_mean": self.sum_mean.copy(),
             "sum_max": self.sum_max.copy(),
             "max_max": self.max_max.copy(),
+            "min_max": self.min_max.copy(),
         }
 
 
-def stats_table(stats: dict[str, UnitStats]) -> pd.DataFrame:
-    """One row per (layer, channel) with the columns of `STATS_COLUMNS`."""
+def stats_table(stats: dict[str, UnitStats], class_means: dict[str, ClassMeans],
+                names: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per (layer, channel) with the columns of `STATS_COLUMNS`.
+
+    ``class_means`` (same layers as ``stats``) give the preferred class and
+    its selectivity; ``names`` turn class ids into names (else the id).
+    """
     frames = []
     for layer, acc in stats.items():
         res = acc.result()
+        preferred, selectivity = class_selectivity(class_means[layer].result()["means"])
         frames.append(pd.DataFrame({
             "layer": layer,
             "channel": np.arange(acc.channels),
@@ -184,6 +216,8 @@ def stats_table(stats: dict[str, UnitStats]) -> pd.DataFrame:
             "mean_max": res["mean_max"],
             "max_activation": res["max_activation"],
             "dead": res["dead"],
+            "preferred_class": [class_name(names, c) if c >= 0 else "" for c in preferred],
+            "class_selectivity": selectivity,
         }))
     if not frames:
         return pd.DataFrame(columns=STATS_COLUMNS)
@@ -275,9 +309,10 @@ def plot_firing_rates(stats: dict[str, UnitStats], path: str | os.PathLike, bins
     plt.close(fig)
 
 
-def accumulate_unit_stats(shard_paths: Sequence[str | os.PathLike],
-                          layers: Sequence[str] | None) -> dict[str, UnitStats]:
-    """Stream over the shards: layer -> `UnitStats` of its ``max`` and ``mean`` arrays.
+def accumulate_unit_stats(shard_paths: Sequence[str | os.PathLike], layers: Sequence[str] | None,
+                          ) -> tuple[dict[str, UnitStats], dict[str, ClassMeans]]:
+    """Stream over the shards: per layer, `UnitStats` of its ``max`` and ``mean`` arrays and
+    `ClassMeans` of its ``max`` by the shards' ``label``.
 
     ``layers`` (``unit_stats.layers``) must be layers of the shards; None
     takes every layer. Images with non-finite values are skipped and logged.
@@ -287,8 +322,10 @@ def accumulate_unit_stats(shard_paths: Sequence[str | os.PathLike],
         raise ValueError("run_unit_stats: no shards given")
     layers = select_shard_layers(read_attrs(shard_paths[0]), layers, key="unit_stats.layers",
                                  source=f"shard {shard_paths[0]}")
-    names = [f"layers/{layer_key(layer)}/{stat}" for layer in layers for stat in ("max", "mean")]
+    names = ["label"] + [f"layers/{layer_key(layer)}/{stat}" for layer in layers
+                         for stat in ("max", "mean")]
     stats: dict[str, UnitStats] = {}
+    by_class: dict[str, ClassMeans] = {}
     for chunk in tqdm(iter_shards(shard_paths, names), total=len(shard_paths),
                       desc="unit stats", unit="shard"):
         for layer in layers:
@@ -296,34 +333,74 @@ def accumulate_unit_stats(shard_paths: Sequence[str | os.PathLike],
             unit_mean = chunk[f"layers/{layer_key(layer)}/mean"]
             if layer not in stats:
                 stats[layer] = UnitStats(unit_max.shape[1])
+                by_class[layer] = ClassMeans(unit_max.shape[1])
             stats[layer].add(unit_max, unit_mean)
+            by_class[layer].add(chunk["label"], unit_max)
     for layer, acc in stats.items():
         if acc.skipped:
             logger.warning("layer %s: skipped %d image(s) with non-finite values",
                            layer, acc.skipped)
-    return stats
+    return stats, by_class
 
 
-def run_unit_stats(shard_paths: Sequence[str | os.PathLike], unit_stats: UnitStatsConfig, *,
-                   stats_csv: str | os.PathLike, summary_csv: str | os.PathLike,
-                   plot_png: str | os.PathLike) -> dict[str, UnitStats]:
-    """The unit statistics stage: stream over the shards and write the three outputs.
+def accumulate_histograms(shard_paths: Sequence[str | os.PathLike], stats: dict[str, UnitStats],
+                          bins: int) -> dict[str, ChannelHistogram]:
+    """Second pass over the shards: per layer of ``stats``, a `ChannelHistogram` of the
+    per-image maximum in ``bins`` bins from each channel's smallest to largest value
+    (``UnitStats.min_max`` .. ``max_max``, from the first pass)."""
+    hists = {layer: ChannelHistogram(histogram_edges(acc.min_max, acc.max_max, bins))
+             for layer, acc in stats.items()}
+    names = [f"layers/{layer_key(layer)}/max" for layer in stats]
+    for chunk in tqdm(iter_shards([os.fspath(p) for p in shard_paths], names),
+                      total=len(shard_paths), desc="unit histograms", unit="shard"):
+        for layer, hist in hists.items():
+            unit_max = chunk[f"layers/{layer_key(layer)}/max"]
+            hist.add(unit_max[np.isfinite(unit_max).all(axis=1)])  # as UnitStats skips
+    return hists
+
+
+def write_histograms(path: str | os.PathLike, hists: dict[str, ChannelHistogram]) -> None:
+    """``histograms.h5``: a group per layer (`layer_key`) with ``counts`` (C, B) int64 and
+    ``edges`` (C, B+1) float64; written atomically, without timestamps (same bytes)."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            for layer, hist in hists.items():
+                group = f.create_group(layer_key(layer), track_order=True)
+                group.attrs["layer"] = layer
+                result = hist.result()
+                group.create_dataset("counts", data=result["counts"].astype(np.int64),
+                                     track_times=False)
+                group.create_dataset("edges", data=result["edges"].astype(np.float64),
+                                     track_times=False)
+
+
+def run_unit_stats(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike,
+                   unit_stats: UnitStatsConfig, *, stats_csv: str | os.PathLike,
+                   summary_csv: str | os.PathLike, plot_png: str | os.PathLike,
+                   histograms_h5: str | os.PathLike) -> dict[str, UnitStats]:
+    """The unit statistics stage: stream over the shards and write the four outputs.
 
     Args:
         shard_paths: extraction shards.
-        unit_stats: the ``unit_stats`` section (``layers``, ``hist_bins``).
+        manifest_csv: the manifest (class names when the shards carry none).
+        unit_stats: the ``unit_stats`` section (``layers``, ``hist_bins``,
+            ``histogram_bins``).
         stats_csv: per-channel table (`STATS_COLUMNS`).
         summary_csv: per-layer table (`SUMMARY_COLUMNS`).
         plot_png: the firing-rate histograms (`plot_firing_rates`).
+        histograms_h5: per-channel histograms of the per-image maximum (`write_histograms`).
     Returns:
         the accumulators by layer.
     """
-    stats = accumulate_unit_stats(shard_paths, unit_stats.layers)
+    stats, by_class = accumulate_unit_stats(shard_paths, unit_stats.layers)
     summary = summary_table(stats)
     for row in summary.itertuples(index=False):
         logger.info("%s: %d/%d channels dead, sparsity %.3f over %d images",
                     row.layer, row.dead, row.channels, row.sparsity, row.images)
-    write_text(stats_csv, stats_table(stats).to_csv(index=False))
+    names = class_names(list(shard_paths), manifest_csv)
+    hists = accumulate_histograms(shard_paths, stats, unit_stats.histogram_bins)
+    write_text(stats_csv, stats_table(stats, by_class, names).to_csv(index=False))
     write_text(summary_csv, summary.to_csv(index=False))
     plot_firing_rates(stats, plot_png, bins=unit_stats.hist_bins)
+    write_histograms(histograms_h5, hists)
     return stats

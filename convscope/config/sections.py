@@ -137,6 +137,7 @@ class UnitsConfig(Section):
 class UnitStatsConfig(Section):
     layers: list[str] | None
     hist_bins: int
+    histogram_bins: int
 
 
 @dataclass(frozen=True)
