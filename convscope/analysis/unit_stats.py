@@ -356,6 +356,10 @@ def accumulate_histograms(shard_paths: Sequence[str | os.PathLike], stats: dict[
         for layer, hist in hists.items():
             unit_max = chunk[f"layers/{layer_key(layer)}/max"]
             hist.add(unit_max[np.isfinite(unit_max).all(axis=1)])  # as UnitStats skips
+    for layer, hist in hists.items():
+        if hist.outside:  # rows with a finite max but a non-finite mean fell out of the range
+            logger.warning("layer %s: %d value(s) outside the histogram range, not counted",
+                           layer, hist.outside)
     return hists
 
 

@@ -64,7 +64,10 @@ class ClassMeans:
         if labels.size == 0:
             return
         self._grow(int(labels.max()) + 1)
-        np.add.at(self.sums, labels, values)
+        order = np.argsort(labels, kind="stable")  # rows of one class together, then sums
+        labels, values = labels[order], values[order]
+        starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+        self.sums[labels[starts]] += np.add.reduceat(values, starts, axis=0)
         self.counts += np.bincount(labels, minlength=self.counts.shape[0])
 
     def merge(self, other: "ClassMeans") -> None:

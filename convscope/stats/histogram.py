@@ -73,20 +73,20 @@ class ChannelHistogram:
         values = np.asarray(values, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != self.channels:
             raise ValueError(f"values must have shape (n, {self.channels}), got {values.shape}")
-        first, last = self.edges[:, 0], self.edges[:, -1]
+        first, last = self.edges[None, :, 0], self.edges[None, :, -1]
         keep = np.isfinite(values) & (values >= first) & (values <= last)
         self.outside += int((~keep).sum())
-        rows, channels = np.nonzero(keep)
-        x = values[rows, channels]
-        lo, hi = first[channels], last[channels]
+        x = np.where(keep, values, first)  # values not counted go anywhere valid
         # numpy's equal-width rule (numpy/lib/_histograms_impl.py): scale, truncate,
         # put the last edge in the last bin, then fix round-off against the edges
-        index = ((x - lo) / (hi - lo) * self.bins).astype(np.intp)
-        index[index == self.bins] -= 1
-        index[x < self.edges[channels, index]] -= 1
-        bump = (x >= self.edges[channels, index + 1]) & (index != self.bins - 1)
-        index[bump] += 1
-        flat = np.bincount(channels * self.bins + index, minlength=self.channels * self.bins)
+        index = ((x - first) / (last - first) * self.bins).astype(np.intp)
+        np.minimum(index, self.bins - 1, out=index)
+        flat_edges = self.edges.ravel()
+        row = np.arange(self.channels) * (self.bins + 1)
+        index -= x < flat_edges[row + index]
+        index += (x >= flat_edges[row + index + 1]) & (index != self.bins - 1)
+        codes = np.arange(self.channels) * self.bins + index
+        flat = np.bincount(codes[keep], minlength=self.channels * self.bins)
         self.counts += flat.reshape(self.channels, self.bins)
 
     def merge(self, other: "ChannelHistogram") -> None:
