@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 
 import torch
 from captum.attr import (Deconvolution, GuidedBackprop, GuidedGradCam, LayerAttribution,
@@ -55,6 +56,10 @@ logger = logging.getLogger(__name__)
 GRADIENT_METHODS = ("saliency", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
 #: Every method, in the order of the panels.
 METHODS = (*GRADIENT_METHODS, "occlusion", "zf_occlusion")
+
+# Captum warns on every call that it sets (and removes) backward hooks on the ReLUs: expected here
+warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations",
+                        module="captum")
 
 _FUNCTIONAL_RELUS = {torch.relu, torch.relu_, F.relu, F.relu_, torch.nn.functional.relu}
 
@@ -96,6 +101,11 @@ def backprop_ready(model: nn.Module) -> nn.Module:
     return ready
 
 
+def _grad_input(inputs: torch.Tensor) -> torch.Tensor:
+    """A leaf copy of ``inputs`` that requires gradients (Captum warns when it must set this)."""
+    return inputs.detach().requires_grad_()
+
+
 def _channel_absmax(attribution: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, H, W) float32: maximum of the absolute value over channels (by hand)."""
     return attribution.detach().abs().amax(dim=1).float()
@@ -103,7 +113,7 @@ def _channel_absmax(attribution: torch.Tensor) -> torch.Tensor:
 
 def saliency_map(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """|d score_target / d input|, maximum over colour channels: (N, H, W)."""
-    return _channel_absmax(Saliency(model).attribute(inputs, target=target, abs=True))
+    return _channel_absmax(Saliency(model).attribute(_grad_input(inputs), target=target, abs=True))
 
 
 def deconvnet_map(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -111,7 +121,7 @@ def deconvnet_map(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) 
 
     ``model`` must come from `backprop_ready`.
     """
-    return _channel_absmax(Deconvolution(model).attribute(inputs, target=target))
+    return _channel_absmax(Deconvolution(model).attribute(_grad_input(inputs), target=target))
 
 
 def guided_backprop_map(model: nn.Module, inputs: torch.Tensor,
@@ -120,14 +130,14 @@ def guided_backprop_map(model: nn.Module, inputs: torch.Tensor,
 
     ``model`` must come from `backprop_ready`.
     """
-    return _channel_absmax(GuidedBackprop(model).attribute(inputs, target=target))
+    return _channel_absmax(GuidedBackprop(model).attribute(_grad_input(inputs), target=target))
 
 
 def gradcam_map(model: nn.Module, layer: str, inputs: torch.Tensor,
                 target: torch.Tensor) -> torch.Tensor:
     """Grad-CAM at ``layer``: relu(sum_k mean(dY/dA_k) A_k), bilinearly upsampled: (N, H, W)."""
     cam = LayerGradCam(model, get_module(model, layer, key="explain.attribution.gradcam_layer"))
-    maps = cam.attribute(inputs, target=target, relu_attributions=True)
+    maps = cam.attribute(_grad_input(inputs), target=target, relu_attributions=True)
     maps = LayerAttribution.interpolate(maps.detach(), tuple(inputs.shape[2:]),
                                         interpolate_mode="bilinear")
     return maps[:, 0].float()
@@ -140,7 +150,8 @@ def guided_gradcam_map(model: nn.Module, layer: str, inputs: torch.Tensor,
     ``model`` must come from `backprop_ready`.
     """
     guided = GuidedGradCam(model, get_module(model, layer, key="explain.attribution.gradcam_layer"))
-    return _channel_absmax(guided.attribute(inputs, target=target, interpolate_mode="bilinear"))
+    maps = guided.attribute(_grad_input(inputs), target=target, interpolate_mode="bilinear")
+    return _channel_absmax(maps)
 
 
 def _occlude(forward, inputs: torch.Tensor, target: torch.Tensor, size: int, stride: int,

@@ -197,7 +197,7 @@ def _explain_all(model, ready, table: pd.DataFrame, explain: ExplainConfig,
         batch = table.iloc[start:start + size]
         pixels = read_pixels(batch["path"], batch["slot"], preprocess)
         x = to_input(pixels, preprocess, device)
-        targets = {kind: torch.as_tensor(_target_ids(batch, kind), device=device)
+        targets = {kind: torch.tensor(_target_ids(batch, kind), device=device)
                    for kind in ("true", "predicted")}
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1)

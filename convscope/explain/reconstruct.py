@@ -65,7 +65,7 @@ def reconstruct_units(model: nn.Module, layer: str, inputs: torch.Tensor, channe
                          f"{', '.join(RECONSTRUCTION_METHODS)}")
     wrapper = UnitActivation(model, layer)
     explainer = Deconvolution(wrapper) if method == "deconvnet" else GuidedBackprop(wrapper)
-    result = explainer.attribute(inputs, additional_forward_args=(channel, fy, fx))
+    result = explainer.attribute(inputs.detach().requires_grad_(), additional_forward_args=(channel, fy, fx))
     return result.detach().float()
 
 

@@ -92,7 +92,7 @@ def _reconstruct_layer(model, layer: str, rows: pd.DataFrame, manifest: pd.DataF
         part = slice(start, min(n, start + batch_size))
         pixels = read_pixels(lookup["path"].to_numpy()[part], slots[part], preprocess)
         x = to_input(pixels, preprocess, device)
-        index = {k: torch.as_tensor(rows[k].to_numpy(np.int64)[part], device=device)
+        index = {k: torch.tensor(rows[k].to_numpy(np.int64)[part], device=device)
                  for k in ("channel", "fy", "fx")}
         out = {}
         for method in RECONSTRUCTION_METHODS:
