@@ -71,6 +71,9 @@ def _methods(model, ready, layer, size, stride, per_pass, fill):
         "occlusion": lambda x, t: attr.occlusion_map(model, x, t, **occlusion),
         "zf_occlusion": lambda x, t: attr.zf_occlusion_map(
             model, layer, x, attr.strongest_feature_maps(model, layer, x), **occlusion),
+        "occlusion sweep (true + predicted + zf)": lambda x, t: attr.occlusion_maps(
+            model, x, {"true": t, "predicted": (t + 1) % 10}, layer,
+            attr.strongest_feature_maps(model, layer, x), **occlusion),
         "reconstruction (deconvnet)": recon("deconvnet"),
         "reconstruction (guided)": recon("guided_backprop"),
     }

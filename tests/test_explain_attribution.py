@@ -158,3 +158,33 @@ def test_backprop_ready_copies_and_refuses_functional_relu():
 
     with pytest.raises(FunctionalReluError, match="nn.ReLU"):
         backprop_ready(Functional())
+
+
+def test_one_sweep_gives_every_occlusion_map_as_captum_does():
+    from captum.attr import Occlusion
+
+    from convscope.explain.attribution import occlusion_maps
+
+    model, x = _tiny(), _inputs(n=3, size=10)
+    fill = torch.tensor([0.5, 0.1], dtype=torch.float64)
+    targets = {"true": torch.tensor([0, 1, 2]), "predicted": torch.tensor([2, 2, 0])}
+    channels = strongest_feature_maps(model, "relu2", x)
+    got = occlusion_maps(model, x, targets, "relu2", channels, size=4, stride=3, fill=fill,
+                         positions_per_pass=3)
+    assert set(got) == {"occlusion/true", "occlusion/predicted", "zf_occlusion"}
+    baselines = fill.reshape(1, 2, 1, 1).expand_as(x).contiguous()
+    for kind, target in targets.items():
+        captum = Occlusion(lambda v: torch.softmax(model(v), 1)).attribute(
+            x, sliding_window_shapes=(2, 4, 4), strides=(2, 3, 3), baselines=baselines,
+            target=target, perturbations_per_eval=2)[:, 0]
+        np.testing.assert_allclose(got[f"occlusion/{kind}"].numpy(), captum.float().numpy(),
+                                   atol=1e-6)
+    alone = zf_occlusion_map(model, "relu2", x, channels, size=4, stride=3, fill=fill)
+    np.testing.assert_allclose(got["zf_occlusion"].numpy(), alone.numpy(), atol=1e-5)
+
+
+def test_an_occluder_larger_than_the_input_is_refused():
+    model, x = _tiny(), _inputs(size=8)
+    with pytest.raises(ValueError, match="occlusion_size 9"):
+        occlusion_map(model, x, torch.tensor([0, 1]), size=9, stride=1,
+                      fill=torch.zeros(2, dtype=torch.float64))

@@ -75,8 +75,8 @@ def test_choose_units_takes_the_strongest_units_that_fire():
     rows = []
     for channel, top in enumerate([1.0, 5.0, 3.0, 0.0]):
         for rank in range(3):
-            rows.append({"layer": "relu2", "channel": channel, "rank": rank, "index": 10 * channel + rank,
-                         "value": top - rank, "fy": 0, "fx": 0})
+            rows.append({"layer": "relu2", "channel": channel, "rank": rank,
+                         "index": 10 * channel + rank, "value": top - rank, "fy": 0, "fx": 0})
     topk = pd.DataFrame(rows)
     chosen = choose_units(_explain(units_per_layer=2, topk=2), topk, ["relu2"])
     expected = topk[topk["channel"].isin([1, 2]) & (topk["rank"] < 2)].sort_values(["channel", "rank"])

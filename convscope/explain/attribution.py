@@ -12,15 +12,13 @@ What comes from Captum (``captum.attr``) and what is written here:
   ``relu_attributions=True``, upsampled bilinearly to the input
   (``LayerAttribution.interpolate``); guided Grad-CAM: Captum ``GuidedGradCam``
   (bilinear), absolute value's maximum over channels ours.
-- occlusion (Zeiler & Fergus 2013, Fig. 7 d/e): Captum ``Occlusion`` over a
-  softmax forward, a grey square of the occlusion settings, several occluder
-  positions per forward pass (``perturbations_per_eval``). The map at a pixel is
-  the mean drop of the class probability over the occluder positions that
-  cover it (positive: hiding the pixel lowers the probability).
-- zf_occlusion (Zeiler & Fergus Fig. 7 b): the same Captum ``Occlusion`` over
-  a forward that returns the total activation of every feature map of one
-  layer; the target, the strongest feature map of the unoccluded image, is
-  chosen here (by hand).
+- occlusion (Zeiler & Fergus 2013, Fig. 7 d/e) and zf_occlusion (Fig. 7 b, the
+  total activation of the strongest feature map of one layer): by hand in
+  `convscope.explain.occlusion` with Captum ``Occlusion``'s semantics, because
+  Captum follows one target per sweep and `occlusion_maps` reads the true- and
+  predicted-class probabilities and the feature-map total in one sweep. The
+  map at a pixel is the mean drop of the value over the occluder positions
+  that cover it (positive: hiding the pixel lowers it).
 
 Every map is (N, H, W) float32 at model-input resolution. Gradient methods
 explain the class *score* (the logit), occlusion the class *probability*.
@@ -39,16 +37,18 @@ import warnings
 
 import torch
 from captum.attr import (Deconvolution, GuidedBackprop, GuidedGradCam, LayerAttribution,
-                         LayerGradCam, Occlusion, Saliency)
+                         LayerGradCam, Saliency)
 from torch import nn
 from torch.nn import functional as F
 
+from convscope.explain.occlusion import occlusion_sweep
 from convscope.nn.hooks import capture_tensors
 from convscope.nn.layers import get_module
 
 __all__ = ["GRADIENT_METHODS", "METHODS", "FunctionalReluError", "backprop_ready",
            "saliency_map", "deconvnet_map", "guided_backprop_map", "gradcam_map",
-           "guided_gradcam_map", "occlusion_map", "strongest_feature_maps", "zf_occlusion_map"]
+           "guided_gradcam_map", "occlusion_map", "strongest_feature_maps", "zf_occlusion_map",
+           "occlusion_maps"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,18 +154,6 @@ def guided_gradcam_map(model: nn.Module, layer: str, inputs: torch.Tensor,
     return _channel_absmax(maps)
 
 
-def _occlude(forward, inputs: torch.Tensor, target: torch.Tensor, size: int, stride: int,
-             fill: torch.Tensor, positions_per_pass: int) -> torch.Tensor:
-    """Captum ``Occlusion`` of ``forward`` with a square over all channels: (N, H, W)."""
-    channels = inputs.shape[1]
-    with torch.no_grad():
-        maps = Occlusion(forward).attribute(
-            inputs, sliding_window_shapes=(channels, size, size), strides=(channels, stride, stride),
-            baselines=fill.to(inputs).reshape(1, channels, 1, 1).expand_as(inputs).contiguous(),
-            target=target, perturbations_per_eval=positions_per_pass)
-    return maps[:, 0].float()
-
-
 def occlusion_map(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, *, size: int,
                   stride: int, fill: torch.Tensor, positions_per_pass: int = 16) -> torch.Tensor:
     """Mean drop of the target class's probability when a grey square covers a pixel: (N, H, W).
@@ -177,10 +165,11 @@ def occlusion_map(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
         fill: (C,) the occluder's value per channel, normalised like the inputs.
         positions_per_pass: occluder positions evaluated in one forward pass.
     """
-    def probabilities(x):
-        return torch.softmax(model(x), dim=1)
+    def probability(x, rows):
+        return torch.softmax(model(x), dim=1).gather(1, target[rows, None])
 
-    return _occlude(probabilities, inputs, target, size, stride, fill, positions_per_pass)
+    return occlusion_sweep(probability, inputs, size=size, stride=stride, fill=fill,
+                           positions_per_pass=positions_per_pass)[:, 0]
 
 
 def _feature_map_totals(model: nn.Module, layer: str, inputs: torch.Tensor) -> torch.Tensor:
@@ -208,7 +197,40 @@ def zf_occlusion_map(model: nn.Module, layer: str, inputs: torch.Tensor, channel
     As `occlusion_map`, but the followed value is the sum over positions of one
     feature map (Zeiler & Fergus follow the strongest one, `strongest_feature_maps`).
     """
-    def totals(x):
-        return _feature_map_totals(model, layer, x)
+    def total(x, rows):
+        return _feature_map_totals(model, layer, x).gather(1, channels[rows, None])
 
-    return _occlude(totals, inputs, channels, size, stride, fill, positions_per_pass)
+    return occlusion_sweep(total, inputs, size=size, stride=stride, fill=fill,
+                           positions_per_pass=positions_per_pass)[:, 0]
+
+
+def occlusion_maps(model: nn.Module, inputs: torch.Tensor, targets: dict[str, torch.Tensor],
+                   zf_layer: str | None = None, zf_channels: torch.Tensor | None = None, *,
+                   size: int, stride: int, fill: torch.Tensor,
+                   positions_per_pass: int = 16) -> dict[str, torch.Tensor]:
+    """`occlusion_map` of every target kind and `zf_occlusion_map` in ONE sweep.
+
+    Returns ``{"occlusion/<kind>": (N, H, W), ..., "zf_occlusion": (N, H, W)}`` (the last
+    only when ``zf_layer`` is given).
+    """
+    kinds = list(targets)
+    ids = torch.stack([targets[kind] for kind in kinds], dim=1) if kinds else None
+
+    def readouts(x, rows):
+        if zf_layer is None:
+            logits = model(x)
+            values = []
+        else:
+            with capture_tensors(model, [zf_layer], key="explain.attribution.zf_layer") as captured:
+                logits = model(x)
+            values = [captured[zf_layer].flatten(2).sum(-1).gather(1, zf_channels[rows, None])]
+        if ids is not None:
+            values.insert(0, torch.softmax(logits, dim=1).gather(1, ids[rows]))
+        return torch.cat(values, dim=1)
+
+    maps = occlusion_sweep(readouts, inputs, size=size, stride=stride, fill=fill,
+                           positions_per_pass=positions_per_pass)
+    out = {f"occlusion/{kind}": maps[:, i] for i, kind in enumerate(kinds)}
+    if zf_layer is not None:
+        out["zf_occlusion"] = maps[:, -1]
+    return out

@@ -13,7 +13,7 @@ the next batch, so memory does not grow with the number of images.
 | ``target/true``, ``target/predicted`` | (N,) int64 | the class each map explains (true: -1 unknown) |
 | ``prob/true``, ``prob/predicted`` | (N,) float32 | softmax probability of that class |
 | ``<method>/<target>`` | (N, H, W) float32 | the map (NaN where the true class is unknown) |
-| ``zf_occlusion``, ``zf_channel`` | (N, H, W), (N,) | the Zeiler & Fergus occlusion map and its feature map |
+| ``zf_occlusion``, ``zf_channel`` | (N, H, W), (N,) | Zeiler & Fergus occlusion and its feature map |
 
 File attributes: ``gradcam_layer``, ``zf_layer``, ``methods``, ``targets`` and the occluder settings.
 """
@@ -40,7 +40,8 @@ from convscope.explain import attribution as attr
 from convscope.explain.image_sets import read_predictions, select_images
 from convscope.explain.inputs import (display_rgb, load_explain_model, occluder_fill, read_pixels,
                                       spatial_layers, to_input)
-from convscope.explain.panels import class_map_figure, heat_cell, image_cell, labelled_grid, overlay_cell
+from convscope.explain.panels import (class_map_figure, heat_cell, image_cell, labelled_grid,
+                                      overlay_cell)
 from convscope.nn.device import resolve_device
 from convscope.nn.layers import check_layer_names
 from convscope.store.atomic import atomic_path, save_image, write_json, write_text
@@ -84,8 +85,8 @@ def _target_ids(table: pd.DataFrame, kind: str) -> np.ndarray:
 
 
 def _method_map(method: str, model, ready, x: torch.Tensor, target: torch.Tensor,
-                gradcam_layer: str, occlusion: dict) -> torch.Tensor:
-    """One target-dependent map (n, H, W) of ``method``."""
+                gradcam_layer: str) -> torch.Tensor:
+    """One gradient map (n, H, W) of ``method`` for the classes ``target``."""
     if method == "saliency":
         return attr.saliency_map(model, x, target)
     if method == "deconvnet":
@@ -96,8 +97,6 @@ def _method_map(method: str, model, ready, x: torch.Tensor, target: torch.Tensor
         return attr.gradcam_map(model, gradcam_layer, x, target)
     if method == "guided_gradcam":
         return attr.guided_gradcam_map(ready, gradcam_layer, x, target)
-    if method == "occlusion":
-        return attr.occlusion_map(model, x, target, **occlusion)
     raise ValueError(f"explain.attribution.methods: {method!r} is unknown; valid: "
                      f"{', '.join(attr.METHODS)}")
 
@@ -115,13 +114,16 @@ def attribution_batch(model, ready, x: torch.Tensor, targets: dict[str, torch.Te
     cfg = explain.attribution
     occlusion = dict(size=cfg.occlusion_size, stride=cfg.occlusion_stride, fill=fill,
                      positions_per_pass=cfg.occlusion_batch)
-    maps = {f"{method}/{kind}": _method_map(method, model, ready, x, target, layers[0], occlusion)
+    maps = {f"{method}/{kind}": _method_map(method, model, ready, x, target, layers[0])
             for kind, target in targets.items() for method in cfg.methods
-            if method != "zf_occlusion"}
+            if method not in ("occlusion", "zf_occlusion")}
+    zf_layer, channels = None, None
     if "zf_occlusion" in cfg.methods:
-        channels = attr.strongest_feature_maps(model, layers[1], x)
+        zf_layer, channels = layers[1], attr.strongest_feature_maps(model, layers[1], x)
         maps["zf_channel"] = channels
-        maps["zf_occlusion"] = attr.zf_occlusion_map(model, layers[1], x, channels, **occlusion)
+    occluded = targets if "occlusion" in cfg.methods else {}
+    if occluded or zf_layer:
+        maps.update(attr.occlusion_maps(model, x, occluded, zf_layer, channels, **occlusion))
     return maps
 
 
@@ -239,7 +241,7 @@ def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: Pr
                             explain: ExplainConfig, layers, *, images_csv, model_info_json,
                             classes_json, maps_h5, panels_dir, class_gradcam_png,
                             summary_json) -> None:
-    """The attribution stage: ``maps.h5``, one panel per image, the class Grad-CAM figure, summary.json."""
+    """The attribution stage: ``maps.h5``, a panel per image, the class Grad-CAM figure, summary.json."""
     table = pd.read_csv(images_csv)
     class_names = [str(n) for n in json.loads(Path(classes_json).read_text())]
     device = resolve_device(explain.device, "explain.device")
@@ -274,7 +276,8 @@ def _write_attribution_summary(summary_json, table: pd.DataFrame, explain: Expla
     rel = lambda p: Path(os.path.relpath(p, root)).as_posix()  # noqa: E731
     cfg = explain.attribution
     figures = [{"path": rel(class_gradcam_png), "title": "Mean Grad-CAM per class",
-                "caption": f"Grad-CAM at {chosen[0]}, averaged over the explained images of each class."}]
+                "caption": f"Grad-CAM at {chosen[0]}, averaged over the explained images of "
+                           "each class."}]
     for _, row in table.head(_PANELS_IN_SUMMARY).iterrows():
         figures.append({"path": rel(panels_dir / f"row-{int(row['index']):05d}.png"),
                         "title": f"Image {int(row['index'])}", "caption": str(row["reason"])})
@@ -291,8 +294,9 @@ def _write_attribution_summary(summary_json, table: pd.DataFrame, explain: Expla
         "numbers": [{"label": "images explained", "value": str(len(table))},
                     {"label": "methods", "value": ", ".join(cfg.methods)},
                     {"label": "Grad-CAM layer", "value": chosen[0]},
-                    {"label": "occluder", "value": f"{cfg.occlusion_size} px, stride "
-                                                   f"{cfg.occlusion_stride}, grey {cfg.occlusion_fill}"},
+                    {"label": "occluder", "value": (f"{cfg.occlusion_size} px, stride "
+                                                    f"{cfg.occlusion_stride}, "
+                                                    f"grey {cfg.occlusion_fill}")},
                     {"label": "images per second", "value": f"{len(table) / max(seconds, 1e-9):.2f}"}],
         "figures": figures,
         "tables": [],

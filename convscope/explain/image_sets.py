@@ -81,7 +81,8 @@ def _per_class(predictions: pd.DataFrame, count: int, seed: int) -> pd.DataFrame
 
 
 def _misclassified(predictions: pd.DataFrame, count: int) -> pd.DataFrame:
-    wrong = predictions[(predictions["label"] >= 0) & (predictions["label"] != predictions["predicted"])]
+    labels = predictions["label"]
+    wrong = predictions[(labels >= 0) & (labels != predictions["predicted"])]
     wrong = wrong.sort_values(["probability", "index"], ascending=[False, True], kind="stable")
     return wrong.head(count).assign(reason="misclassified, most confident first")
 
@@ -135,7 +136,8 @@ def select_images(images: ExplainImagesConfig, predictions: pd.DataFrame, manife
         raise ValueError(f"explain.images.kind {images.kind!r} is unknown; valid: rows, per_class, "
                          "misclassified, topk")
     if len(chosen) > images.max_images:
-        logger.info("explain.images: %d images chosen, keeping the first %d (explain.images.max_images)",
+        logger.info("explain.images: %d images chosen, keeping the first %d "
+                    "(explain.images.max_images)",
                     len(chosen), images.max_images)
         chosen = chosen.head(images.max_images)
     lookup = manifest.set_index("index")

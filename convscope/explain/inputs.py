@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def load_explain_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
                        preprocess: PreprocessConfig, device: torch.device) -> nn.Module:
-    """The configured model with its weights, in eval mode on ``device``, gradients off for its weights."""
+    """The configured model with its weights, in eval mode on ``device``, weights without gradients."""
     from convscope.nn.models import load_model
 
     model = load_model(model_cfg, weights_file, in_channels=preprocess.channels, device=device)

@@ -92,7 +92,7 @@ def labelled_grid(title: str, header: Sequence[str], rows: Sequence[tuple[str, S
 
 def class_map_figure(mean_maps: np.ndarray, counts: np.ndarray, names: Sequence[str],
                      title: str, path: str | os.PathLike) -> None:
-    """Save one small map per class (``mean_maps`` (K, H, W), ``counts`` (K,) images averaged) as PNG."""
+    """Save a map per class (``mean_maps`` (K, H, W), ``counts`` (K,) images averaged) as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

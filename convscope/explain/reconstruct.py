@@ -27,7 +27,7 @@ RECONSTRUCTION_METHODS = ("deconvnet", "guided_backprop")
 
 
 class UnitActivation(nn.Module):
-    """Wraps a model: ``forward(x, channel, fy, fx)`` is ``layer(x)[i, channel[i], fy[i], fx[i]]``, (N,)."""
+    """A model wrapped: ``forward(x, channel, fy, fx)`` -> (N,) ``layer(x)[i, channel[i], fy[i], fx[i]]``."""
 
     def __init__(self, model: nn.Module, layer: str, key: str = "explain.reconstructions.layers"):
         super().__init__()
@@ -65,7 +65,8 @@ def reconstruct_units(model: nn.Module, layer: str, inputs: torch.Tensor, channe
                          f"{', '.join(RECONSTRUCTION_METHODS)}")
     wrapper = UnitActivation(model, layer)
     explainer = Deconvolution(wrapper) if method == "deconvnet" else GuidedBackprop(wrapper)
-    result = explainer.attribute(inputs.detach().requires_grad_(), additional_forward_args=(channel, fy, fx))
+    result = explainer.attribute(inputs.detach().requires_grad_(),
+                                 additional_forward_args=(channel, fy, fx))
     return result.detach().float()
 
 

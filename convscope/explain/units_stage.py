@@ -30,7 +30,8 @@ from convscope.analysis.layer_names import layer_file_names
 from convscope.config.sections import ExplainConfig, ModelConfig, PreprocessConfig
 from convscope.data.preprocess import input_hw
 from convscope.explain.attribution import backprop_ready
-from convscope.explain.inputs import display_rgb, load_explain_model, read_pixels, spatial_layers, to_input
+from convscope.explain.inputs import (display_rgb, load_explain_model, read_pixels, spatial_layers,
+                                      to_input)
 from convscope.explain.panels import image_cell, labelled_grid, signed_rgb_cell
 from convscope.explain.reconstruct import RECONSTRUCTION_METHODS, crop_box, reconstruct_units
 from convscope.nn.device import resolve_device
@@ -73,7 +74,7 @@ def choose_units(explain: ExplainConfig, topk: pd.DataFrame, spatial: list[str])
 def _reconstruct_layer(model, layer: str, rows: pd.DataFrame, manifest: pd.DataFrame,
                        preprocess: PreprocessConfig, batch_size: int, device, group: h5py.Group,
                        rf: ReceptiveField | None) -> dict:
-    """Reconstruct one layer's rows into ``group``; returns (channel, rank) -> (patch, deconv, guided) crops."""
+    """Reconstruct one layer's rows into ``group``; returns (channel, rank) -> (patch, deconv, guided)."""
     n = len(rows)
     hw = input_hw(preprocess)
     for method in RECONSTRUCTION_METHODS:
@@ -140,7 +141,8 @@ def _write_layer_figures(layer: str, crops: dict, rows: pd.DataFrame, cell_px: i
     for channel, grid_row in zip(channels, grid_rows):
         path = layer_dir / f"unit-{channel:03d}.png"
         save_image(path, labelled_grid(f"{layer} channel {channel}", header, [grid_row], cell_px))
-        units[str(channel)] = [{"path": rel(path), "title": "deconvnet and guided backprop reconstructions",
+        units[str(channel)] = [{"path": rel(path),
+                                "title": "deconvnet and guided backprop reconstructions",
                                 "caption": "Per top image: the receptive-field patch, the deconvnet "
                                            "and the guided-backprop projection of the unit's maximum."}]
     figure = {"path": rel(grid), "title": f"Reconstructions of {layer}",
