@@ -63,6 +63,7 @@ def test_per_class_is_a_seeded_sample_of_each_class(data):
     capped = select_images(_images(kind="per_class", per_class=3, seed=4, max_images=5),
                            predictions, manifest)
     assert capped["index"].tolist() == got["index"].tolist()[:5]
+    assert capped["label"].nunique() == min(5, len(sizes))  # turns across the classes
 
 
 def test_topk_takes_the_top_images_of_the_units_that_fire(data):

@@ -149,7 +149,8 @@ def _panel(pixels: np.ndarray, maps: dict[str, np.ndarray], row: pd.Series, name
     rows = []
     for kind in explain.attribution.targets:
         target = int(row["label"]) if kind == "true" else int(row["predicted"])
-        label = f"{kind}: {class_name(class_names, target) if target >= 0 else 'unknown'}"
+        label = (f"{kind}: {class_name(class_names, target)} p={row[f'prob_{kind}']:.2f}"
+                 if target >= 0 else f"{kind}: unknown")
         keys = [k for k in names if k.endswith(f"/{kind}")] + \
             (["zf_occlusion"] if "zf_occlusion" in names else [])
         cells = [image_cell(pixels, _PANEL_PX)]
@@ -209,6 +210,7 @@ def _explain_all(model, ready, table: pd.DataFrame, explain: ExplainConfig,
         _write_batch(f, slice(start, start + len(batch)), batch, maps, probs)
         shown = {k: v.cpu().numpy() for k, v in maps.items() if k != "zf_channel"}
         rgb = display_rgb(pixels)
+        batch = batch.assign(**{f"prob_{kind}": values for kind, values in probs.items()})
         for i, (_, row) in enumerate(batch.iterrows()):
             one = {k: v[i] for k, v in shown.items()}
             save_image(panels_dir / f"row-{int(row['index']):05d}.png",

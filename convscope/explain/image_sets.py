@@ -4,7 +4,7 @@ Four kinds (``explain.images.kind``):
 
 - ``rows``: the manifest rows listed in ``rows``, in that order;
 - ``per_class``: a seeded sample of ``per_class`` images of each class
-  (fewer when a class has fewer);
+  (fewer when a class has fewer), ordered in turns across the classes;
 - ``misclassified``: the ``misclassified`` images whose predicted class is
   not their label, the most confident first;
 - ``topk``: the ``topk_images`` best images of each unit of ``topk_units``,
@@ -76,8 +76,12 @@ def _per_class(predictions: pd.DataFrame, count: int, seed: int) -> pd.DataFrame
     parts = []
     for label, group in labelled.groupby("label", sort=True):
         take = rng.choice(len(group), size=min(count, len(group)), replace=False)
-        parts.append(group.iloc[np.sort(take)].assign(reason=f"sample of class {label}"))
-    return pd.concat(parts, ignore_index=True)
+        parts.append(group.iloc[np.sort(take)].assign(reason=f"sample of class {label}",
+                                                      _turn=np.arange(len(take))))
+    # class by class in turns (first image of every class, then the second...), so that
+    # max_images cuts evenly across the classes
+    chosen = pd.concat(parts, ignore_index=True)
+    return chosen.sort_values(["_turn", "label"], kind="stable").drop(columns="_turn")
 
 
 def _misclassified(predictions: pd.DataFrame, count: int) -> pd.DataFrame:
