@@ -188,3 +188,32 @@ def test_an_occluder_larger_than_the_input_is_refused():
     with pytest.raises(ValueError, match="occlusion_size 9"):
         occlusion_map(model, x, torch.tensor([0, 1]), size=9, stride=1,
                       fill=torch.zeros(2, dtype=torch.float64))
+
+
+class ReusedRelu(nn.Module):
+    """One nn.ReLU module applied twice, as torchvision's ResNet blocks do."""
+
+    def __init__(self, w1, w2, w3):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = (nn.Linear(w.shape[1], w.shape[0], bias=False)
+                                        for w in (w1, w2, w3))
+        self.relu = nn.ReLU(inplace=True)
+        for layer, w in zip((self.fc1, self.fc2, self.fc3), (w1, w2, w3)):
+            layer.weight.data = w
+
+    def forward(self, x):
+        return self.fc3(self.relu(self.fc2(self.relu(self.fc1(x.flatten(1))))))
+
+
+def test_guided_backprop_through_a_relu_module_used_twice():
+    rng = np.random.default_rng(7)
+    w1, w2, w3 = rng.normal(size=(12, 6)), rng.normal(size=(10, 12)), rng.normal(size=(3, 10))
+    x = rng.normal(size=(1, 1, 2, 3))
+    model = backprop_ready(ReusedRelu(*(torch.tensor(w) for w in (w1, w2, w3))).double())
+    h1 = w1 @ x.reshape(6)
+    h2 = w2 @ np.maximum(h1, 0)
+    g = np.maximum(w3[1], 0) * (h2 > 0)
+    g = np.maximum(w2.T @ g, 0) * (h1 > 0)
+    expected = np.abs(w1.T @ g)
+    got = guided_backprop_map(model, torch.tensor(x), torch.tensor([1])).numpy().reshape(6)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-12)
