@@ -31,6 +31,9 @@ include: "rules/embedding.smk"
 include: "rules/neighbours.smk"
 include: "rules/report.smk"
 include: "rules/config_used.smk"
+include: "rules/explain_images.smk"
+include: "rules/explain_attribution.smk"
+include: "rules/explain_units.smk"
 
 
 rule all:

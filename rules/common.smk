@@ -105,7 +105,7 @@ def get_stage_summaries(wildcards=None):
     caption, its figures and tables, and per-unit images for the unit pages. New stages
     append their rule's ``summary`` output here.
     """
-    return []
+    return [rules.explain_attribution.output.summary, rules.explain_units.output.summary]
 
 
 def get_benchmark_files(wildcards=None):

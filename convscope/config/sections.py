@@ -33,6 +33,10 @@ __all__ = [
     "NeighboursConfig",
     "PerformanceConfig",
     "ReportConfig",
+    "ExplainImagesConfig",
+    "ExplainAttributionConfig",
+    "ExplainReconstructionsConfig",
+    "ExplainConfig",
     "SECTIONS",
 ]
 
@@ -207,6 +211,52 @@ class ReportConfig(Section):
     title: str
 
 
+@dataclass(frozen=True)
+class ExplainImagesConfig(Section):
+    kind: str
+    rows: list[int]
+    per_class: int
+    seed: int
+    misclassified: int
+    topk_units: list[dict]
+    topk_images: int
+    max_images: int
+
+
+@dataclass(frozen=True)
+class ExplainAttributionConfig(Section):
+    methods: list[str]
+    targets: list[str]
+    occlusion_size: int
+    occlusion_stride: int
+    occlusion_fill: float
+    occlusion_batch: int
+    gradcam_layer: str | None
+    zf_layer: str | None
+
+
+@dataclass(frozen=True)
+class ExplainReconstructionsConfig(Section):
+    layers: list[str] | None
+    channels: list[int] | None
+    units_per_layer: int
+    topk: int
+    cell_px: int
+
+
+@dataclass(frozen=True)
+class ExplainConfig(Section):
+    device: str
+    batch_size: int
+    images: ExplainImagesConfig
+    attribution: ExplainAttributionConfig
+    reconstructions: ExplainReconstructionsConfig
+
+    _nested: ClassVar[dict[str, type]] = {"images": ExplainImagesConfig,
+                                          "attribution": ExplainAttributionConfig,
+                                          "reconstructions": ExplainReconstructionsConfig}
+
+
 #: config key -> the class of that section (the top-level ``layers`` and
 #: ``codes_layer`` are plain values: a list of module names and a name or None).
 SECTIONS: dict[str, type[Section]] = {
@@ -221,4 +271,5 @@ SECTIONS: dict[str, type[Section]] = {
     "neighbours": NeighboursConfig,
     "performance": PerformanceConfig,
     "report": ReportConfig,
+    "explain": ExplainConfig,
 }

@@ -1,0 +1,305 @@
+"""The ``explain_images`` and ``explain_attribution`` stages: choose images, map them, draw them.
+
+Attribution runs as ONE job over the chosen images (``explain.images.max_images``
+bounds them), in batches of ``explain.batch_size`` on ``explain.device``;
+each batch's maps are written into ``maps.h5`` and its panels drawn before
+the next batch, so memory does not grow with the number of images.
+
+``maps.h5`` (N images, H x W model input):
+
+| dataset | shape, dtype | meaning |
+| --- | --- | --- |
+| ``index`` | (N,) int64 | manifest rows |
+| ``target/true``, ``target/predicted`` | (N,) int64 | the class each map explains (true: -1 unknown) |
+| ``prob/true``, ``prob/predicted`` | (N,) float32 | softmax probability of that class |
+| ``<method>/<target>`` | (N, H, W) float32 | the map (NaN where the true class is unknown) |
+| ``zf_occlusion``, ``zf_channel`` | (N, H, W), (N,) | Zeiler & Fergus occlusion and its feature map |
+
+File attributes: ``gradcam_layer``, ``zf_layer``, ``methods``, ``targets`` and the occluder settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from convscope.analysis.common import class_name, save_placeholder
+from convscope.config.sections import ExplainConfig, ModelConfig, PreprocessConfig
+from convscope.data.preprocess import input_hw
+from convscope.explain import attribution as attr
+from convscope.explain.image_sets import read_predictions, select_images
+from convscope.explain.inputs import (display_rgb, load_explain_model, occluder_fill, read_pixels,
+                                      spatial_layers, to_input)
+from convscope.explain.panels import (class_map_figure, heat_cell, image_cell, labelled_grid,
+                                      overlay_cell)
+from convscope.nn.device import resolve_device
+from convscope.nn.layers import check_layer_names
+from convscope.store.atomic import atomic_path, save_image, write_json, write_text
+
+__all__ = ["run_explain_images", "explain_layers", "attribution_batch", "run_explain_attribution"]
+
+logger = logging.getLogger(__name__)
+
+_PANEL_PX = 96
+_SIGNED = {"occlusion", "zf_occlusion"}
+_PANELS_IN_SUMMARY = 12
+
+
+def run_explain_images(shard_paths, manifest_csv, explain: ExplainConfig, *, images_csv,
+                       topk_csv=None) -> pd.DataFrame:
+    """Write ``images.csv``: the images ``explain.images`` chooses (`select_images`)."""
+    manifest = pd.read_csv(manifest_csv)
+    topk = pd.read_csv(topk_csv) if topk_csv else None
+    table = select_images(explain.images, read_predictions(shard_paths), manifest, topk)
+    logger.info("explain: %d images chosen (%s)", len(table), explain.images.kind)
+    write_text(images_csv, table.to_csv(index=False))
+    return table
+
+
+def explain_layers(explain: ExplainConfig, model_info_json, layers) -> tuple[str, str]:
+    """(Grad-CAM layer, ZF layer): the configured ones, or the last analysed layer with feature maps."""
+    spatial = spatial_layers(model_info_json, layers or [])
+    gradcam = explain.attribution.gradcam_layer or (spatial[-1] if spatial else None)
+    if gradcam is None:
+        raise ValueError("explain.attribution.gradcam_layer is null and no analysed layer (config "
+                         f"key 'layers': {layers}) has feature maps; name a conv layer")
+    return gradcam, explain.attribution.zf_layer or gradcam
+
+
+def _target_ids(table: pd.DataFrame, kind: str) -> np.ndarray:
+    """(n,) class ids a target kind explains; unknown true labels fall back to the prediction."""
+    if kind == "predicted":
+        return table["predicted"].to_numpy(np.int64)
+    labels = table["label"].to_numpy(np.int64)
+    return np.where(labels >= 0, labels, table["predicted"].to_numpy(np.int64))
+
+
+def _method_map(method: str, model, ready, x: torch.Tensor, target: torch.Tensor,
+                gradcam_layer: str) -> torch.Tensor:
+    """One gradient map (n, H, W) of ``method`` for the classes ``target``."""
+    if method == "saliency":
+        return attr.saliency_map(model, x, target)
+    if method == "deconvnet":
+        return attr.deconvnet_map(ready, x, target)
+    if method == "guided_backprop":
+        return attr.guided_backprop_map(ready, x, target)
+    if method == "gradcam":
+        return attr.gradcam_map(model, gradcam_layer, x, target)
+    if method == "guided_gradcam":
+        return attr.guided_gradcam_map(ready, gradcam_layer, x, target)
+    raise ValueError(f"explain.attribution.methods: {method!r} is unknown; valid: "
+                     f"{', '.join(attr.METHODS)}")
+
+
+def attribution_batch(model, ready, x: torch.Tensor, targets: dict[str, torch.Tensor],
+                      explain: ExplainConfig, layers: tuple[str, str],
+                      fill: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every configured map of one batch: ``<method>/<target>`` and ``zf_occlusion`` -> (n, H, W).
+
+    ``model`` is the plain model, ``ready`` its `backprop_ready` copy (or the model itself
+    when no method needs one); ``targets`` maps target kind -> (n,) class ids; ``layers``
+    is (Grad-CAM layer, ZF layer); ``fill`` the (C,) normalised occluder value.
+    ``zf_channel`` (n,) holds the feature map zf_occlusion follows.
+    """
+    cfg = explain.attribution
+    occlusion = dict(size=cfg.occlusion_size, stride=cfg.occlusion_stride, fill=fill,
+                     positions_per_pass=cfg.occlusion_batch)
+    maps = {f"{method}/{kind}": _method_map(method, model, ready, x, target, layers[0])
+            for kind, target in targets.items() for method in cfg.methods
+            if method not in ("occlusion", "zf_occlusion")}
+    zf_layer, channels = None, None
+    if "zf_occlusion" in cfg.methods:
+        zf_layer, channels = layers[1], attr.strongest_feature_maps(model, layers[1], x)
+        maps["zf_channel"] = channels
+    occluded = targets if "occlusion" in cfg.methods else {}
+    if occluded or zf_layer:
+        maps.update(attr.occlusion_maps(model, x, occluded, zf_layer, channels, **occlusion))
+    return maps
+
+
+def _map_names(explain: ExplainConfig) -> list[str]:
+    cfg = explain.attribution
+    names = [f"{m}/{t}" for t in cfg.targets for m in cfg.methods if m != "zf_occlusion"]
+    return names + (["zf_occlusion"] if "zf_occlusion" in cfg.methods else [])
+
+
+def _create_datasets(f: h5py.File, explain: ExplainConfig, n: int, hw: tuple[int, int]) -> None:
+    for name in ("index", "target/true", "target/predicted", "zf_channel"):
+        f.create_dataset(name, (n,), dtype="int64")
+    for name in ("prob/true", "prob/predicted"):
+        f.create_dataset(name, (n,), dtype="float32")
+    for name in _map_names(explain):
+        f.create_dataset(name, (n, *hw), dtype="float32", chunks=(1, *hw), compression="gzip",
+                         compression_opts=1)
+
+
+def _panel(pixels: np.ndarray, maps: dict[str, np.ndarray], row: pd.Series, names: list[str],
+           explain: ExplainConfig, class_names: list[str]) -> "Image":
+    """One image's panel: rows = target kinds; image, each map, Grad-CAM (or first map) overlay."""
+    rows = []
+    for kind in explain.attribution.targets:
+        target = int(row["label"]) if kind == "true" else int(row["predicted"])
+        label = (f"{kind}: {class_name(class_names, target)} p={row[f'prob_{kind}']:.2f}"
+                 if target >= 0 else f"{kind}: unknown")
+        keys = [k for k in names if k.endswith(f"/{kind}")] + \
+            (["zf_occlusion"] if "zf_occlusion" in names else [])
+        cells = [image_cell(pixels, _PANEL_PX)]
+        cells += [heat_cell(maps[k], _PANEL_PX, signed=k.split("/")[0] in _SIGNED) for k in keys]
+        over = f"gradcam/{kind}" if f"gradcam/{kind}" in maps else keys[0]
+        cells.append(overlay_cell(pixels, maps[over], _PANEL_PX))
+        rows.append((label, cells))
+        header = ["image", *[k.split("/")[0] for k in keys], "overlay"]
+    title = f"row {int(row['index'])}: {row['reason']}"
+    return labelled_grid(title, header, rows, _PANEL_PX)
+
+
+def _class_gradcam(explain: ExplainConfig) -> str | None:
+    """The map averaged per class: Grad-CAM of the true class (else of the predicted one)."""
+    if "gradcam" not in explain.attribution.methods:
+        return None
+    kind = "true" if "true" in explain.attribution.targets else "predicted"
+    return f"gradcam/{kind}"
+
+
+def _write_batch(f: h5py.File, rows: slice, batch: pd.DataFrame, maps: dict,
+                 probs: dict[str, np.ndarray]) -> None:
+    f["index"][rows] = batch["index"].to_numpy(np.int64)
+    f["target/true"][rows] = batch["label"].to_numpy(np.int64)
+    f["target/predicted"][rows] = batch["predicted"].to_numpy(np.int64)
+    for kind, values in probs.items():
+        f[f"prob/{kind}"][rows] = values
+    unknown = batch["label"].to_numpy() < 0
+    for name, values in maps.items():
+        values = values.cpu().numpy()
+        if name.endswith("/true") and unknown.any():
+            values = values.astype(np.float32)
+            values[unknown] = np.nan
+        f[name][rows] = values
+
+
+def _explain_all(model, ready, table: pd.DataFrame, explain: ExplainConfig,
+                 preprocess: PreprocessConfig, layers: tuple[str, str], f: h5py.File,
+                 panels_dir: Path, class_names: list[str], device) -> dict:
+    """Map every image of ``table`` batch by batch into ``f`` and ``panels_dir``; returns class sums."""
+    fill = occluder_fill(explain.attribution.occlusion_fill, preprocess).to(device)
+    names = _map_names(explain)
+    averaged = _class_gradcam(explain)
+    sums: dict[int, list] = {}
+    size = explain.batch_size
+    for start in tqdm(range(0, len(table), size), desc="attribution", unit="batch", file=sys.stderr):
+        batch = table.iloc[start:start + size]
+        pixels = read_pixels(batch["path"], batch["slot"], preprocess)
+        x = to_input(pixels, preprocess, device)
+        targets = {kind: torch.tensor(_target_ids(batch, kind), device=device)
+                   for kind in ("true", "predicted")}
+        with torch.no_grad():
+            probs = torch.softmax(model(x), dim=1)
+        probs = {kind: probs.gather(1, t[:, None])[:, 0].cpu().numpy() for kind, t in targets.items()}
+        wanted = {kind: targets[kind] for kind in explain.attribution.targets}
+        maps = attribution_batch(model, ready, x, wanted, explain, layers, fill)
+        _write_batch(f, slice(start, start + len(batch)), batch, maps, probs)
+        shown = {k: v.cpu().numpy() for k, v in maps.items() if k != "zf_channel"}
+        rgb = display_rgb(pixels)
+        batch = batch.assign(**{f"prob_{kind}": values for kind, values in probs.items()})
+        for i, (_, row) in enumerate(batch.iterrows()):
+            one = {k: v[i] for k, v in shown.items()}
+            save_image(panels_dir / f"row-{int(row['index']):05d}.png",
+                       _panel(rgb[i], one, row, names, explain, class_names))
+            if averaged:
+                key = int(row["label"] if averaged.endswith("/true") else row["predicted"])
+                if key >= 0:
+                    total = sums.setdefault(key, [0.0, 0])
+                    total[0] = total[0] + one[averaged]
+                    total[1] += 1
+    return sums
+
+
+def _write_class_gradcam(sums: dict, explain: ExplainConfig, class_names: list[str],
+                         hw: tuple[int, int], path) -> None:
+    averaged = _class_gradcam(explain)
+    if averaged is None:
+        save_placeholder(path, "Grad-CAM is not in explain.attribution.methods")
+        return
+    n_classes = max([len(class_names), *[k + 1 for k in sums]])
+    means = np.zeros((n_classes, *hw))
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for k, (total, count) in sums.items():
+        means[k], counts[k] = total / count, count
+    class_map_figure(means, counts, class_names,
+                     f"mean Grad-CAM ({averaged.split('/')[1]} class) per class", path)
+
+
+def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: PreprocessConfig,
+                            explain: ExplainConfig, layers, *, images_csv, model_info_json,
+                            classes_json, maps_h5, panels_dir, class_gradcam_png,
+                            summary_json) -> None:
+    """The attribution stage: ``maps.h5``, a panel per image, the class Grad-CAM figure, summary.json."""
+    table = pd.read_csv(images_csv)
+    class_names = [str(n) for n in json.loads(Path(classes_json).read_text())]
+    device = resolve_device(explain.device, "explain.device")
+    model = load_explain_model(model_cfg, weights_file, preprocess, device)
+    chosen = explain_layers(explain, model_info_json, layers)
+    check_layer_names(model, list(chosen), key="explain.attribution.gradcam_layer / zf_layer")
+    needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam"} & set(explain.attribution.methods)
+    ready = attr.backprop_ready(model) if needs_ready else model
+    hw = input_hw(preprocess)
+    panels_dir = Path(panels_dir)
+    panels_dir.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    with atomic_path(maps_h5) as tmp, h5py.File(tmp, "w") as f:
+        _create_datasets(f, explain, len(table), hw)
+        f.attrs.update({"gradcam_layer": chosen[0], "zf_layer": chosen[1],
+                        "methods": list(explain.attribution.methods),
+                        "targets": list(explain.attribution.targets),
+                        "occlusion": json.dumps({k: getattr(explain.attribution, k) for k in (
+                            "occlusion_size", "occlusion_stride", "occlusion_fill")})})
+        sums = _explain_all(model, ready, table, explain, preprocess, chosen, f, panels_dir,
+                            class_names, device)
+    seconds = time.perf_counter() - began
+    _write_class_gradcam(sums, explain, class_names, hw, class_gradcam_png)
+    _write_attribution_summary(summary_json, table, explain, chosen, seconds, panels_dir,
+                               class_gradcam_png)
+
+
+def _write_attribution_summary(summary_json, table: pd.DataFrame, explain: ExplainConfig,
+                               chosen: tuple[str, str], seconds: float, panels_dir: Path,
+                               class_gradcam_png) -> None:
+    root = Path(summary_json).parent
+    rel = lambda p: Path(os.path.relpath(p, root)).as_posix()  # noqa: E731
+    cfg = explain.attribution
+    figures = [{"path": rel(class_gradcam_png), "title": "Mean Grad-CAM per class",
+                "caption": f"Grad-CAM at {chosen[0]}, averaged over the explained images of "
+                           "each class."}]
+    for _, row in table.head(_PANELS_IN_SUMMARY).iterrows():
+        figures.append({"path": rel(panels_dir / f"row-{int(row['index']):05d}.png"),
+                        "title": f"Image {int(row['index'])}", "caption": str(row["reason"])})
+    write_json(summary_json, {
+        "stage": "explain_attribution",
+        "title": "Attribution maps",
+        "caption": ("Which pixels each class score depends on, for the images chosen by "
+                    "explain.images: per image, one row per target class (true, predicted) with "
+                    "saliency (|gradient|), deconvnet, guided backprop, Grad-CAM at "
+                    f"{chosen[0]}, guided Grad-CAM, occlusion (drop of the class probability when "
+                    "a grey square hides the pixel; red = the class needs it) and the Zeiler & "
+                    f"Fergus occlusion of the strongest feature map of {chosen[1]}. Each map is "
+                    "scaled to its own maximum; raw maps are in maps.h5."),
+        "numbers": [{"label": "images explained", "value": str(len(table))},
+                    {"label": "methods", "value": ", ".join(cfg.methods)},
+                    {"label": "Grad-CAM layer", "value": chosen[0]},
+                    {"label": "occluder", "value": (f"{cfg.occlusion_size} px, stride "
+                                                    f"{cfg.occlusion_stride}, "
+                                                    f"grey {cfg.occlusion_fill}")},
+                    {"label": "images per second", "value": f"{len(table) / max(seconds, 1e-9):.2f}"}],
+        "figures": figures,
+        "tables": [],
+    })

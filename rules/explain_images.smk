@@ -1,0 +1,22 @@
+rule explain_images:
+    input:
+        shards=get_shard_paths,
+        shard_index="results/features/index.json",
+        manifest="results/manifest.csv",
+        topk="results/units/topk.csv",
+    output:
+        images="results/explain/images.csv",
+    log:
+        "logs/explain/explain_images.log",
+    benchmark:
+        "results/benchmarks/explain_images.tsv"
+    params:
+        explain=config["explain"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=lambda wildcards, attempt: 15 * attempt,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/explain_images.py"

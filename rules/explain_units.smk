@@ -1,0 +1,33 @@
+rule explain_units:
+    input:
+        topk="results/units/topk.csv",
+        manifest="results/manifest.csv",
+        model_info="results/model/model_info.json",
+        weights=get_weights_input,
+    output:
+        reconstructions="results/explain/units/reconstructions.h5",
+        figures=report(
+            directory("results/explain/units/figures"),
+            patterns=["{layer}/grid.png"],
+            caption="../report/explain_units.rst",
+            category="Explanations",
+        ),
+        summary="results/explain/units/summary.json",
+    log:
+        "logs/explain/explain_units.log",
+    benchmark:
+        "results/benchmarks/explain_units.tsv"
+    params:
+        explain=config["explain"],
+        model=config["model"],
+        preprocess=config["preprocess"],
+        layers=config["layers"],
+        weights_sha256=get_weights_sha256,
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/explain_units.py"

@@ -1,0 +1,20 @@
+"""Snakemake script: attribution maps, panels and the class Grad-CAM figure."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from convscope.config.sections import ExplainConfig, ModelConfig, PreprocessConfig  # noqa: E402
+from convscope.explain.attribution_stage import run_explain_attribution  # noqa: E402
+from convscope.logs import log_to_file  # noqa: E402
+
+with log_to_file(snakemake.log[0]):
+    run_explain_attribution(ModelConfig.from_dict(snakemake.params.model),
+                            snakemake.input.weights or None,
+                            PreprocessConfig.from_dict(snakemake.params.preprocess),
+                            ExplainConfig.from_dict(snakemake.params.explain),
+                            snakemake.params.layers, images_csv=snakemake.input.images,
+                            model_info_json=snakemake.input.model_info,
+                            classes_json=snakemake.input.classes, maps_h5=snakemake.output.maps,
+                            panels_dir=snakemake.output.panels,
+                            class_gradcam_png=snakemake.output.class_gradcam,
+                            summary_json=snakemake.output.summary)

@@ -1,0 +1,64 @@
+"""The explanation stages in a whole run of the tiny config: the files' content."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import h5_datasets
+
+
+def _summary_paths(summary: dict) -> list[str]:
+    paths = [item["path"] for key in ("figures", "tables") for item in summary.get(key, [])]
+    for channels in summary.get("units", {}).values():
+        paths += [item["path"] for items in channels.values() for item in items]
+    return paths
+
+
+@pytest.mark.workflow
+def test_explain_stages_write_their_files(tiny_run):
+    results = tiny_run / "results" / "explain"
+    images = pd.read_csv(results / "images.csv")
+    assert 1 <= len(images) <= 6 and images["index"].is_unique  # tiny_config: max_images 6
+    assert (images["label"] >= 0).all() and images["probability"].between(0, 1).all()
+
+    maps = h5_datasets(results / "attribution" / "maps.h5")
+    n = len(images)
+    assert maps["index"].tolist() == images["index"].tolist()
+    assert maps["target/true"].tolist() == images["label"].tolist()
+    for method in ("saliency", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam",
+                   "occlusion"):
+        for target in ("true", "predicted"):
+            values = maps[f"{method}/{target}"]
+            assert values.shape == (n, 32, 32) and values.dtype == np.float32
+            assert np.isfinite(values).all()
+            if method != "occlusion":
+                assert (values >= 0).all() and (values.reshape(n, -1).max(1) > 0).any()
+    assert (np.abs(maps["occlusion/true"]) <= 1).all()  # a drop of probability
+    assert maps["zf_occlusion"].shape == (n, 32, 32) and (maps["zf_channel"] >= 0).all()
+    assert np.allclose(maps["prob/predicted"], images["probability"], atol=1e-3)
+
+    for stage in ("attribution", "units"):
+        summary = json.loads((results / stage / "summary.json").read_text())
+        assert summary["stage"] == f"explain_{stage}" and summary["figures"]
+        for path in _summary_paths(summary):
+            assert (results / stage / path).is_file(), path
+    panels = sorted((results / "attribution" / "panels").glob("row-*.png"))
+    assert len(panels) == n
+
+    units = json.loads((results / "units" / "summary.json").read_text())["units"]
+    assert set(units) == {"relu1", "relu2", "relu3", "relu4"}
+    assert all(len(channels) <= 2 for channels in units.values())  # units_per_layer: 2
+    recon = h5_datasets(results / "units" / "reconstructions.h5")
+    for layer in units:
+        boxes = recon[f"{layer}/box"]
+        for method in ("deconvnet", "guided_backprop"):
+            values = recon[f"{layer}/{method}"]
+            assert values.shape == (len(boxes), 3, 32, 32)
+            for value, (x0, y0, x1, y1) in zip(values, boxes):
+                outside = np.ones((32, 32), bool)
+                outside[y0:y1, x0:x1] = False
+                assert np.all(value[:, outside] == 0)
