@@ -33,6 +33,10 @@ __all__ = [
     "NeighboursConfig",
     "PerformanceConfig",
     "ReportConfig",
+    "InvarianceConfig",
+    "CorrespondenceConfig",
+    "KeypointsConfig",
+    "ExplainConfig",
     "SECTIONS",
 ]
 
@@ -206,6 +210,55 @@ class ReportConfig(Section):
     title: str
 
 
+@dataclass(frozen=True)
+class InvarianceConfig(Section):
+    n_images: int
+    seed: int
+    layers: list[str] | None
+    translate_px: list[float]
+    scale: list[float]
+    rotation_deg: list[float]
+    steps: int
+
+
+@dataclass(frozen=True)
+class CorrespondenceConfig(Section):
+    target_class: str | int | None
+    part_columns: list[str] | None
+    part_units: str
+    occluder_scale: float
+    n_images: int
+    n_random: int
+    seed: int
+    layers: list[str] | None
+
+
+@dataclass(frozen=True)
+class KeypointsConfig(Section):
+    target_class: str | int | None
+    n_pairs: int
+    point_columns: list[str] | None
+    point_units: str
+    layers: list[str] | None
+    pck_thresholds: list[float]
+    pixel_patch_px: int
+    panels: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ExplainConfig(Section):
+    device: str
+    batch_size: int
+    invariance: InvarianceConfig
+    correspondence: CorrespondenceConfig
+    keypoints: KeypointsConfig
+
+    _nested: ClassVar[dict[str, type]] = {"invariance": InvarianceConfig,
+                                          "correspondence": CorrespondenceConfig,
+                                          "keypoints": KeypointsConfig}
+
+
 #: config key -> the class of that section (the top-level ``layers`` and
 #: ``codes_layer`` are plain values: a list of module names and a name or None).
 SECTIONS: dict[str, type[Section]] = {
@@ -220,4 +273,5 @@ SECTIONS: dict[str, type[Section]] = {
     "neighbours": NeighboursConfig,
     "performance": PerformanceConfig,
     "report": ReportConfig,
+    "explain": ExplainConfig,
 }
