@@ -6,6 +6,7 @@ from convscope.config.validate import ConfigError, load_schema, validate_config
 from convscope.config.preflight import (PreflightError, check_dataset, check_device,
                                         check_layers_set, check_model, class_names_required)
 from convscope.store.hashes import cached_sha256
+from convscope.explain.columns import DEMO_PART_COLUMNS, DEMO_POINT_COLUMNS, stage_columns
 from convscope.store.rows import n_shards
 
 # Validate the config (defaults from the schema) and check the dataset while
@@ -105,7 +106,35 @@ def get_stage_summaries(wildcards=None):
     caption, its figures and tables, and per-unit images for the unit pages. New stages
     append their rule's ``summary`` output here.
     """
-    return []
+    summaries = [rules.explain_invariance.output.summary]
+    if explain_stage_runs("correspondence"):
+        summaries.append(rules.explain_correspondence.output.summary)
+    if explain_stage_runs("keypoints"):
+        summaries.append(rules.explain_keypoints.output.summary)
+    return summaries
+
+
+#: explain stage -> (its manifest-columns key, units key, the demo dataset's columns)
+_EXPLAIN_COLUMNS = {
+    "correspondence": ("part_columns", "part_units", DEMO_PART_COLUMNS),
+    "keypoints": ("point_columns", "point_units", DEMO_POINT_COLUMNS),
+}
+
+
+def get_explain_section(stage):
+    """``explain.<stage>`` (correspondence or keypoints) as the rule's param: null manifest
+    columns become the demo shape's for the demo dataset (`convscope.explain.columns`)."""
+    columns_key, units_key, demo_columns = _EXPLAIN_COLUMNS[stage]
+    section = stage_columns(config["explain"][stage], columns_key, units_key,
+                            config["dataset"]["kind"], demo_columns)
+    return section if section is not None else config["explain"][stage]
+
+
+def explain_stage_runs(stage):
+    """Whether the correspondence / keypoint stage is part of the run: its manifest columns
+    are set, or the dataset is the demo's (whose generator knows where each shape is)."""
+    columns_key = _EXPLAIN_COLUMNS[stage][0]
+    return bool(get_explain_section(stage)[columns_key])
 
 
 def get_report_inputs(wildcards=None):

@@ -134,3 +134,23 @@ def test_stage_columns_fill_the_demo_and_switch_other_datasets_off():
     assert stage_columns(section, "part_columns", "part_units", "folder", DEMO_PART_COLUMNS) is None
     mine = {"part_columns": ["a", "b", "c"], "part_units": "pixels"}
     assert stage_columns(mine, "part_columns", "part_units", "folder", DEMO_PART_COLUMNS) == mine
+
+
+@pytest.mark.workflow
+def test_workflow_writes_the_delta_table(tiny_run):
+    import json
+
+    folder = tiny_run / "results" / "explain" / "correspondence"
+    table = pd.read_csv(folder / "delta.csv")
+    assert list(table["layer"].unique()) == ["relu1", "relu2", "relu3", "relu4"]
+    assert table["occluder"].tolist() == ["part", "random"] * 4
+    assert table["delta"].between(0, 1).all() and (table["delta"] > 0).all()
+    assert (table["n_images"] == 4).all()
+    assert table["n_repeats"].tolist() == [1, 2] * 4
+    # the two Δ columns agree: delta = delta_sum / (n (n - 1) D) (random: means of both)
+    np.testing.assert_allclose(table["delta"],
+                               table["delta_sum"] / (4 * 3 * table["n_features"]), rtol=1e-9)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["stage"] == "explain_correspondence"
+    for item in summary["figures"] + summary["tables"]:
+        assert (folder / item["path"]).is_file()

@@ -109,3 +109,32 @@ def test_rotation_by_a_full_turn_and_scale_one_change_nothing_visible():
     turned = transform_image(image, "rotation", 90)
     # a 90 degree turn of an odd-sized image about its centre is a pure permutation of pixels
     np.testing.assert_array_equal(turned, np.rot90(image, 1))
+
+
+def _summary_paths_exist(folder):
+    import json
+
+    summary = json.loads((folder / "summary.json").read_text())
+    listed = [item["path"] for kind in ("figures", "tables") for item in summary.get(kind, [])]
+    assert listed and all((folder / path).is_file() for path in listed), listed
+    return summary
+
+
+@pytest.mark.workflow
+def test_workflow_writes_invariance_curves(tiny_run):
+    from PIL import Image
+
+    folder = tiny_run / "results" / "explain" / "invariance"
+    curves = pd.read_csv(folder / "curves.csv")
+    assert set(curves["layer"]) == {"relu1", "relu2", "relu3", "relu4"}
+    # tiny_config: 2 images, 3 steps over symmetric ranges (the identity is the middle one)
+    assert len(curves) == 2 * 3 * 3 * 4 and curves["index"].nunique() == 2
+    identity = (curves["amount"] == np.where(curves["transform"] == "scale", 1.0, 0.0))
+    assert (curves.loc[identity, "distance"] == 0).all()
+    assert (curves.loc[~identity, "distance"] > 0).all()
+    assert curves["probability"].between(0, 1).all() and curves["target_is_label"].all()
+    manifest = pd.read_csv(tiny_run / "results" / "manifest.csv").set_index("index")
+    assert (manifest.loc[curves["index"], "label"].to_numpy() == curves["target"]).all()
+    for name in ("vertical_translation", "scale", "rotation"):
+        assert Image.open(folder / f"{name}.png").size[0] > 100
+    assert _summary_paths_exist(folder)["stage"] == "explain_invariance"

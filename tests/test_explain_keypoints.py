@@ -110,3 +110,30 @@ def test_keypoint_columns_in_fractions_and_pixels():
                                [[16, 4], [2, 8]])
     np.testing.assert_allclose(keypoints_xy(rows, ["x", "y"], "pixels", np.array([[1, 1], [1, 1]])),
                                rows.to_numpy())
+
+
+@pytest.mark.workflow
+def test_workflow_writes_pck_against_the_demo_shape_centres(tiny_run):
+    import json
+
+    folder = tiny_run / "results" / "explain" / "keypoints"
+    pck = pd.read_csv(folder / "pck.csv")
+    assert list(pck["layer"].unique()) == ["relu1", "relu2", "relu3", "relu4", PIXELS]
+    assert sorted(pck["threshold"].unique()) == [0.05, 0.1, 0.2]
+    assert pck["pck"].between(0, 1).all() and (pck["n_pairs"] == 6).all()
+    pairs = pd.read_csv(folder / "pairs.csv")
+    assert len(pairs) == 6 * 5 and (pairs["index_a"] != pairs["index_b"]).all()
+    manifest = pd.read_csv(tiny_run / "results" / "manifest.csv").set_index("index")
+    # one class; true keypoints are the demo shape centres of image B (32 px images)
+    assert manifest.loc[pd.concat([pairs["index_a"], pairs["index_b"]]), "label"].nunique() == 1
+    b = manifest.loc[pairs["index_b"]]
+    np.testing.assert_allclose(pairs["true_x"], b["pos_x"].to_numpy() * 32)
+    np.testing.assert_allclose(pairs["true_y"], b["pos_y"].to_numpy() * 32)
+    assert pairs[["pred_x", "pred_y"]].stack().between(0, 32).all()
+    # PCK grows with the threshold
+    for _, rows in pck.groupby("layer"):
+        assert rows.sort_values("threshold")["pck"].is_monotonic_increasing
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["stage"] == "explain_keypoints"
+    for item in summary["figures"] + summary["tables"]:
+        assert (folder / item["path"]).is_file()

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from convscope.analysis.common import class_name, save_figure
-from convscope.config.sections import ExplainConfig, ModelConfig, PreprocessConfig
+from convscope.config.sections import CorrespondenceConfig, ModelConfig, PreprocessConfig
 from convscope.data.manifest import read_manifest
 from convscope.data.preprocess import to_model_input
 from convscope.explain.columns import check_columns, choose_class, part_boxes
@@ -172,18 +172,22 @@ def _summary(table: pd.DataFrame, class_label: str, delta_csv: str, examples_png
 
 
 def run_explain_correspondence(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-                               explain: ExplainConfig, preprocess: PreprocessConfig,
+                               section: CorrespondenceConfig, preprocess: PreprocessConfig,
                                layers: Sequence[str] | None, manifest_csv: str | os.PathLike, *,
-                               delta_csv: str, examples_png: str, summary_json: str) -> None:
+                               device: str, batch_size: int, delta_csv: str, examples_png: str,
+                               summary_json: str) -> None:
     """The stage: sample the class, occlude, write ``delta_csv``, ``examples_png`` and
-    ``summary_json``. ``explain.correspondence.part_columns`` must be set (the workflow
-    fills the demo's)."""
-    section = explain.correspondence
+    ``summary_json``.
+
+    ``section`` is ``explain.correspondence``, whose ``part_columns`` must be set (the
+    workflow fills the demo's); ``device`` and ``batch_size`` are ``explain.device`` and
+    ``explain.batch_size``; ``layers`` the analysed layers.
+    """
     key = "explain.correspondence"
     if not section.part_columns:
         raise ValueError(f"config key '{key}.part_columns' is not set: name the manifest columns "
                          "that give the part's box in each image")
-    model, device = explain_model(model_cfg, weights_file, preprocess, explain.device)
+    model, device = explain_model(model_cfg, weights_file, preprocess, device)
     names = chosen_layers(model, section.layers, layers, f"{key}.layers")
     manifest, class_names = read_manifest(manifest_csv)
     check_columns(manifest, section.part_columns, f"{key}.part_columns")
@@ -199,7 +203,7 @@ def run_explain_correspondence(model_cfg: ModelConfig, weights_file: str | os.Pa
     random_sets = [random_boxes(part, orig_wh, rng) for _ in range(section.n_random)]
     fill = grey_fill(preprocess)
     table = correspondence_table(model, images, part, random_sets, fill, names, preprocess,
-                                 explain.batch_size, device)
+                                 batch_size, device)
     write_text(delta_csv, table.to_csv(index=False))
     plot_examples(images, part, random_sets[0], fill, rows["index"].tolist(), examples_png)
     write_json(summary_json, _summary(table, class_name(class_names, class_id), delta_csv,

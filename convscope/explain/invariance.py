@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from convscope.analysis.common import save_figure
-from convscope.config.sections import ExplainConfig, InvarianceConfig, ModelConfig, PreprocessConfig
+from convscope.config.sections import InvarianceConfig, ModelConfig, PreprocessConfig
 from convscope.data.manifest import read_manifest
 from convscope.data.preprocess import to_model_input
 from convscope.explain.forward import chosen_layers, explain_model, layer_outputs
@@ -156,13 +156,17 @@ def _summary(curves: pd.DataFrame, figures: Mapping[str, str], curves_csv: str,
 
 
 def run_explain_invariance(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-                           explain: ExplainConfig, preprocess: PreprocessConfig,
+                           section: InvarianceConfig, preprocess: PreprocessConfig,
                            layers: Sequence[str] | None, manifest_csv: str | os.PathLike, *,
-                           curves_csv: str, figures: Mapping[str, str], summary_json: str) -> None:
+                           device: str, batch_size: int, curves_csv: str,
+                           figures: Mapping[str, str], summary_json: str) -> None:
     """The stage: sample, sweep, write ``curves_csv``, one figure per transform
-    (``figures``: transform name -> PNG path, every key of `TRANSFORMS`) and ``summary_json``."""
-    section = explain.invariance
-    model, device = explain_model(model_cfg, weights_file, preprocess, explain.device)
+    (``figures``: transform name -> PNG path, every key of `TRANSFORMS`) and ``summary_json``.
+
+    ``section`` is ``explain.invariance``; ``device`` and ``batch_size`` are
+    ``explain.device`` and ``explain.batch_size``; ``layers`` the analysed layers.
+    """
+    model, device = explain_model(model_cfg, weights_file, preprocess, device)
     names = chosen_layers(model, section.layers, layers, "explain.invariance.layers")
     manifest, _ = read_manifest(manifest_csv)
     labelled = manifest[manifest["label"] >= 0]
@@ -174,7 +178,7 @@ def run_explain_invariance(model_cfg: ModelConfig, weights_file: str | os.PathLi
                                "explain.invariance.n_images")
     curves = invariance_curves(model, images, rows["index"].tolist(), rows["label"].tolist(),
                                names, transform_amounts(section), preprocess,
-                               explain.batch_size, device)
+                               batch_size, device)
     for kind in TRANSFORMS:
         plot_transform(curves, kind, names, figures[kind])
     write_text(curves_csv, curves.to_csv(index=False))

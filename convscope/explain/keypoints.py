@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from convscope.analysis.common import class_name, save_figure, save_placeholder
-from convscope.config.sections import ExplainConfig, ModelConfig, PreprocessConfig
+from convscope.config.sections import KeypointsConfig, ModelConfig, PreprocessConfig
 from convscope.data.manifest import read_manifest
 from convscope.data.preprocess import input_hw, to_model_input
 from convscope.explain.columns import check_columns, choose_class, keypoints_xy
@@ -237,17 +237,22 @@ def _summary(pck: pd.DataFrame, class_label: str, paths: Mapping[str, str]) -> d
 
 
 def run_explain_keypoints(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-                          explain: ExplainConfig, preprocess: PreprocessConfig,
+                          section: KeypointsConfig, preprocess: PreprocessConfig,
                           layers: Sequence[str] | None, manifest_csv: str | os.PathLike, *,
-                          pck_csv: str, pairs_csv: str, panels_png: str, summary_json: str) -> None:
+                          device: str, batch_size: int, pck_csv: str, pairs_csv: str,
+                          panels_png: str, summary_json: str) -> None:
     """The stage: sample pairs of the class, transfer, write ``pck_csv``, ``pairs_csv``,
-    ``panels_png`` and ``summary_json``. ``explain.keypoints.point_columns`` must be set
-    (the workflow fills the demo's)."""
-    section, key = explain.keypoints, "explain.keypoints"
+    ``panels_png`` and ``summary_json``.
+
+    ``section`` is ``explain.keypoints``, whose ``point_columns`` must be set (the workflow
+    fills the demo's); ``device`` and ``batch_size`` are ``explain.device`` and
+    ``explain.batch_size``; ``layers`` the analysed layers.
+    """
+    key = "explain.keypoints"
     if not section.point_columns:
         raise ValueError(f"config key '{key}.point_columns' is not set: name the manifest columns "
                          "that give the keypoint x, y in each image")
-    model, device = explain_model(model_cfg, weights_file, preprocess, explain.device)
+    model, device = explain_model(model_cfg, weights_file, preprocess, device)
     names = chosen_layers(model, section.layers, layers, f"{key}.layers")
     manifest, class_names = read_manifest(manifest_csv)
     check_columns(manifest, section.point_columns, f"{key}.point_columns")
@@ -263,7 +268,7 @@ def run_explain_keypoints(model_cfg: ModelConfig, weights_file: str | os.PathLik
     a, b = pairs_ab[:, 0], pairs_ab[:, 1]
     pairs = transfer_keypoints(model, [images[i] for i in a], [images[i] for i in b], points[a],
                                points[b], names, preprocess, section.pixel_patch_px,
-                               explain.batch_size, device)
+                               batch_size, device)
     pairs["index_a"] = rows["index"].to_numpy()[a][pairs["pair"]]
     pairs["index_b"] = rows["index"].to_numpy()[b][pairs["pair"]]
     pck = pck_table(pairs, section.pck_thresholds)
