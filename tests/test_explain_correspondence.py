@@ -154,3 +154,23 @@ def test_workflow_writes_the_delta_table(tiny_run):
     assert summary["stage"] == "explain_correspondence"
     for item in summary["figures"] + summary["tables"]:
         assert (folder / item["path"]).is_file()
+
+
+def test_class_rows_names_the_key_of_missing_or_unset_columns(tmp_path):
+    from convscope.data.manifest import write_manifest
+    from convscope.explain.sample import class_rows
+
+    manifest = pd.DataFrame({"index": [0, 1, 2], "path": ["a.png", "b.png", "c.png"],
+                             "slot": -1, "label": [0, 0, 1], "split": "all",
+                             "px": [1.0, None, 3.0], "py": [1.0, 2.0, 3.0]})
+    write_manifest(manifest, ["cat", "dog"], tmp_path / "m.csv")
+    rows, names, class_id = class_rows(tmp_path / "m.csv", "explain.keypoints", "point_columns",
+                                       ["px", "py"], None, 1)
+    # rows with a missing value do not count: class 0 keeps one row, class 1 one; tie -> 0
+    assert class_id == 0 and rows["index"].tolist() == [0] and names == ["cat", "dog"]
+    with pytest.raises(ValueError, match="'explain.keypoints.point_columns' is not set"):
+        class_rows(tmp_path / "m.csv", "explain.keypoints", "point_columns", None, None, 1)
+    with pytest.raises(ValueError, match="'explain.keypoints.point_columns'.*no column.*'pz'"):
+        class_rows(tmp_path / "m.csv", "explain.keypoints", "point_columns", ["px", "pz"], None, 1)
+    with pytest.raises(ValueError, match="'explain.keypoints.target_class'.*has 1 labelled"):
+        class_rows(tmp_path / "m.csv", "explain.keypoints", "point_columns", ["px", "py"], "dog", 2)

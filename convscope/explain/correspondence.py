@@ -35,11 +35,10 @@ import torch
 
 from convscope.analysis.common import class_name, save_figure
 from convscope.config.sections import CorrespondenceConfig, ModelConfig, PreprocessConfig
-from convscope.data.manifest import read_manifest
 from convscope.data.preprocess import to_model_input
-from convscope.explain.columns import check_columns, choose_class, part_boxes
+from convscope.explain.columns import part_boxes
 from convscope.explain.forward import chosen_layers, explain_model, layer_outputs
-from convscope.explain.sample import read_sample
+from convscope.explain.sample import class_rows, read_sample
 from convscope.explain.transforms import occlude
 from convscope.store.atomic import write_json, write_text
 
@@ -184,18 +183,12 @@ def run_explain_correspondence(model_cfg: ModelConfig, weights_file: str | os.Pa
     ``explain.batch_size``; ``layers`` the analysed layers.
     """
     key = "explain.correspondence"
-    if not section.part_columns:
-        raise ValueError(f"config key '{key}.part_columns' is not set: name the manifest columns "
-                         "that give the part's box in each image")
+    candidates, class_names, class_id = class_rows(manifest_csv, key, "part_columns",
+                                                   section.part_columns, section.target_class,
+                                                   section.n_images)
     model, device = explain_model(model_cfg, weights_file, preprocess, device)
     names = chosen_layers(model, section.layers, layers, f"{key}.layers")
-    manifest, class_names = read_manifest(manifest_csv)
-    check_columns(manifest, section.part_columns, f"{key}.part_columns")
-    usable = manifest[manifest[list(section.part_columns)].notna().all(axis=1)]
-    class_id = choose_class(usable, class_names, section.target_class, f"{key}.target_class",
-                            section.n_images)
-    rows, images = read_sample(usable[usable["label"] == class_id], section.n_images,
-                               section.seed, f"{key}.n_images")
+    rows, images = read_sample(candidates, section.n_images, section.seed, f"{key}.n_images")
     orig_wh = np.array([(im.shape[1], im.shape[0]) for im in images])
     part = scale_boxes(part_boxes(rows, section.part_columns, section.part_units, orig_wh),
                        section.occluder_scale)

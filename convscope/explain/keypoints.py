@@ -35,11 +35,10 @@ import torch.nn.functional as F
 
 from convscope.analysis.common import class_name, save_figure, save_placeholder
 from convscope.config.sections import KeypointsConfig, ModelConfig, PreprocessConfig
-from convscope.data.manifest import read_manifest
 from convscope.data.preprocess import input_hw, to_model_input
-from convscope.explain.columns import check_columns, choose_class, keypoints_xy
+from convscope.explain.columns import keypoints_xy
 from convscope.explain.forward import chosen_layers, explain_model, layer_outputs
-from convscope.explain.sample import read_sample
+from convscope.explain.sample import class_rows, read_sample
 from convscope.explain.transforms import input_to_original, original_to_input
 from convscope.nn.receptive_field import ReceptiveField, receptive_fields
 from convscope.store.atomic import write_json, write_text
@@ -249,16 +248,10 @@ def run_explain_keypoints(model_cfg: ModelConfig, weights_file: str | os.PathLik
     ``explain.batch_size``; ``layers`` the analysed layers.
     """
     key = "explain.keypoints"
-    if not section.point_columns:
-        raise ValueError(f"config key '{key}.point_columns' is not set: name the manifest columns "
-                         "that give the keypoint x, y in each image")
+    candidates, class_names, class_id = class_rows(manifest_csv, key, "point_columns",
+                                                   section.point_columns, section.target_class, 2)
     model, device = explain_model(model_cfg, weights_file, preprocess, device)
     names = chosen_layers(model, section.layers, layers, f"{key}.layers")
-    manifest, class_names = read_manifest(manifest_csv)
-    check_columns(manifest, section.point_columns, f"{key}.point_columns")
-    usable = manifest[manifest[list(section.point_columns)].notna().all(axis=1)]
-    class_id = choose_class(usable, class_names, section.target_class, f"{key}.target_class", 2)
-    candidates = usable[usable["label"] == class_id]
     count = min(len(candidates), max(2, 2 * section.n_pairs))
     rows, images = read_sample(candidates, count, section.seed, f"{key}.n_pairs")
     orig_wh = np.array([(im.shape[1], im.shape[0]) for im in images])

@@ -86,23 +86,28 @@ def occlude(image: np.ndarray, box_xyxy: Sequence[float], fill_rgb: Sequence[flo
     return out
 
 
-def original_to_input(points_xy: np.ndarray, orig_wh: np.ndarray,
-                      preprocess: PreprocessConfig | Mapping) -> np.ndarray:
-    """(n, 2) points in original-image pixels -> model-input pixels (``u = x * sx - left``)."""
-    points = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+def _map_points(points: np.ndarray, orig_wh: np.ndarray, preprocess, inverse: bool) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     out = np.empty_like(points)
     for i, (width, height) in enumerate(np.asarray(orig_wh).reshape(-1, 2)):
         sx, sy, left, top = geometry(int(width), int(height), preprocess)
-        out[i] = points[i, 0] * sx - left, points[i, 1] * sy - top
+        if inverse:
+            out[i] = (points[i, 0] + left) / sx, (points[i, 1] + top) / sy
+        else:
+            out[i] = points[i, 0] * sx - left, points[i, 1] * sy - top
     return out
+
+
+def original_to_input(points_xy: np.ndarray, orig_wh: np.ndarray,
+                      preprocess: PreprocessConfig | Mapping) -> np.ndarray:
+    """(n, 2) points in original-image pixels -> model-input pixels (``u = x * sx - left``).
+
+    ``orig_wh``: (n, 2) each image's original width and height.
+    """
+    return _map_points(points_xy, orig_wh, preprocess, inverse=False)
 
 
 def input_to_original(points_uv: np.ndarray, orig_wh: np.ndarray,
                       preprocess: PreprocessConfig | Mapping) -> np.ndarray:
     """(n, 2) points in model-input pixels -> original-image pixels (inverse of the above)."""
-    points = np.asarray(points_uv, dtype=np.float64).reshape(-1, 2)
-    out = np.empty_like(points)
-    for i, (width, height) in enumerate(np.asarray(orig_wh).reshape(-1, 2)):
-        sx, sy, left, top = geometry(int(width), int(height), preprocess)
-        out[i] = (points[i, 0] + left) / sx, (points[i, 1] + top) / sy
-    return out
+    return _map_points(points_uv, orig_wh, preprocess, inverse=True)
