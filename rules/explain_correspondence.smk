@@ -1,6 +1,7 @@
 rule explain_correspondence:
     input:
         manifest="results/manifest.csv",
+        model_info="results/model/model_info.json",
         weights=get_weights_input,
     output:
         delta="results/explain/correspondence/delta.csv",
