@@ -130,6 +130,17 @@ def get_explain_section(stage):
     return section if section is not None else config["explain"][stage]
 
 
+def get_explain_geometry_outputs(wildcards=None):
+    """Every output of the invariance, correspondence and keypoint stages that run: `all`
+    asks for them so that a deleted table or figure is rebuilt (the report reads only the
+    summaries)."""
+    outputs = list(rules.explain_invariance.output)
+    for stage in ("correspondence", "keypoints"):
+        if explain_stage_runs(stage):
+            outputs += list(getattr(rules, f"explain_{stage}").output)
+    return outputs
+
+
 def explain_stage_runs(stage):
     """Whether the correspondence / keypoint stage is part of the run: its manifest columns
     are set, or the dataset is the demo's (whose generator knows where each shape is)."""
@@ -191,5 +202,6 @@ def get_final_output(wildcards=None):
         produced += [rules.demo_dataset.output.manifest, rules.demo_dataset.output.images]
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
         produced.append(rules.train_demo_model.output.weights)
+    produced += get_explain_geometry_outputs()
     return [rules.report.output.html, *report_inputs, *produced, *rules.manifest.output,
             rules.model_info.output.info, rules.shard_index.output[0], *get_shard_paths()]

@@ -3,7 +3,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from convscope.config.sections import CorrespondenceConfig, ModelConfig, PreprocessConfig  # noqa: E402
+from convscope.config.sections import (CorrespondenceConfig, ModelConfig,  # noqa: E402
+                                       PreprocessConfig)
 from convscope.explain.correspondence import run_explain_correspondence  # noqa: E402
 from convscope.logs import log_to_file  # noqa: E402
 

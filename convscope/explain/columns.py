@@ -52,7 +52,7 @@ def stage_columns(section: Mapping, columns_key: str, units_key: str, dataset_ki
 
 
 def check_columns(manifest: pd.DataFrame, columns: Sequence[str], key: str) -> None:
-    """ValueError naming config ``key`` when a column is missing from the manifest or not numeric."""
+    """ValueError naming config ``key`` when a column is missing or not numeric."""
     missing = [name for name in columns if name not in manifest.columns]
     if missing:
         listed = ", ".join(map(str, manifest.columns))
@@ -124,7 +124,8 @@ def choose_class(manifest: pd.DataFrame, class_names: Sequence[str], target_clas
                          f"{', '.join(map(str, class_names))} (or ids 0..{len(class_names) - 1})")
     have = int(counts.get(class_id, 0))
     if have < needed:
-        raise ValueError(f"config key {key!r}: class {class_names[class_id] if class_id < len(class_names) else class_id!r} "
-                         f"has {have} labelled images with the needed columns, {needed} are needed; "
-                         "choose another class or ask for fewer images")
+        name = class_names[class_id] if class_id < len(class_names) else class_id
+        raise ValueError(f"config key {key!r}: class {name!r} has {have} labelled images with "
+                         f"the needed columns, {needed} are needed; choose another class or ask "
+                         "for fewer images")
     return class_id

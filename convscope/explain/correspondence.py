@@ -140,7 +140,8 @@ def plot_examples(images: Sequence[np.ndarray], part: np.ndarray, rand: np.ndarr
                  occlude(images[r], rand[r], fill_rgb))
         for ax, picture, title in zip(axes[r], shown, ("original", "part occluded", "random")):
             ax.imshow(picture, interpolation="nearest")
-            ax.set_title(f"{title} (row {indices[r]})" if title == "original" else title, fontsize=8)
+            label = f"{title} (row {indices[r]})" if title == "original" else title
+            ax.set_title(label, fontsize=8)
             ax.axis("off")
     save_figure(fig, path)
 
@@ -153,7 +154,8 @@ def _summary(table: pd.DataFrame, class_label: str, delta_csv: str, examples_png
     for layer, rows in table.groupby("layer", sort=False):
         part = rows.loc[rows["occluder"] == "part", "delta"].item()
         rand = rows.loc[rows["occluder"] == "random", "delta"].item()
-        numbers.append({"label": f"Δ {layer} (part / random)", "value": f"{part:.3f} / {rand:.3f}"})
+        numbers.append({"label": f"Δ {layer} (part / random)",
+                        "value": f"{part:.3f} / {rand:.3f}"})
     return {
         "stage": "explain_correspondence",
         "title": "Correspondence of an occluded part",

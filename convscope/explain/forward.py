@@ -40,7 +40,8 @@ def chosen_layers(model: nn.Module, layers: Sequence[str] | None,
     """``layers`` (config ``key``), or the analysed layers when null; names checked."""
     names = list(layers or analysed or [])
     if not names:
-        raise ValueError(f"config key {key!r} is null and no analysed layers are set (key 'layers')")
+        raise ValueError(f"config key {key!r} is null and no analysed layers are set "
+                         "(key 'layers')")
     check_layer_names(model, names, key=key)
     return names
 

@@ -148,7 +148,8 @@ def _summary(curves: pd.DataFrame, figures: Mapping[str, str], curves_csv: str,
         "numbers": [{"label": "images", "value": str(n_images)},
                     {"label": "layers", "value": ", ".join(curves["layer"].unique())}],
         "figures": [{"path": rel(path), "title": kind.replace("_", " "),
-                     "caption": f"feature distance and true-class probability vs {kind.replace('_', ' ')}"}
+                     "caption": "feature distance and true-class probability vs "
+                                + kind.replace("_", " ")}
                     for kind, path in figures.items()],
         "tables": [{"path": rel(curves_csv), "title": "invariance curves",
                     "caption": "one row per image, transform, amount and layer"}],

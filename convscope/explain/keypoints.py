@@ -58,7 +58,7 @@ _PIXEL_FIELD = ReceptiveField(size=(1, 1), stride=(1, 1), start=(0, 0))
 
 
 def cell_centres(rf: ReceptiveField, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Receptive-field centres of a (height, width) map in model-input pixels: (ys (H,), xs (W,))."""
+    """Receptive-field centres of a (height, width) map, model-input pixels: (ys (H,), xs (W,))."""
     ys = rf.start[0] + np.arange(height) * rf.stride[0] + rf.size[0] / 2.0
     xs = rf.start[1] + np.arange(width) * rf.stride[1] + rf.size[1] / 2.0
     return ys, xs
@@ -66,7 +66,7 @@ def cell_centres(rf: ReceptiveField, height: int, width: int) -> tuple[np.ndarra
 
 def nearest_cells(points_uv: np.ndarray, rf: ReceptiveField, height: int,
                   width: int) -> np.ndarray:
-    """(n, 2) model-input points (u, v) -> (n, 2) int (row, col) of the cell with the nearest centre."""
+    """(n, 2) model-input points (u, v) -> (n, 2) int (row, col) of the nearest cell centre."""
     ys, xs = cell_centres(rf, height, width)
     points = np.asarray(points_uv, dtype=np.float64).reshape(-1, 2)
     rows = np.abs(points[:, 1:2] - ys[None]).argmin(axis=1)
@@ -93,7 +93,7 @@ def match_cells(maps_a: torch.Tensor, cells_a: np.ndarray, maps_b: torch.Tensor)
 
 
 def pixel_patches(inputs: torch.Tensor, patch_px: int) -> torch.Tensor:
-    """(n, C, H, W) pixels -> (n, C * p * p, H, W): the p x p patch around each pixel, zero padded."""
+    """(n, C, H, W) pixels -> (n, C * p * p, H, W): the p x p patch around each pixel (zero pad)."""
     n, _, height, width = inputs.shape
     pad = patch_px // 2
     cols = F.unfold(inputs, kernel_size=patch_px, padding=pad)  # (n, C*p*p, L)
@@ -226,8 +226,8 @@ def _summary(pck: pd.DataFrame, class_label: str, paths: Mapping[str, str]) -> d
                     f"side of image B; '{PIXELS}' is the same search on raw pixel patches."),
         "numbers": numbers,
         "figures": [{"path": rel(paths["panels"]), "title": "example transfers",
-                     "caption": "A's keypoint (yellow +); in B the true keypoint (green circle) and "
-                                "each layer's transfer (crosses)"}],
+                     "caption": "A's keypoint (yellow +); in B the true keypoint (green "
+                                "circle) and each layer's transfer (crosses)"}],
         "tables": [{"path": rel(paths["pck"]), "title": "PCK per layer",
                     "caption": "fraction of correct transfers per layer and threshold"},
                    {"path": rel(paths["pairs"]), "title": "transfers",
