@@ -6,6 +6,7 @@ from convscope.config.validate import ConfigError, load_schema, validate_config
 from convscope.config.preflight import (PreflightError, check_dataset, check_device,
                                         check_layers_set, check_model, class_names_required)
 from convscope.store.hashes import cached_sha256
+from convscope.explain.columns import DEMO_PART_COLUMNS, DEMO_POINT_COLUMNS, stage_columns
 from convscope.store.rows import n_shards
 
 # Validate the config (defaults from the schema) and check the dataset while
@@ -98,22 +99,44 @@ def get_shard_paths(wildcards=None):
     return expand(rules.extract.output[0], shard=[f"{i:05d}" for i in range(count)])
 
 
+def get_stage_rules():
+    """The explanation and synthesis rules this config runs (correspondence and keypoints
+    only with manifest columns that locate the part / keypoint, or on the demo dataset).
+    A new stage appends its rule here: `all` then asks for every output (a deleted file is
+    rebuilt), the report gets its ``summary.json`` and its benchmark file."""
+    stages = [rules.explain_attribution, rules.explain_units, rules.explain_invariance]
+    if explain_stage_runs("correspondence"):
+        stages.append(rules.explain_correspondence)
+    if explain_stage_runs("keypoints"):
+        stages.append(rules.explain_keypoints)
+    return stages
+
+
 def get_stage_summaries(wildcards=None):
     """The ``summary.json`` of every explanation and synthesis stage the report shows.
 
     Each stage writes one (contract in docs/design.md, "Stage summaries"): a title, a
-    caption, its figures and tables, and per-unit images for the unit pages. New stages
-    append their rule's ``summary`` output here.
+    caption, its figures and tables, and per-unit images for the unit pages.
     """
-    return [rules.explain_attribution.output.summary, rules.explain_units.output.summary]
+    return [stage.output.summary for stage in get_stage_rules()]
+
+
+def get_stage_outputs(wildcards=None):
+    """Every output of the explanation and synthesis stages that run, and their inputs made
+    by the workflow alone (the explain image set): `all` asks for them so that a deleted
+    table or figure is rebuilt (the report reads only the summaries)."""
+    outputs = [rules.explain_images.output.images]
+    for stage in get_stage_rules():
+        outputs += list(stage.output)
+    return outputs
 
 
 def get_benchmark_files(wildcards=None):
     """The ``benchmark:`` files (wall time, peak memory) of every rule `all` runs for this
     config, for the report's provenance: one per shard for `extract`, the demo's data and
     model only when the workflow makes them. The report's own benchmark is left out (the
-    report cannot read a file written after it). New rules append their rule's
-    ``benchmark`` here (``rules.<rule>.benchmark``).
+    report cannot read a file written after it). New rules that are not stages of
+    `get_stage_rules` append their rule's ``benchmark`` here (``rules.<rule>.benchmark``).
     """
     shards = [f"{i:05d}" for i in range(len(get_shard_paths()))]
     files = []
@@ -125,8 +148,32 @@ def get_benchmark_files(wildcards=None):
               *expand(rules.extract.benchmark, shard=shards), rules.shard_index.benchmark,
               rules.topk_units.benchmark, rules.unit_stats.benchmark, rules.filters.benchmark,
               rules.performance.benchmark, rules.embedding.benchmark,
-              rules.neighbours.benchmark, rules.config_used.benchmark]
-    return files
+              rules.neighbours.benchmark, rules.config_used.benchmark,
+              rules.explain_images.benchmark]
+    return files + [stage.benchmark for stage in get_stage_rules()]
+
+
+#: explain stage -> (its manifest-columns key, units key, the demo dataset's columns)
+_EXPLAIN_COLUMNS = {
+    "correspondence": ("part_columns", "part_units", DEMO_PART_COLUMNS),
+    "keypoints": ("point_columns", "point_units", DEMO_POINT_COLUMNS),
+}
+
+
+def get_explain_section(stage):
+    """``explain.<stage>`` (correspondence or keypoints) as the rule's param: null manifest
+    columns become the demo shape's for the demo dataset (`convscope.explain.columns`)."""
+    columns_key, units_key, demo_columns = _EXPLAIN_COLUMNS[stage]
+    section = stage_columns(config["explain"][stage], columns_key, units_key,
+                            config["dataset"]["kind"], demo_columns)
+    return section if section is not None else config["explain"][stage]
+
+
+def explain_stage_runs(stage):
+    """Whether the correspondence / keypoint stage is part of the run: its manifest columns
+    are set, or the dataset is the demo's (whose generator knows where each shape is)."""
+    columns_key = _EXPLAIN_COLUMNS[stage][0]
+    return bool(get_explain_section(stage)[columns_key])
 
 
 def get_report_inputs(wildcards=None):
@@ -183,5 +230,6 @@ def get_final_output(wildcards=None):
         produced += [rules.demo_dataset.output.manifest, rules.demo_dataset.output.images]
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
         produced.append(rules.train_demo_model.output.weights)
+    produced += get_stage_outputs()
     return [rules.report.output.html, *report_inputs, *produced, *rules.manifest.output,
             rules.model_info.output.info, rules.shard_index.output[0], *get_shard_paths()]

@@ -36,6 +36,9 @@ __all__ = [
     "ExplainImagesConfig",
     "ExplainAttributionConfig",
     "ExplainReconstructionsConfig",
+    "InvarianceConfig",
+    "CorrespondenceConfig",
+    "KeypointsConfig",
     "ExplainConfig",
     "SECTIONS",
 ]
@@ -242,6 +245,39 @@ class ExplainReconstructionsConfig(Section):
     units_per_layer: int
     topk: int
     cell_px: int
+class InvarianceConfig(Section):
+    n_images: int
+    seed: int
+    layers: list[str] | None
+    translate_px: list[float]
+    scale: list[float]
+    rotation_deg: list[float]
+    steps: int
+
+
+@dataclass(frozen=True)
+class CorrespondenceConfig(Section):
+    target_class: str | int | None
+    part_columns: list[str] | None
+    part_units: str
+    occluder_scale: float
+    n_images: int
+    n_random: int
+    seed: int
+    layers: list[str] | None
+
+
+@dataclass(frozen=True)
+class KeypointsConfig(Section):
+    target_class: str | int | None
+    n_pairs: int
+    point_columns: list[str] | None
+    point_units: str
+    layers: list[str] | None
+    pck_thresholds: list[float]
+    pixel_patch_px: int
+    panels: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -251,10 +287,16 @@ class ExplainConfig(Section):
     images: ExplainImagesConfig
     attribution: ExplainAttributionConfig
     reconstructions: ExplainReconstructionsConfig
+    invariance: InvarianceConfig
+    correspondence: CorrespondenceConfig
+    keypoints: KeypointsConfig
 
     _nested: ClassVar[dict[str, type]] = {"images": ExplainImagesConfig,
                                           "attribution": ExplainAttributionConfig,
-                                          "reconstructions": ExplainReconstructionsConfig}
+                                          "reconstructions": ExplainReconstructionsConfig,
+                                          "invariance": InvarianceConfig,
+                                          "correspondence": CorrespondenceConfig,
+                                          "keypoints": KeypointsConfig}
 
 
 #: config key -> the class of that section (the top-level ``layers`` and
