@@ -102,7 +102,7 @@ def get_shard_paths(wildcards=None):
 def get_stage_rules():
     """The explanation and synthesis rules this config runs (correspondence and keypoints
     only with manifest columns that locate the part / keypoint, or on the demo dataset).
-    A new stage appends its rule here: `all` then asks for every output (a deleted file is
+    A new stage is appended to this list; `all` then asks for every output (a deleted file is
     rebuilt), the report gets its ``summary.json`` and its benchmark file."""
     stages = [rules.explain_attribution, rules.explain_units, rules.explain_invariance]
     if explain_stage_runs("correspondence"):
