@@ -245,6 +245,9 @@ class ExplainReconstructionsConfig(Section):
     units_per_layer: int
     topk: int
     cell_px: int
+
+
+@dataclass(frozen=True)
 class InvarianceConfig(Section):
     n_images: int
     seed: int
