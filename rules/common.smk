@@ -1,3 +1,4 @@
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -7,6 +8,7 @@ from convscope.config.preflight import (PreflightError, check_dataset, check_dev
                                         check_layers_set, check_model, class_names_required)
 from convscope.store.hashes import cached_sha256
 from convscope.store.rows import n_shards
+from convscope.synthesis.checkpoints import demo_checkpoint_epochs, demo_checkpoint_paths
 
 # Validate the config (defaults from the schema) and check the dataset while
 # parsing: cheap, so -n, --unlock and --lint pay almost nothing. Building the
@@ -106,6 +108,47 @@ def get_stage_summaries(wildcards=None):
     append their rule's ``summary`` output here.
     """
     return []
+
+
+def get_demo_checkpoint_epochs(wildcards=None):
+    """Epochs after which the demo training also saves its weights (model.train.checkpoint_epochs)."""
+    try:
+        return demo_checkpoint_epochs(config["model"]["train"])
+    except ValueError as exc:
+        sys.exit(f"convscope: {exc}")
+
+
+def get_demo_checkpoints(wildcards=None):
+    """The demo training's checkpoint files, in epoch order (outputs of train_demo_model)."""
+    get_demo_checkpoint_epochs()  # stops with the message if the epochs are wrong
+    return demo_checkpoint_paths(config["model"]["train"])
+
+
+def _trains_demo_model():
+    return config["model"]["kind"] == "demo" and not config["model"]["weights"]
+
+
+def get_evolution_checkpoints(wildcards=None):
+    """Weights files for synthesis_evolution: synthesis.evolution.checkpoints, or for the
+    demo model the training's saved epochs and its final weights; else none (skipped)."""
+    given = config["synthesis"]["evolution"]["checkpoints"]
+    if given:
+        return list(given)
+    if _trains_demo_model():
+        return [*get_demo_checkpoints(), rules.train_demo_model.output.weights]
+    return []
+
+
+def get_evolution_checkpoints_sha256(wildcards=None):
+    """SHA-256 of each checkpoint (None while one does not exist yet); see get_weights_sha256."""
+    return [cached_sha256(path, ".snakemake/convscope/sha256-cache.json")
+            if os.path.exists(path) else None for path in get_evolution_checkpoints()]
+
+
+def get_evolution_skip_reason(wildcards=None):
+    """Why synthesis_evolution has no checkpoints to show (written in its summary)."""
+    return ("synthesis.evolution.checkpoints is empty and the model is not the demo model the "
+            "workflow trains; list the weight files of your model's checkpoints there")
 
 
 def get_report_inputs(wildcards=None):

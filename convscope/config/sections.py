@@ -33,6 +33,10 @@ __all__ = [
     "NeighboursConfig",
     "PerformanceConfig",
     "ReportConfig",
+    "VisualisationConfig",
+    "InversionConfig",
+    "EvolutionConfig",
+    "SynthesisConfig",
     "SECTIONS",
 ]
 
@@ -88,6 +92,7 @@ class TrainConfig(Section):
     batch_size: int
     learning_rate: float
     seed: int
+    checkpoint_epochs: list[int] | None
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,61 @@ class ReportConfig(Section):
     title: str
 
 
+@dataclass(frozen=True)
+class VisualisationConfig(Section):
+    classes: str | list[str]
+    units: dict[str, str | list[int]] | None
+    max_units: int
+    objective: str
+    steps: int
+    learning_rate: float
+    parametrisation: str
+    decorrelate: bool
+    transforms: bool
+    jitter_px: int
+    scales: list[float]
+    rotate_degrees: float
+    l2_decay: float
+    blur_every: int
+    blur_sigma: float
+    clip_norm_percentile: float
+    clip_contribution_percentile: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class InversionConfig(Section):
+    layers: list[str] | None
+    n_images: int
+    steps: int
+    learning_rate: float
+    tv_beta: float
+    tv_weight: float
+    alpha: float
+    alpha_weight: float
+
+
+@dataclass(frozen=True)
+class EvolutionConfig(Section):
+    checkpoints: list[str]
+    units: list[str]
+    channels_per_layer: int
+    sample_size: int
+
+
+@dataclass(frozen=True)
+class SynthesisConfig(Section):
+    device: str
+    seed: int
+    visualisation: VisualisationConfig
+    inversion: InversionConfig
+    evolution: EvolutionConfig
+
+    _nested: ClassVar[dict[str, type]] = {"visualisation": VisualisationConfig,
+                                          "inversion": InversionConfig,
+                                          "evolution": EvolutionConfig}
+
+
 #: config key -> the class of that section (the top-level ``layers`` and
 #: ``codes_layer`` are plain values: a list of module names and a name or None).
 SECTIONS: dict[str, type[Section]] = {
@@ -220,4 +280,5 @@ SECTIONS: dict[str, type[Section]] = {
     "neighbours": NeighboursConfig,
     "performance": PerformanceConfig,
     "report": ReportConfig,
+    "synthesis": SynthesisConfig,
 }
