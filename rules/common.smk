@@ -107,7 +107,12 @@ def get_stage_summaries(wildcards=None):
     caption, its figures and tables, and per-unit images for the unit pages. New stages
     append their rule's ``summary`` output here.
     """
-    return []
+    return [
+        rules.synthesis_classes.output.summary,
+        rules.synthesis_units.output.summary,
+        rules.synthesis_inversion.output.summary,
+        rules.synthesis_evolution.output.summary,
+    ]
 
 
 def get_demo_checkpoint_epochs(wildcards=None):
