@@ -116,7 +116,8 @@ def get_stage_summaries(wildcards=None):
 
 
 def get_demo_checkpoint_epochs(wildcards=None):
-    """Epochs after which the demo training also saves its weights (model.train.checkpoint_epochs)."""
+    """Epochs after which the demo training also saves its weights
+    (model.train.checkpoint_epochs)."""
     try:
         return demo_checkpoint_epochs(config["model"]["train"])
     except ValueError as exc:
@@ -154,6 +155,17 @@ def get_evolution_skip_reason(wildcards=None):
     """Why synthesis_evolution has no checkpoints to show (written in its summary)."""
     return ("synthesis.evolution.checkpoints is empty and the model is not the demo model the "
             "workflow trains; list the weight files of your model's checkpoints there")
+
+
+def get_synthesis_layers(stage):
+    """The analysed layers (``layers``) for a synthesis stage that takes its units or layers
+    from them (its own setting is empty), else None, so that changing ``layers`` reruns only
+    the stages that use them. ``stage``: units, inversion or evolution."""
+    synthesis = config["synthesis"]
+    own = {"units": synthesis["visualisation"]["units"],
+           "inversion": synthesis["inversion"]["layers"],
+           "evolution": synthesis["evolution"]["units"]}[stage]
+    return None if own else config["layers"]
 
 
 def get_report_inputs(wildcards=None):

@@ -20,7 +20,7 @@ rule synthesis_evolution:
         skip_reason=get_evolution_skip_reason,
         model=config["model"],
         preprocess=config["preprocess"],
-        layers=config["layers"],
+        layers=get_synthesis_layers("evolution"),
         evolution=config["synthesis"]["evolution"],
         visualisation=config["synthesis"]["visualisation"],
         device=config["synthesis"]["device"],

@@ -18,7 +18,7 @@ rule synthesis_inversion:
         weights_sha256=get_weights_sha256,
         model=config["model"],
         preprocess=config["preprocess"],
-        layers=config["layers"],
+        layers=get_synthesis_layers("inversion"),
         inversion=config["synthesis"]["inversion"],
         device=config["synthesis"]["device"],
         seed=config["synthesis"]["seed"],

@@ -19,7 +19,7 @@ rule synthesis_units:
         weights_sha256=get_weights_sha256,
         model=config["model"],
         preprocess=config["preprocess"],
-        layers=config["layers"],
+        layers=get_synthesis_layers("units"),
         visualisation=config["synthesis"]["visualisation"],
         device=config["synthesis"]["device"],
         seed=config["synthesis"]["seed"],

@@ -22,6 +22,9 @@ pytestmark = pytest.mark.workflow
 SHARDS = [f"results/features/shard-{i:05d}.h5" for i in range(3)]  # 120 images, shards of 50
 ANALYSES = {"topk_units": 1, "unit_stats": 1, "filters": 1, "performance": 1, "embedding": 1,
             "neighbours": 1, "report": 1}
+# stages that read the weights but not the shards
+SYNTHESIS = {"synthesis_classes": 1, "synthesis_units": 1, "synthesis_inversion": 1,
+             "synthesis_evolution": 1}
 
 
 def _snakemake(workdir: Path, *args: str, check: bool = True):
@@ -57,7 +60,8 @@ def test_weights_with_older_mtime_but_new_content_rerun_everything_after_them(ru
     os.utime(replacement, ns=(older, older))
     shutil.copy2(replacement, weights)
     assert weights.stat().st_mtime_ns == older
-    assert _planned(run_copy) == {"model_info": 1, "extract": 3, "shard_index": 1, **ANALYSES}
+    assert _planned(run_copy) == {"model_info": 1, "extract": 3, "shard_index": 1, **ANALYSES,
+                                  **SYNTHESIS}
 
 
 def test_deleted_intermediates_are_rebuilt_and_a_damaged_shard_stops_with_its_log(run_copy):

@@ -56,7 +56,7 @@ def to_uint8(images01: np.ndarray) -> np.ndarray:
 
 
 def upscaled(image: np.ndarray, min_side: int = PNG_MIN_SIDE) -> np.ndarray:
-    """(H, W, C) uint8 -> RGB (H k, W k, 3) with the smallest k making the short side >= min_side."""
+    """(H, W, C) uint8 -> RGB (H k, W k, 3), k the smallest making the short side >= min_side."""
     if image.shape[-1] == 1:
         image = np.repeat(image, 3, axis=-1)
     return upscale_nearest(image, max(1, -(-min_side // min(image.shape[:2]))))

@@ -40,12 +40,12 @@ __all__ = ["parse_units", "top_activations", "run_evolution"]
 _BATCH = 256
 
 
-def parse_units(units: Sequence[str], layers: Sequence[str],
+def parse_units(units: Sequence[str], layers: Sequence[str] | None,
                 channels_per_layer: int) -> dict[str, list[int]]:
     """``["relu3:5", ...]`` -> ``{"relu3": [5, ...]}``; empty = the first
     ``channels_per_layer`` channels of every layer of ``layers``."""
     if not units:
-        return {layer: list(range(channels_per_layer)) for layer in layers}
+        return {layer: list(range(channels_per_layer)) for layer in layers or []}
     parsed: dict[str, list[int]] = {}
     for unit in units:
         layer, _, index = unit.rpartition(":")
@@ -152,7 +152,7 @@ def _skipped(evolution_h5, strips_dir, summary_json, reason: str) -> dict:
 def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: EvolutionConfig,
                   visualisation: VisualisationConfig, device_name: str, seed: int,
                   manifest_csv: str | os.PathLike,
-                  layers: Sequence[str], checkpoints: Sequence[str | os.PathLike], *,
+                  layers: Sequence[str] | None, checkpoints: Sequence[str | os.PathLike], *,
                   evolution_h5, strips_dir, summary_json,
                   skip_reason: str = "no checkpoints") -> dict:
     """Top image, its patch and the unit image of each chosen unit at each checkpoint (in

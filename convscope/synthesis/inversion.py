@@ -93,11 +93,14 @@ def _figure(path, originals: np.ndarray, reconstructions: np.ndarray, layers: Se
 
 def run_inversion(model_cfg: ModelConfig, weights: str | os.PathLike | None,
                   preprocess: PreprocessConfig, cfg: InversionConfig, device_name: str,
-                  seed: int, manifest_csv: str | os.PathLike, layers: Sequence[str], *, inversion_h5,
-                  figure_png, summary_json) -> dict:
+                  seed: int, manifest_csv: str | os.PathLike, layers: Sequence[str] | None, *,
+                  inversion_h5, figure_png, summary_json) -> dict:
     """Invert a seeded sample of images from each layer of ``cfg.layers`` (the
     ``synthesis.inversion`` section; null: ``layers``); writes the stage's files."""
-    layers = list(cfg.layers or layers)
+    layers = list(cfg.layers or layers or [])
+    if not layers:
+        raise ValueError("config keys 'synthesis.inversion.layers' and 'layers' are both empty; "
+                         "name the layers to invert from")
     model, device = synthesis_model(model_cfg, weights, preprocess, device_name)
     check_layer_names(model, layers, key="synthesis.inversion.layers")
     rows, originals = sample_images(manifest_csv, cfg.n_images, seed, preprocess)

@@ -55,12 +55,12 @@ def resolve_classes(classes: str | Sequence[str], class_names: Sequence[str],
     return ids
 
 
-def resolve_units(model: nn.Module, units: Mapping | None, layers: Sequence[str],
+def resolve_units(model: nn.Module, units: Mapping | None, layers: Sequence[str] | None,
                   max_units: int, preprocess: PreprocessConfig) -> dict[str, list[int]]:
-    """Layer -> channels to draw. ``units`` None = every layer of ``layers``, all; a layer's
+    """Layer -> channels to draw. ``units`` empty = every layer of ``layers``, all; a layer's
     ``"all"`` = its first ``max_units`` channels; a channel beyond the layer's raises."""
     key = "synthesis.visualisation.units"
-    units = dict(units) if units is not None else {layer: "all" for layer in layers}
+    units = dict(units) if units else {layer: "all" for layer in layers or []}
     check_layer_names(model, list(units), key=key)
     shapes = layer_output_shapes(model, list(units), input_hw(preprocess),
                                  int(preprocess.channels))
@@ -139,10 +139,9 @@ def _class_probabilities(model: nn.Module, images01: np.ndarray, ids: Sequence[i
 
 
 def run_class_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | None,
-                            preprocess: PreprocessConfig, cfg: VisualisationConfig, device_name: str,
-                            seed: int,
-                            classes_json: str | os.PathLike, *, images_h5, curves_png,
-                            grid_png, png_dir, summary_json) -> dict:
+                            preprocess: PreprocessConfig, cfg: VisualisationConfig,
+                            device_name: str, seed: int, classes_json: str | os.PathLike, *,
+                            images_h5, curves_png, grid_png, png_dir, summary_json) -> dict:
     """Class-model images of ``cfg.classes`` (the ``synthesis.visualisation`` section, with
     ``synthesis.device`` and ``synthesis.seed``); writes the stage's files."""
     from convscope.analysis.common import class_name
@@ -190,11 +189,11 @@ def _n_outputs(model: nn.Module, preprocess: PreprocessConfig, device) -> int:
 
 
 def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | None,
-                           preprocess: PreprocessConfig, cfg: VisualisationConfig, device_name: str,
-                           seed: int,
-                           layers: Sequence[str], *, images_h5, curves_png, png_dir,
-                           summary_json) -> dict:
-    """One image per unit of ``synthesis.visualisation.units``; writes the stage's files."""
+                           preprocess: PreprocessConfig, cfg: VisualisationConfig,
+                           device_name: str, seed: int, layers: Sequence[str] | None, *,
+                           images_h5, curves_png, png_dir, summary_json) -> dict:
+    """One image per unit of ``cfg.units`` (empty: the first ``cfg.max_units`` channels of
+    each of ``layers``); writes the stage's files."""
     model, device = synthesis_model(model_cfg, weights, preprocess, device_name)
     chosen = resolve_units(model, cfg.units, layers, cfg.max_units, preprocess)
     files = layer_file_names(list(chosen))
