@@ -31,9 +31,8 @@ from convscope.nn.hooks import capture_tensors
 from convscope.nn.receptive_field import receptive_fields
 from convscope.synthesis.common import (render_settings, sample_images, synthesis_model,
                                         to_uint8, write_h5, write_summary)
-from convscope.synthesis.objectives import channel
 from convscope.synthesis.render import to_model_space
-from convscope.synthesis.visualise import resolve_units, visualise
+from convscope.synthesis.visualise import resolve_units, unit_objective, visualise
 
 __all__ = ["parse_units", "top_activations", "run_evolution"]
 
@@ -101,10 +100,9 @@ def _checkpoint_results(model: nn.Module, images: np.ndarray, units: dict[str, l
     rows, values, boxes, unit_images = [], [], [], []
     for layer, chs in units.items():
         image, value, ys, xs = best[layer]
-        rendered = visualise(model, lambda batch, layer=layer: channel(layer, batch, cfg.objective),
-                             chs, render_settings(cfg), batch_size=cfg.batch_size,
-                             preprocess=preprocess, seed=seed, device=device,
-                             desc=f"{name} {layer}")
+        rendered = visualise(model, unit_objective(cfg, layer), chs, render_settings(cfg),
+                             batch_size=cfg.batch_size, preprocess=preprocess, seed=seed,
+                             device=device, desc=f"{name} {layer}")
         rows.append(image), values.append(value)
         boxes.append(_boxes(fields, layer, ys, xs, height, width))
         unit_images.append(to_uint8(rendered.images))

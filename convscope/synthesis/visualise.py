@@ -37,8 +37,11 @@ from convscope.synthesis.common import (render_settings, save_png, synthesis_mod
 from convscope.synthesis.objectives import Objective, channel, class_logit, l2
 from convscope.synthesis.render import Rendered, RenderSettings, render
 
-__all__ = ["resolve_classes", "resolve_units", "visualise", "plot_curves",
-           "run_class_visualisation", "run_unit_visualisation"]
+__all__ = ["MAX_SUMMARY_FIGURES", "resolve_classes", "resolve_units", "unit_objective",
+           "visualise", "plot_curves", "run_class_visualisation", "run_unit_visualisation"]
+
+#: Classes shown one by one in the summary at most (the grid always shows them all).
+MAX_SUMMARY_FIGURES = 64
 
 
 def resolve_classes(classes: str | Sequence[str], class_names: Sequence[str],
@@ -123,6 +126,11 @@ def _objective_of(cfg, make: Callable[[list[int]], Objective]) -> Callable:
     return lambda targets: make(targets) - cfg.l2_decay * l2()
 
 
+def unit_objective(cfg: VisualisationConfig, layer: str) -> Callable[[list[int]], Objective]:
+    """Batch of channels -> the section's unit objective on ``layer`` (with its L2 decay)."""
+    return _objective_of(cfg, lambda batch: channel(layer, batch, cfg.objective))
+
+
 def _relative(path, summary_json) -> str:
     return os.path.relpath(path, os.path.dirname(os.path.abspath(summary_json)))
 
@@ -161,8 +169,9 @@ def run_class_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike |
     for image, class_id, label, prob in zip(images, ids, labels, probs):
         path = os.path.join(png_dir, f"class-{class_id:03d}.png")
         save_png(path, upscaled(image))
-        figures.append({"path": _relative(path, summary_json), "title": f"class {label}",
-                        "caption": f"softmax probability of {label}: {prob:.3f}"})
+        if len(figures) < MAX_SUMMARY_FIGURES:
+            figures.append({"path": _relative(path, summary_json), "title": f"class {label}",
+                            "caption": f"softmax probability of {label}: {prob:.3f}"})
     save_png(grid_png, _grid(images))
     plot_curves(curves_png, {"class logits": rendered.curves})
     head = [{"path": _relative(grid_png, summary_json), "title": "all classes",
@@ -201,10 +210,9 @@ def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | 
     all_images, all_curves, unit_layer, unit_channel = [], [], [], []
     figures, units, panels = [], {}, {}
     for layer, channels in chosen.items():
-        make = _objective_of(cfg, lambda batch, layer=layer: channel(layer, batch, cfg.objective))
-        rendered = visualise(model, make, channels, settings, batch_size=cfg.batch_size,
-                             preprocess=preprocess, seed=seed, device=device,
-                             desc=f"units {layer}")
+        rendered = visualise(model, unit_objective(cfg, layer), channels, settings,
+                             batch_size=cfg.batch_size, preprocess=preprocess, seed=seed,
+                             device=device, desc=f"units {layer}")
         images = to_uint8(rendered.images)
         all_images.append(images)
         all_curves.append(rendered.curves)
