@@ -1,3 +1,4 @@
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -8,6 +9,7 @@ from convscope.config.preflight import (PreflightError, check_dataset, check_dev
 from convscope.store.hashes import cached_sha256
 from convscope.explain.columns import DEMO_PART_COLUMNS, DEMO_POINT_COLUMNS, stage_columns
 from convscope.store.rows import n_shards
+from convscope.synthesis.checkpoints import demo_checkpoint_epochs, demo_checkpoint_paths
 
 # Validate the config (defaults from the schema) and check the dataset while
 # parsing: cheap, so -n, --unlock and --lint pay almost nothing. Building the
@@ -105,6 +107,8 @@ def get_stage_rules():
     A new stage is appended to this list; `all` then asks for every output (a deleted file is
     rebuilt), the report gets its ``summary.json`` and its benchmark file."""
     stages = [rules.explain_attribution, rules.explain_units, rules.explain_invariance]
+    stages += [rules.synthesis_classes, rules.synthesis_units, rules.synthesis_inversion,
+               rules.synthesis_evolution]
     if explain_stage_runs("correspondence"):
         stages.append(rules.explain_correspondence)
     if explain_stage_runs("keypoints"):
@@ -176,6 +180,59 @@ def explain_stage_runs(stage):
     return bool(get_explain_section(stage)[columns_key])
 
 
+def get_demo_checkpoint_epochs(wildcards=None):
+    """Epochs after which the demo training also saves its weights
+    (model.train.checkpoint_epochs)."""
+    try:
+        return demo_checkpoint_epochs(config["model"]["train"])
+    except ValueError as exc:
+        sys.exit(f"convscope: {exc}")
+
+
+def get_demo_checkpoints(wildcards=None):
+    """The demo training's checkpoint files, in epoch order (outputs of train_demo_model)."""
+    get_demo_checkpoint_epochs()  # stops with the message if the epochs are wrong
+    return demo_checkpoint_paths(config["model"]["train"])
+
+
+def _trains_demo_model():
+    return config["model"]["kind"] == "demo" and not config["model"]["weights"]
+
+
+def get_evolution_checkpoints(wildcards=None):
+    """Weights files for synthesis_evolution: synthesis.evolution.checkpoints, or for the
+    demo model the training's saved epochs and its final weights; else none (skipped)."""
+    given = config["synthesis"]["evolution"]["checkpoints"]
+    if given:
+        return list(given)
+    if _trains_demo_model():
+        return [*get_demo_checkpoints(), rules.train_demo_model.output.weights]
+    return []
+
+
+def get_evolution_checkpoints_sha256(wildcards=None):
+    """SHA-256 of each checkpoint (None while one does not exist yet); see get_weights_sha256."""
+    return [cached_sha256(path, ".snakemake/convscope/sha256-cache.json")
+            if os.path.exists(path) else None for path in get_evolution_checkpoints()]
+
+
+def get_evolution_skip_reason(wildcards=None):
+    """Why synthesis_evolution has no checkpoints to show (written in its summary)."""
+    return ("synthesis.evolution.checkpoints is empty and the model is not the demo model the "
+            "workflow trains; list the weight files of your model's checkpoints there")
+
+
+def get_synthesis_layers(stage):
+    """The analysed layers (``layers``) for a synthesis stage that takes its units or layers
+    from them (its own setting is empty), else None, so that changing ``layers`` reruns only
+    the stages that use them. ``stage``: units, inversion or evolution."""
+    synthesis = config["synthesis"]
+    own = {"units": synthesis["visualisation"]["units"],
+           "inversion": synthesis["inversion"]["layers"],
+           "evolution": synthesis["evolution"]["units"]}[stage]
+    return None if own else config["layers"]
+
+
 def get_report_inputs(wildcards=None):
     """The analysis outputs the report shows, by the names `convscope.report.ReportInputs` uses."""
     inputs = {
@@ -229,7 +286,7 @@ def get_final_output(wildcards=None):
     if config["dataset"]["kind"] == "demo":
         produced += [rules.demo_dataset.output.manifest, rules.demo_dataset.output.images]
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
-        produced.append(rules.train_demo_model.output.weights)
+        produced += [rules.train_demo_model.output.weights, *get_demo_checkpoints()]
     produced += get_stage_outputs()
     return [rules.report.output.html, *report_inputs, *produced, *rules.manifest.output,
             rules.model_info.output.info, rules.shard_index.output[0], *get_shard_paths()]

@@ -4,6 +4,7 @@ rule train_demo_model:
     output:
         weights="results/model/demo_model.pt",
         metrics="results/model/train_metrics.json",
+        checkpoints=get_demo_checkpoints(),
     log:
         "logs/train_demo_model.log",
     benchmark:
@@ -11,6 +12,7 @@ rule train_demo_model:
     params:
         train=config["model"]["train"],
         preprocess=config["preprocess"],
+        checkpoint_epochs=get_demo_checkpoint_epochs(),
     threads: 2
     resources:
         mem_mb=4000,

@@ -24,6 +24,11 @@ ANALYSES = {"topk_units": 1, "unit_stats": 1, "filters": 1, "performance": 1, "e
             "neighbours": 1, "report": 1}
 # stages that read the model and the manifest but not the shards
 MODEL_READERS = {"explain_invariance": 1, "explain_correspondence": 1, "explain_keypoints": 1}
+# stages that read the shards (the image set) and the weights
+EXPLAIN = {"explain_images": 1, "explain_attribution": 1, "explain_units": 1}
+# stages that read the weights but not the shards
+SYNTHESIS = {"synthesis_classes": 1, "synthesis_units": 1, "synthesis_inversion": 1,
+             "synthesis_evolution": 1}
 
 
 def _snakemake(workdir: Path, *args: str, check: bool = True):
@@ -60,7 +65,7 @@ def test_weights_with_older_mtime_but_new_content_rerun_everything_after_them(ru
     shutil.copy2(replacement, weights)
     assert weights.stat().st_mtime_ns == older
     assert _planned(run_copy) == {"model_info": 1, "extract": 3, "shard_index": 1, **ANALYSES,
-                                  **MODEL_READERS}
+                                  **MODEL_READERS, **EXPLAIN, **SYNTHESIS}
 
 
 def test_deleted_intermediates_are_rebuilt_and_a_damaged_shard_stops_with_its_log(run_copy):

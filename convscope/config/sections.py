@@ -40,6 +40,10 @@ __all__ = [
     "CorrespondenceConfig",
     "KeypointsConfig",
     "ExplainConfig",
+    "VisualisationConfig",
+    "InversionConfig",
+    "EvolutionConfig",
+    "SynthesisConfig",
     "SECTIONS",
 ]
 
@@ -95,6 +99,7 @@ class TrainConfig(Section):
     batch_size: int
     learning_rate: float
     seed: int
+    checkpoint_epochs: list[int] | None
 
 
 @dataclass(frozen=True)
@@ -302,6 +307,61 @@ class ExplainConfig(Section):
                                           "keypoints": KeypointsConfig}
 
 
+@dataclass(frozen=True)
+class VisualisationConfig(Section):
+    classes: str | list[str]
+    units: dict[str, str | list[int]] | None
+    max_units: int
+    objective: str
+    steps: int
+    learning_rate: float
+    parametrisation: str
+    decorrelate: bool
+    transforms: bool
+    jitter_px: int
+    scales: list[float]
+    rotate_degrees: float
+    l2_decay: float
+    blur_every: int
+    blur_sigma: float
+    clip_norm_percentile: float
+    clip_contribution_percentile: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class InversionConfig(Section):
+    layers: list[str] | None
+    n_images: int
+    steps: int
+    learning_rate: float
+    tv_beta: float
+    tv_weight: float
+    alpha: float
+    alpha_weight: float
+
+
+@dataclass(frozen=True)
+class EvolutionConfig(Section):
+    checkpoints: list[str]
+    units: list[str]
+    channels_per_layer: int
+    sample_size: int
+
+
+@dataclass(frozen=True)
+class SynthesisConfig(Section):
+    device: str
+    seed: int
+    visualisation: VisualisationConfig
+    inversion: InversionConfig
+    evolution: EvolutionConfig
+
+    _nested: ClassVar[dict[str, type]] = {"visualisation": VisualisationConfig,
+                                          "inversion": InversionConfig,
+                                          "evolution": EvolutionConfig}
+
+
 #: config key -> the class of that section (the top-level ``layers`` and
 #: ``codes_layer`` are plain values: a list of module names and a name or None).
 SECTIONS: dict[str, type[Section]] = {
@@ -317,4 +377,5 @@ SECTIONS: dict[str, type[Section]] = {
     "performance": PerformanceConfig,
     "report": ReportConfig,
     "explain": ExplainConfig,
+    "synthesis": SynthesisConfig,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -119,15 +120,31 @@ def _save_state_dict(model: nn.Module, weights_out: str | os.PathLike) -> None:
         torch.save(model.state_dict(), staged)
 
 
+def _save_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save the weights in the middle of training without touching the model (no mode or
+    memory-format change, so the rest of training and the final weights are unchanged)."""
+    state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
+    with atomic_path(path, keep_name=True) as staged:
+        torch.save(state, staged)
+
+
 def train_demo_model(manifest_csv: str | os.PathLike, train: TrainConfig,
                      preprocess: PreprocessConfig, weights_out: str | os.PathLike,
-                     metrics_out: str | os.PathLike) -> dict:
+                     metrics_out: str | os.PathLike,
+                     checkpoints_out: Mapping[int, str | os.PathLike] | None = None) -> dict:
     """Train `DemoCNN` on the ``train`` split, evaluate on ``test``; save weights and metrics.
 
     Writes the state dict to ``weights_out`` and the metrics as JSON to
     ``metrics_out`` (train/test accuracy in [0, 1], image counts, epochs,
     mean training loss per epoch, seconds, class names), and returns the metrics.
+    ``checkpoints_out`` maps epochs (1-based) to files that get the weights after that
+    epoch (for `convscope.synthesis.evolution`).
     """
+    checkpoints_out = dict(checkpoints_out or {})
+    beyond = sorted(e for e in checkpoints_out if not 1 <= e <= train.epochs)
+    if beyond:
+        raise ValueError(f"checkpoint epochs {beyond} are outside 1..{train.epochs} "
+                         "(model.train.epochs)")
     torch.manual_seed(train.seed)
     generator = torch.Generator().manual_seed(train.seed)
     manifest, class_names = read_manifest(manifest_csv)
@@ -143,6 +160,8 @@ def train_demo_model(manifest_csv: str | os.PathLike, train: TrainConfig,
         history.append(_train_epoch(model, train_x, train_y, train, preprocess, optimizer,
                                     scheduler, generator, f"epoch {epoch + 1}/{train.epochs}"))
         print(f"epoch {epoch + 1}: mean training loss {history[-1]:.4f}", flush=True)
+        if epoch + 1 in checkpoints_out:
+            _save_checkpoint(model, checkpoints_out[epoch + 1])
     metrics = {
         "train_accuracy": _accuracy(model, train_x, train_y, preprocess),
         "test_accuracy": _accuracy(model, test_x, test_y, preprocess),

@@ -1,0 +1,33 @@
+rule synthesis_units:
+    input:
+        weights=get_weights_input,
+    output:
+        images="results/synthesis/units/images.h5",
+        curves="results/synthesis/units/curves.png",
+        png=report(
+            directory("results/synthesis/units/png"),
+            patterns=["{name}.png"],
+            caption="../report/synthesis_units.rst",
+            category="Synthesis",
+        ),
+        summary="results/synthesis/units/summary.json",
+    log:
+        "logs/synthesis/units.log",
+    benchmark:
+        "results/benchmarks/synthesis_units.tsv"
+    params:
+        weights_sha256=get_weights_sha256,
+        model=config["model"],
+        preprocess=config["preprocess"],
+        layers=get_synthesis_layers("units"),
+        visualisation=config["synthesis"]["visualisation"],
+        device=config["synthesis"]["device"],
+        seed=config["synthesis"]["seed"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/synthesis_units.py"
