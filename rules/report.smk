@@ -7,6 +7,8 @@ rule report:
         shard_index="results/features/index.json",
     output:
         html="results/report/index.html",
+        pages=directory("results/report/pages"),
+        assets=directory("results/report/assets"),
     log:
         "logs/report.log",
     params:

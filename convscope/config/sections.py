@@ -204,6 +204,9 @@ class PerformanceConfig(Section):
 @dataclass(frozen=True)
 class ReportConfig(Section):
     title: str
+    patch_px: int
+    gallery_page_size: int
+    scatter_max_points: int
 
 
 #: config key -> the class of that section (the top-level ``layers`` and
