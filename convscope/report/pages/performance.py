@@ -32,7 +32,9 @@ def _comparison(renderer, inputs) -> dict | None:
     comparison = pd.read_csv(inputs.comparison, keep_default_na=False, na_values=[""])
     panel = (renderer.writer.copy(inputs.comparison_panel, "assets/performance/comparison.png")
              if inputs.comparison_panel else None)
-    return {"overall": table(comparison[comparison["scope"] == "overall"]),
+    overall = comparison[comparison["scope"] == "overall"]
+    overall = overall.drop(columns=[c for c in ("scope", "class", "class_name") if c in overall])
+    return {"overall": table(overall),
             "agreement": table(agreement), "panel": panel}
 
 
