@@ -183,6 +183,8 @@ def test_site_pages_link_only_inside_their_folder(inputs, tmp_path):
         for target in _local_targets(page):
             assert target.is_file() and site.resolve() in target.parents, (page, target)
     assert not list(site.rglob("*stray*"))  # nothing globbed beside the listed files
+    gallery = (site / "pages" / "layer-relu1.html").read_text()  # topk.json's pages, copied
+    assert 'href="../assets/units/relu1/pages/patches-000.png"' in gallery
     assert not [p for p in site.iterdir() if p.name.startswith(".")]  # no staging left
     assert "TinyNet" in html and "40 images in 2 shards" in html and "ab" * 32 in html
     assert "truncated file" in html and "img/7.png" in html

@@ -5,6 +5,7 @@ histogram, classes of its top images, class selectivity, other stages' images)."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pandas as pd
 from convscope.analysis.layer_names import layer_file_names
 from convscope.report.pages.histogram import histogram_svg
 from convscope.report.pages.tables import csv_table
-from convscope.report.readers import read_unit_histograms, read_unit_stats
+from convscope.report.readers import read_json, read_unit_histograms, read_unit_stats
 from convscope.report.unit_images import render_layer_units
 
 __all__ = ["gallery_units", "write_gallery_page", "write_unit_pages"]
@@ -38,15 +39,17 @@ def gallery_units(stats: pd.DataFrame, images: dict[int, dict], unit_href: str) 
 
 
 def write_gallery_page(renderer, layer: str, file_name: str, units: Sequence[dict],
-                       page_size: int, caption: str = "") -> str:
+                       page_size: int, figure_pages: Sequence[dict] = ()) -> str:
     """The gallery page ``pages/layer-<file_name>.html`` of ``units`` (`gallery_units` rows,
-    image and unit paths relative to the site root); data in ``assets/data/``."""
+    image and unit paths relative to the site root); data in ``assets/data/``.
+    ``figure_pages`` (``{"name", "href"}``) are the top-k stage's figures of the layer."""
     data = f"assets/data/layer-{file_name}.js"
     classes = sorted({u["cls"] for u in units if u["cls"]})
     renderer.writer.write_data(data, "gallery", {"layer": layer, "units": list(units),
                                                  "pageSize": int(page_size), "classes": classes})
     return renderer.page("layer.html.j2", f"pages/layer-{file_name}.html", f"Layer {layer}",
-                         layer=layer, data_js=data, n_units=len(units), caption=caption,
+                         layer=layer, data_js=data, n_units=len(units),
+                         figure_pages=list(figure_pages),
                          n_dead=sum(bool(u["dead"]) for u in units), classes=classes)
 
 
@@ -78,7 +81,7 @@ def _unit_page(renderer, layer, file_name, stat, rows, images, hist, extras, lab
                   classes=_class_counts(top), hist=hist, extras=extras, neighbours=neighbours)
 
 
-def _layer(renderer, layer, file_name, stats, topk, manifest, class_names, cfg, hists,
+def _layer(renderer, inputs, layer, file_name, stats, topk, manifest, class_names, cfg, hists,
            extras) -> dict:
     """A layer's unit pictures, unit pages and gallery; returns its row of the index page."""
     rows = topk[topk["layer"] == layer]
@@ -96,7 +99,11 @@ def _layer(renderer, layer, file_name, stats, topk, manifest, class_names, cfg, 
                    images.get(c, {}), hist, extras.get(layer, {}).get(c, []), labels,
                    class_names, neighbours)
     units = gallery_units(stats, images, f"pages/units/{file_name}/c{{c:04d}}.html")
-    href = write_gallery_page(renderer, layer, file_name, units, cfg.gallery_page_size)
+    figure_pages = [{"name": Path(page).name, "href": renderer.writer.copy(
+        Path(inputs.topk_index).parent / page, f"assets/units/{file_name}/pages/{Path(page).name}")}
+        for page in read_json(inputs.topk_index).get(layer, [])]
+    href = write_gallery_page(renderer, layer, file_name, units, cfg.gallery_page_size,
+                              figure_pages)
     return {"layer": layer, "href": href, "channels": len(units),
             "dead": sum(u["dead"] for u in units)}
 
@@ -109,7 +116,7 @@ def write_unit_pages(renderer, inputs, manifest: pd.DataFrame, class_names: list
     hists = read_unit_histograms(inputs.unit_histograms)
     layers = list(dict.fromkeys(stats["layer"]))
     files = layer_file_names(layers)
-    index = [_layer(renderer, layer, files[layer], stats[stats["layer"] == layer], topk,
+    index = [_layer(renderer, inputs, layer, files[layer], stats[stats["layer"] == layer], topk,
                     manifest, class_names, cfg, hists, extras) for layer in layers]
     firing = renderer.writer.copy(inputs.firing_rate, "assets/units/firing_rate.png")
     renderer.page("units.html.j2", "pages/units.html", "Layers and units", layers=index,
