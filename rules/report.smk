@@ -19,6 +19,6 @@ rule report:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 20 * attempt,
     conda:
-        "../envs/report.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/report.py"
