@@ -230,3 +230,24 @@ def test_gallery_of_2048_channels_loads_images_as_it_scrolls(browser, tmp_path):
     assert _card_channels(page)[:20] == bee["channel"].tolist()[:20]
     assert watcher.errors == [] and watcher.outside == [] and watcher.failed == []
     context.close()
+
+
+def test_watcher_catches_requests_leaving_the_site(browser, tmp_path):
+    """The checks above would see a page that loads from the network or outside its folder."""
+    site = tmp_path / "site"
+    site.mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "outside.png")
+    (site / "index.html").write_text(
+        '<!doctype html><img src="http://example.invalid/cdn.png"><img src="../outside.png">'
+        '<script>console.error("boom")</script>')
+    context = browser.new_context()
+    watcher = Watcher(context, site)
+    page = context.new_page()
+    watcher.watch(page)
+    _open(page, site / "index.html")
+    assert sorted(watcher.outside) == sorted(["http://example.invalid/cdn.png",
+                                              (tmp_path / "outside.png").as_uri()])
+    assert any("boom" in error for error in watcher.errors)
+    with pytest.raises(AssertionError, match="link leaves the site"):
+        _local_targets(site / "index.html")
+    context.close()

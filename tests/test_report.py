@@ -186,6 +186,7 @@ def test_site_pages_link_only_inside_their_folder(inputs, tmp_path):
     gallery = (site / "pages" / "layer-relu1.html").read_text()  # topk.json's pages, copied
     assert 'href="../assets/units/relu1/pages/patches-000.png"' in gallery
     assert not [p for p in site.iterdir() if p.name.startswith(".")]  # no staging left
+    assert '<a href="pages/layer-relu1.html"><code>relu1</code></a>' in html  # layer table
     assert "TinyNet" in html and "40 images in 2 shards" in html and "ab" * 32 in html
     assert "truncated file" in html and "img/7.png" in html
     assert "0.938" in html and "0.812" in html  # headline numbers from the JSON summaries

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from convscope.report.checks import chance_warning, dataset_notes, headline_numbers
+from convscope.report.pages.units import gallery_pages
 from convscope.report.readers import (benchmark_rows, failed_rows, nonfinite_counts,
-                                      read_json)
+                                      read_json, read_unit_stats)
 
 __all__ = ["PACKAGES", "package_versions", "write_overview"]
 
@@ -61,6 +62,7 @@ def write_overview(renderer, inputs, dataset, manifest: pd.DataFrame,
         failed=failed_rows(inputs.shards, manifest), model=model_info.get("model", {}),
         model_info=model_info, layers=model_info["layers"], codes=model_info["codes"],
         nonfinite=nonfinite_counts(inputs.shards), **_accuracy(inputs),
+        galleries=gallery_pages(read_unit_stats(inputs.unit_stats)),
         notes=dataset_notes(manifest, inputs.embedding_summary, inputs.knn_accuracy),
         headline=headline_numbers(inputs.knn_accuracy, inputs.embedding_summary),
         train_metrics=read_json(inputs.train_metrics) if inputs.train_metrics else None,

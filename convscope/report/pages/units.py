@@ -16,13 +16,19 @@ from convscope.report.pages.tables import csv_table
 from convscope.report.readers import read_json, read_unit_histograms, read_unit_stats
 from convscope.report.unit_images import render_layer_units
 
-__all__ = ["gallery_units", "write_gallery_page", "write_unit_pages"]
+__all__ = ["gallery_pages", "gallery_units", "write_gallery_page", "write_unit_pages"]
 
 
 def _number(value) -> float | None:
     """A finite float, or None."""
     value = float(value)
     return value if np.isfinite(value) else None
+
+
+def gallery_pages(stats: pd.DataFrame) -> dict[str, str]:
+    """Layer -> site path of its gallery page, for the layers of ``stats.csv`` in its order."""
+    files = layer_file_names(list(dict.fromkeys(stats["layer"])))
+    return {layer: f"pages/layer-{name}.html" for layer, name in files.items()}
 
 
 def gallery_units(stats: pd.DataFrame, images: dict[int, dict], unit_href: str) -> list[dict]:
