@@ -17,15 +17,17 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 
-# Everything CI runs: unit tests, end-to-end workflow runs and the local SLURM
-# cluster (installed here with apt-get; needs root). A failed install fails.
+# Everything CI runs: unit tests, end-to-end workflow runs, the report in headless
+# Chromium and the local SLURM cluster (both installed here with apt-get; needs root).
+# A failed install fails.
 test: setup
 	bash .ci/slurm/install.sh
+	bash .ci/browser/install.sh
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m "not gpu"
 
 # The quick loop for development: unit tests only (about a minute on 2 cores).
 test-fast: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m "not workflow and not slurm and not gpu"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m "not workflow and not slurm and not gpu and not browser"
 
 # Tests that need a CUDA GPU (not part of CI, which has none).
 test-gpu: setup

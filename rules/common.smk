@@ -263,6 +263,7 @@ def get_report_inputs(wildcards=None):
         "firing_rate": rules.unit_stats.output.plot,
         "filters": rules.filters.output[0],
         "config_used": rules.config_used.output.config,
+        "unit_histograms": rules.unit_stats.output.histograms,
         "stage_summaries": get_stage_summaries(),
     }
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:

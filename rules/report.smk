@@ -5,10 +5,15 @@ rule report:
         model_info="results/model/model_info.json",
         shards=get_shard_paths,
         shard_index="results/features/index.json",
+        benchmarks=get_benchmark_files,
     output:
         html="results/report/index.html",
+        pages=directory("results/report/pages"),
+        assets=directory("results/report/assets"),
     log:
         "logs/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv"
     params:
         report=config["report"],
         dataset=config["dataset"],
@@ -17,6 +22,6 @@ rule report:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 20 * attempt,
     conda:
-        "../envs/report.yaml"
+        "../envs/analysis.yaml"
     script:
         "../scripts/report.py"

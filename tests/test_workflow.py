@@ -57,7 +57,9 @@ def test_analyses_and_report(tiny_run):
     assert overall.loc[0, "n"] == 30  # the test split
     html = (tiny_run / "results/report/index.html").read_text()
     assert "Accuracy" in html and "relu4" in html
-    assert "../units/topk/relu1/patches-000.png" in html
+    assert 'href="pages/units.html"' in html  # the site's navigation
+    gallery = (tiny_run / "results/report/pages/layer-relu1.html").read_text()
+    assert "assets/data/layer-relu1.js" in gallery
 
 
 def test_rerun_does_nothing(tiny_run):

@@ -217,6 +217,9 @@ class PerformanceConfig(Section):
 @dataclass(frozen=True)
 class ReportConfig(Section):
     title: str
+    patch_px: int
+    gallery_page_size: int
+    scatter_max_points: int
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,80 @@
+"""One page per explanation/synthesis stage, from its ``summary.json`` (docs/design.md,
+"Stage summaries"), and the per-unit images those stages list for the unit pages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from convscope.report.assets import SiteWriter
+from convscope.report.pages.tables import csv_table
+from convscope.report.readers import read_json
+
+__all__ = ["REQUIRED_KEYS", "stage_pages", "write_stage_pages"]
+
+#: Keys every summary.json must have.
+REQUIRED_KEYS = ("stage", "title", "caption")
+_MAX_TABLE_ROWS = 200
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe version of a stage name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _copy(writer: SiteWriter, summary: Path, stage: str, rel: str) -> str:
+    """Copy a file named in ``summary`` (relative to its folder) into the site; its site path."""
+    source = summary.parent / rel
+    if not source.is_file():
+        raise ValueError(f"{summary}: names {rel!r}, but {source} does not exist")
+    return writer.copy(source, f"assets/stages/{_safe(stage)}/{rel}")
+
+
+def _read_summary(path: Path) -> dict:
+    """The summary, checked for the required keys."""
+    summary = read_json(path)
+    missing = [key for key in REQUIRED_KEYS if not summary.get(key)]
+    if missing:
+        raise ValueError(f"{path}: stage summary without {', '.join(missing)} (needs "
+                         f"{', '.join(REQUIRED_KEYS)}; see docs/design.md 'Stage summaries')")
+    return summary
+
+
+def _entries(writer, path, stage, items, with_table=False) -> list[dict]:
+    """Figures or tables of a summary: copied, with title, caption (and rows for tables)."""
+    entries = []
+    for item in items or []:
+        entry = {"href": _copy(writer, path, stage, item["path"]), "name": item["path"],
+                 "title": item.get("title", item["path"]), "caption": item.get("caption", "")}
+        if with_table and item["path"].endswith(".csv"):
+            entry["table"] = csv_table(path.parent / item["path"], _MAX_TABLE_ROWS)
+        entries.append(entry)
+    return entries
+
+
+def stage_pages(summaries: Sequence[str], writer: SiteWriter) -> tuple[list[dict], dict]:
+    """Read every summary and copy its files; returns the pages to write and the unit images
+    (layer -> channel (int) -> list of ``{"href", "title", "caption", "stage"}``)."""
+    pages, unit_images = [], {}
+    for path in map(Path, summaries):
+        summary = _read_summary(path)
+        stage = str(summary["stage"])
+        pages.append({
+            "stage": stage, "title": summary["title"], "caption": summary["caption"],
+            "href": f"pages/stage-{_safe(stage)}.html", "numbers": summary.get("numbers", []),
+            "figures": _entries(writer, path, stage, summary.get("figures")),
+            "tables": _entries(writer, path, stage, summary.get("tables"), with_table=True)})
+        for layer, channels in (summary.get("units") or {}).items():
+            for channel, images in channels.items():
+                unit_images.setdefault(layer, {}).setdefault(int(channel), []).extend(
+                    {"href": _copy(writer, path, stage, image["path"]), "stage": summary["title"],
+                     "title": image.get("title", ""), "caption": image.get("caption", "")}
+                    for image in images)
+    return pages, unit_images
+
+
+def write_stage_pages(renderer, pages: list[dict]) -> None:
+    """One page per stage: caption, numbers, figures and tables."""
+    for page in pages:
+        renderer.page("stage.html.j2", page["href"], page["title"], stage=page)
