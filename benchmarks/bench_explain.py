@@ -10,9 +10,10 @@ Every method runs on batches of ``--batch-size`` images (random normal inputs,
 random targets) after one warm-up batch, synchronised on CUDA. Occlusion is also
 reported per occluder position (positions evaluated per second). Unit
 reconstructions (deconvnet and guided backprop of one activation of the last
-layer) are timed too.
+layer) are timed too. A new method is one entry of `METHODS`.
 
     python benchmarks/bench_explain.py --device cpu --n-images 64
+    python benchmarks/bench_explain.py --device cpu --n-images 16 --methods saliency occlusion
     python benchmarks/bench_explain.py --device cuda --models demo resnet50 --json-out r.json
 """
 
@@ -22,8 +23,13 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+
+from convscope.explain import attribution as attr
+from convscope.explain.reconstruct import reconstruct_units
 
 
 def _setup(name: str, device: torch.device):
@@ -50,55 +56,79 @@ def _time(fn, batches, device) -> float:
     return time.perf_counter() - began
 
 
-def _methods(model, ready, layer, size, stride, per_pass, fill):
-    from convscope.explain import attribution as attr
-    from convscope.explain.reconstruct import reconstruct_units
+@dataclass(frozen=True)
+class Setup:
+    """What a method needs: the model, its `backprop_ready` copy, the Grad-CAM / ZF layer,
+    the occluder settings (``fill`` (C,) normalised) and the number of classes."""
 
-    def recon(method):
+    model: torch.nn.Module
+    ready: torch.nn.Module
+    layer: str
+    occlusion: dict
+    classes: int = 10
+
+
+@dataclass(frozen=True)
+class Method:
+    """A timed method: ``make(setup)`` returns ``fn(x (n, C, H, W), target (n,))``;
+    ``occluder`` reports occluder positions per second too."""
+
+    make: Callable[[Setup], Callable[[torch.Tensor, torch.Tensor], object]]
+    occluder: bool = False
+
+
+def _recon(method: str) -> Method:
+    def make(s: Setup):
         def run(x, t):
-            n = len(x)
-            zeros = torch.zeros(n, dtype=torch.long, device=x.device)
-            return reconstruct_units(ready, layer, x, t % 8, zeros + 1, zeros + 1, method)
+            ones = torch.ones(len(x), dtype=torch.long, device=x.device)
+            return reconstruct_units(s.ready, s.layer, x, t % 8, ones, ones, method)
         return run
-
-    occlusion = dict(size=size, stride=stride, fill=fill, positions_per_pass=per_pass)
-    return {
-        "saliency": lambda x, t: attr.saliency_map(model, x, t),
-        "deconvnet": lambda x, t: attr.deconvnet_map(ready, x, t),
-        "guided_backprop": lambda x, t: attr.guided_backprop_map(ready, x, t),
-        "gradcam": lambda x, t: attr.gradcam_map(model, layer, x, t),
-        "guided_gradcam": lambda x, t: attr.guided_gradcam_map(ready, layer, x, t),
-        "occlusion": lambda x, t: attr.occlusion_map(model, x, t, **occlusion),
-        "zf_occlusion": lambda x, t: attr.zf_occlusion_map(
-            model, layer, x, attr.strongest_feature_maps(model, layer, x), **occlusion),
-        "occlusion sweep (true + predicted + zf)": lambda x, t: attr.occlusion_maps(
-            model, x, {"true": t, "predicted": (t + 1) % 10}, layer,
-            attr.strongest_feature_maps(model, layer, x), **occlusion),
-        "reconstruction (deconvnet)": recon("deconvnet"),
-        "reconstruction (guided)": recon("guided_backprop"),
-    }
+    return Method(make)
 
 
-def bench(name: str, device: torch.device, n_images: int, batch_size: int, per_pass: int) -> list:
-    from convscope.explain.attribution import backprop_ready
+#: name -> Method; adding a method to the benchmark is one entry here.
+METHODS: dict[str, Method] = {
+    "saliency": Method(lambda s: lambda x, t: attr.saliency_map(s.model, x, t)),
+    "deconvnet": Method(lambda s: lambda x, t: attr.deconvnet_map(s.ready, x, t)),
+    "guided_backprop": Method(lambda s: lambda x, t: attr.guided_backprop_map(s.ready, x, t)),
+    "gradcam": Method(lambda s: lambda x, t: attr.gradcam_map(s.model, s.layer, x, t)),
+    "guided_gradcam": Method(
+        lambda s: lambda x, t: attr.guided_gradcam_map(s.ready, s.layer, x, t)),
+    "occlusion": Method(lambda s: lambda x, t: attr.occlusion_map(s.model, x, t, **s.occlusion),
+                        occluder=True),
+    "zf_occlusion": Method(lambda s: lambda x, t: attr.zf_occlusion_map(
+        s.model, s.layer, x, attr.strongest_feature_maps(s.model, s.layer, x), **s.occlusion),
+        occluder=True),
+    # as the stage runs it: true + predicted + ZF in one sweep
+    "occlusion_sweep": Method(lambda s: lambda x, t: attr.occlusion_maps(
+        s.model, x, {"true": t, "predicted": (t + 1) % s.classes}, s.layer,
+        attr.strongest_feature_maps(s.model, s.layer, x), **s.occlusion), occluder=True),
+    "reconstruction_deconvnet": _recon("deconvnet"),
+    "reconstruction_guided": _recon("guided_backprop"),
+}
 
+
+def bench(name: str, device: torch.device, n_images: int, batch_size: int, per_pass: int,
+          methods: list[str]) -> list:
+    """Time each of ``methods`` (keys of `METHODS`) on set-up ``name``; one JSON row each."""
     torch.manual_seed(0)
     model, layer, px, size, stride = _setup(name, device)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    ready = backprop_ready(model)
+    occlusion = dict(size=size, stride=stride, fill=torch.zeros(3, device=device),
+                     positions_per_pass=per_pass)
+    setup = Setup(model, attr.backprop_ready(model), layer, occlusion)
     batches = [(torch.randn(batch_size, 3, px, px, device=device),
                 torch.randint(0, 10, (batch_size,), device=device))
                for _ in range(max(1, n_images // batch_size))]
     n = batch_size * len(batches)
     positions = ((px - size) // stride + 1) ** 2
     rows = []
-    for method, fn in _methods(model, ready, layer, size, stride, per_pass,
-                               torch.zeros(3, device=device)).items():
-        seconds = _time(fn, batches, device)
+    for method in methods:
+        seconds = _time(METHODS[method].make(setup), batches, device)
         row = {"model": name, "px": px, "method": method, "images": n,
                "images_per_s": round(n / seconds, 2)}
-        if "occlusion" in method:
+        if METHODS[method].occluder:
             row["occluder_positions"] = positions
             row["positions_per_s"] = round(n * positions / seconds, 1)
         rows.append(row)
@@ -113,6 +143,8 @@ def main(argv=None) -> None:
     parser.add_argument("--n-images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--positions-per-pass", type=int, default=16)
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="methods timed (default: all)")
     parser.add_argument("--force-resnet50", action="store_true", help="run ResNet-50 on a CPU too")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
@@ -124,7 +156,8 @@ def main(argv=None) -> None:
         if name == "resnet50" and device.type != "cuda" and not args.force_resnet50:
             print("resnet50: skipped on CPU (--force-resnet50 runs it)", file=sys.stderr)
             continue
-        rows += bench(name, device, args.n_images, args.batch_size, args.positions_per_pass)
+        rows += bench(name, device, args.n_images, args.batch_size, args.positions_per_pass,
+                      args.methods)
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump({"device": str(device), "torch": torch.__version__, "rows": rows}, fh, indent=1)

@@ -23,7 +23,7 @@ rule explain_attribution:
     benchmark:
         "results/benchmarks/explain_attribution.tsv"
     params:
-        explain=config["explain"],
+        attribution=config["explain"]["attribution"],
         model=config["model"],
         preprocess=config["preprocess"],
         layers=config["layers"],
@@ -32,6 +32,10 @@ rule explain_attribution:
     resources:
         mem_mb=8000,
         runtime=lambda wildcards, attempt: 60 * attempt,
+        # The speed settings travel as resources, which (unlike params) are no rerun
+        # trigger: changing them reruns nothing.
+        explain_device=config["explain"]["device"],
+        explain_batch_size=config["explain"]["batch_size"],
     conda:
         "../envs/torch.yaml"
     script:

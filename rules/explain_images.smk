@@ -11,7 +11,7 @@ rule explain_images:
     benchmark:
         "results/benchmarks/explain_images.tsv"
     params:
-        explain=config["explain"],
+        images=config["explain"]["images"],
     threads: 1
     resources:
         mem_mb=2000,

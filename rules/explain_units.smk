@@ -18,7 +18,7 @@ rule explain_units:
     benchmark:
         "results/benchmarks/explain_units.tsv"
     params:
-        explain=config["explain"],
+        reconstructions=config["explain"]["reconstructions"],
         model=config["model"],
         preprocess=config["preprocess"],
         layers=config["layers"],
@@ -27,6 +27,10 @@ rule explain_units:
     resources:
         mem_mb=8000,
         runtime=lambda wildcards, attempt: 60 * attempt,
+        # The speed settings travel as resources, which (unlike params) are no rerun
+        # trigger: changing them reruns nothing.
+        explain_device=config["explain"]["device"],
+        explain_batch_size=config["explain"]["batch_size"],
     conda:
         "../envs/torch.yaml"
     script:

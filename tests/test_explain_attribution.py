@@ -217,3 +217,30 @@ def test_guided_backprop_through_a_relu_module_used_twice():
     expected = np.abs(w1.T @ g)
     got = guided_backprop_map(model, torch.tensor(x), torch.tensor([1])).numpy().reshape(6)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-12)
+
+
+def test_attribution_batch_reads_only_its_section_and_the_batch_size_changes_no_number():
+    from convscope.config import validate_config
+    from convscope.config.sections import ExplainAttributionConfig
+    from convscope.explain.attribution_stage import attribution_batch
+
+    section = validate_config({"explain": {"attribution": {
+        "methods": ["saliency", "gradcam", "occlusion", "zf_occlusion"], "targets": ["true"],
+        "occlusion_size": 3, "occlusion_stride": 2}}})["explain"]["attribution"]
+    attribution = ExplainAttributionConfig.from_dict(section)
+    model, x = _tiny(), _inputs(n=3)
+    target, fill = torch.tensor([0, 2, 1]), torch.tensor([0.1, -0.1], dtype=torch.float64)
+    whole = attribution_batch(model, model, x, {"true": target}, attribution, ("relu2", "relu2"), fill)
+    assert set(whole) == {"saliency/true", "gradcam/true", "occlusion/true", "zf_occlusion",
+                          "zf_channel"}
+    inputs = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model(inputs)[torch.arange(3), target].sum(), inputs)
+    np.testing.assert_allclose(whole["saliency/true"].numpy(), grad.abs().amax(1).float().numpy(),
+                               rtol=1e-6, atol=1e-9)
+    expected = _brute_occlusion(lambda v: torch.softmax(model(v), 1), x, target, 3, 2, fill)
+    np.testing.assert_allclose(whole["occlusion/true"].numpy(), expected.float().numpy(), atol=1e-5)
+    for i in range(3):  # batches of one image give the same maps
+        one = attribution_batch(model, model, x[i:i + 1], {"true": target[i:i + 1]}, attribution,
+                                ("relu2", "relu2"), fill)
+        for name, values in one.items():
+            np.testing.assert_allclose(values.numpy(), whole[name][i:i + 1].numpy(), atol=1e-6)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from convscope.config import validate_config
-from convscope.config.sections import ExplainConfig
+from convscope.config.sections import ExplainReconstructionsConfig
 from convscope.explain.attribution import backprop_ready
 from convscope.explain.reconstruct import crop_box, reconstruct_units
 from convscope.explain.units_stage import choose_units
@@ -67,8 +67,8 @@ def test_guided_reconstruction_of_a_first_layer_unit_is_its_filter_times_the_rel
 
 
 def _explain(**reconstructions):
-    return ExplainConfig.from_dict(validate_config(
-        {"explain": {"reconstructions": reconstructions}})["explain"])
+    return ExplainReconstructionsConfig.from_dict(validate_config(
+        {"explain": {"reconstructions": reconstructions}})["explain"]["reconstructions"])
 
 
 def test_choose_units_takes_the_strongest_units_that_fire():

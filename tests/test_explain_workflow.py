@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from conftest import h5_datasets
+from conftest import TINY_CONFIG, h5_datasets, planned_jobs, run_snakemake
+
+_EXPLAIN_RULES = {"explain_images", "explain_attribution", "explain_units"}
 
 
 def _summary_paths(summary: dict) -> list[str]:
@@ -62,3 +66,27 @@ def test_explain_stages_write_their_files(tiny_run):
                 outside = np.ones((32, 32), bool)
                 outside[y0:y1, x0:x1] = False
                 assert np.all(value[:, outside] == 0)
+
+
+@pytest.mark.workflow
+def test_explain_stages_rerun_only_for_their_own_settings(tiny_run, tmp_path):
+    """Dry runs in a copy of the tiny run: a reconstruction setting plans explain_units
+    alone of the explain rules; the speed settings (resources) plan none of them."""
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)  # keeps mtimes and metadata
+
+    def plan(name: str, explain: dict) -> dict[str, int]:
+        overlay = tmp_path / f"{name}.yaml"
+        overlay.write_text(yaml.safe_dump({"explain": explain}))
+        result = run_snakemake(workdir, "-n", "--configfile", TINY_CONFIG, overlay, timeout=300)
+        return planned_jobs(result.stdout + result.stderr)
+
+    assert plan("nothing", {}) == {}
+    # tiny_config: reconstructions.topk 2
+    assert plan("topk", {"reconstructions": {"topk": 1}}) == {
+        "explain_units": 1, "config_used": 1, "report": 1}
+    # the record of the config (and the report that shows it) may change, no explanation
+    for name, speed in {"batch_size": {"batch_size": 3}, "device": {"device": "auto"}}.items():
+        planned = plan(name, speed)
+        assert not _EXPLAIN_RULES & set(planned), (name, planned)
+        assert set(planned) <= {"config_used", "report"}, (name, planned)

@@ -14,8 +14,9 @@ from convscope.explain.attribution import (METHODS, FunctionalReluError, backpro
                                            guided_gradcam_map, occlusion_map, occlusion_maps,
                                            saliency_map,
                                            strongest_feature_maps, zf_occlusion_map)
-from convscope.explain.attribution_stage import run_explain_attribution, run_explain_images
-from convscope.explain.image_sets import IMAGE_SET_COLUMNS, read_predictions, select_images
+from convscope.explain.attribution_stage import run_explain_attribution
+from convscope.explain.image_sets import (IMAGE_SET_COLUMNS, read_predictions, run_explain_images,
+                                          select_images)
 from convscope.explain.reconstruct import crop_box, reconstruct_units
 from convscope.explain.units_stage import choose_units, run_explain_units
 

@@ -1,7 +1,8 @@
-"""The ``explain_images`` and ``explain_attribution`` stages: choose images, map them, draw them.
+"""The ``explain_attribution`` stage: map the chosen images, draw them.
 
 Attribution runs as ONE job over the chosen images (``explain.images.max_images``
-bounds them), in batches of ``explain.batch_size`` on ``explain.device``;
+bounds them), in batches of ``batch_size`` on ``device`` (``explain.batch_size`` and
+``explain.device``, which the rule passes as resources: speed settings rerun nothing);
 each batch's maps are written into ``maps.h5`` and its panels drawn before
 the next batch, so memory does not grow with the number of images.
 
@@ -34,19 +35,18 @@ import torch
 from tqdm.auto import tqdm
 
 from convscope.analysis.common import class_name, save_placeholder
-from convscope.config.sections import ExplainConfig, ModelConfig, PreprocessConfig
+from convscope.config.sections import ExplainAttributionConfig, ModelConfig, PreprocessConfig
 from convscope.data.preprocess import input_hw
 from convscope.explain import attribution as attr
-from convscope.explain.image_sets import read_predictions, select_images
 from convscope.explain.inputs import (display_rgb, load_explain_model, occluder_fill, read_pixels,
                                       spatial_layers, to_input)
 from convscope.explain.panels import (class_map_figure, heat_cell, image_cell, labelled_grid,
                                       overlay_cell)
 from convscope.nn.device import resolve_device
 from convscope.nn.layers import check_layer_names
-from convscope.store.atomic import atomic_path, save_image, write_json, write_text
+from convscope.store.atomic import atomic_path, save_image, write_json
 
-__all__ = ["run_explain_images", "explain_layers", "attribution_batch", "run_explain_attribution"]
+__all__ = ["explain_layers", "attribution_batch", "run_explain_attribution"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,25 +55,15 @@ _SIGNED = {"occlusion", "zf_occlusion"}
 _PANELS_IN_SUMMARY = 12
 
 
-def run_explain_images(shard_paths, manifest_csv, explain: ExplainConfig, *, images_csv,
-                       topk_csv=None) -> pd.DataFrame:
-    """Write ``images.csv``: the images ``explain.images`` chooses (`select_images`)."""
-    manifest = pd.read_csv(manifest_csv)
-    topk = pd.read_csv(topk_csv) if topk_csv else None
-    table = select_images(explain.images, read_predictions(shard_paths), manifest, topk)
-    logger.info("explain: %d images chosen (%s)", len(table), explain.images.kind)
-    write_text(images_csv, table.to_csv(index=False))
-    return table
-
-
-def explain_layers(explain: ExplainConfig, model_info_json, layers) -> tuple[str, str]:
+def explain_layers(attribution: ExplainAttributionConfig, model_info_json,
+                   layers) -> tuple[str, str]:
     """(Grad-CAM layer, ZF layer): the configured ones, or the last analysed layer with feature maps."""
     spatial = spatial_layers(model_info_json, layers or [])
-    gradcam = explain.attribution.gradcam_layer or (spatial[-1] if spatial else None)
+    gradcam = attribution.gradcam_layer or (spatial[-1] if spatial else None)
     if gradcam is None:
         raise ValueError("explain.attribution.gradcam_layer is null and no analysed layer (config "
                          f"key 'layers': {layers}) has feature maps; name a conv layer")
-    return gradcam, explain.attribution.zf_layer or gradcam
+    return gradcam, attribution.zf_layer or gradcam
 
 
 def _target_ids(table: pd.DataFrame, kind: str) -> np.ndarray:
@@ -102,7 +92,7 @@ def _method_map(method: str, model, ready, x: torch.Tensor, target: torch.Tensor
 
 
 def attribution_batch(model, ready, x: torch.Tensor, targets: dict[str, torch.Tensor],
-                      explain: ExplainConfig, layers: tuple[str, str],
+                      attribution: ExplainAttributionConfig, layers: tuple[str, str],
                       fill: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every configured map of one batch: ``<method>/<target>`` and ``zf_occlusion`` -> (n, H, W).
 
@@ -111,7 +101,7 @@ def attribution_batch(model, ready, x: torch.Tensor, targets: dict[str, torch.Te
     is (Grad-CAM layer, ZF layer); ``fill`` the (C,) normalised occluder value.
     ``zf_channel`` (n,) holds the feature map zf_occlusion follows.
     """
-    cfg = explain.attribution
+    cfg = attribution
     occlusion = dict(size=cfg.occlusion_size, stride=cfg.occlusion_stride, fill=fill,
                      positions_per_pass=cfg.occlusion_batch)
     maps = {f"{method}/{kind}": _method_map(method, model, ready, x, target, layers[0])
@@ -127,27 +117,28 @@ def attribution_batch(model, ready, x: torch.Tensor, targets: dict[str, torch.Te
     return maps
 
 
-def _map_names(explain: ExplainConfig) -> list[str]:
-    cfg = explain.attribution
+def _map_names(attribution: ExplainAttributionConfig) -> list[str]:
+    cfg = attribution
     names = [f"{m}/{t}" for t in cfg.targets for m in cfg.methods if m != "zf_occlusion"]
     return names + (["zf_occlusion"] if "zf_occlusion" in cfg.methods else [])
 
 
-def _create_datasets(f: h5py.File, explain: ExplainConfig, n: int, hw: tuple[int, int]) -> None:
+def _create_datasets(f: h5py.File, attribution: ExplainAttributionConfig, n: int,
+                     hw: tuple[int, int]) -> None:
     for name in ("index", "target/true", "target/predicted", "zf_channel"):
         f.create_dataset(name, (n,), dtype="int64")
     for name in ("prob/true", "prob/predicted"):
         f.create_dataset(name, (n,), dtype="float32")
-    for name in _map_names(explain):
+    for name in _map_names(attribution):
         f.create_dataset(name, (n, *hw), dtype="float32", chunks=(1, *hw), compression="gzip",
                          compression_opts=1)
 
 
 def _panel(pixels: np.ndarray, maps: dict[str, np.ndarray], row: pd.Series, names: list[str],
-           explain: ExplainConfig, class_names: list[str]) -> "Image":
+           attribution: ExplainAttributionConfig, class_names: list[str]) -> "Image":
     """One image's panel: rows = target kinds; image, each map, Grad-CAM (or first map) overlay."""
     rows = []
-    for kind in explain.attribution.targets:
+    for kind in attribution.targets:
         target = int(row["label"]) if kind == "true" else int(row["predicted"])
         label = (f"{kind}: {class_name(class_names, target)} p={row[f'prob_{kind}']:.2f}"
                  if target >= 0 else f"{kind}: unknown")
@@ -163,11 +154,11 @@ def _panel(pixels: np.ndarray, maps: dict[str, np.ndarray], row: pd.Series, name
     return labelled_grid(title, header, rows, _PANEL_PX)
 
 
-def _class_gradcam(explain: ExplainConfig) -> str | None:
+def _class_gradcam(attribution: ExplainAttributionConfig) -> str | None:
     """The map averaged per class: Grad-CAM of the true class (else of the predicted one)."""
-    if "gradcam" not in explain.attribution.methods:
+    if "gradcam" not in attribution.methods:
         return None
-    kind = "true" if "true" in explain.attribution.targets else "predicted"
+    kind = "true" if "true" in attribution.targets else "predicted"
     return f"gradcam/{kind}"
 
 
@@ -187,17 +178,21 @@ def _write_batch(f: h5py.File, rows: slice, batch: pd.DataFrame, maps: dict,
         f[name][rows] = values
 
 
-def _explain_all(model, ready, table: pd.DataFrame, explain: ExplainConfig,
+def _explain_all(model, ready, table: pd.DataFrame, attribution: ExplainAttributionConfig,
                  preprocess: PreprocessConfig, layers: tuple[str, str], f: h5py.File,
-                 panels_dir: Path, class_names: list[str], device) -> dict:
-    """Map every image of ``table`` batch by batch into ``f`` and ``panels_dir``; returns class sums."""
-    fill = occluder_fill(explain.attribution.occlusion_fill, preprocess).to(device)
-    names = _map_names(explain)
-    averaged = _class_gradcam(explain)
+                 panels_dir: Path, class_names: list[str], device: torch.device,
+                 batch_size: int) -> dict:
+    """Map every image of ``table``, ``batch_size`` at a time, into ``f`` and ``panels_dir``.
+
+    Returns the class sums of the averaged map: class id -> [sum (H, W), count].
+    """
+    fill = occluder_fill(attribution.occlusion_fill, preprocess).to(device)
+    names = _map_names(attribution)
+    averaged = _class_gradcam(attribution)
     sums: dict[int, list] = {}
-    size = explain.batch_size
-    for start in tqdm(range(0, len(table), size), desc="attribution", unit="batch", file=sys.stderr):
-        batch = table.iloc[start:start + size]
+    for start in tqdm(range(0, len(table), batch_size), desc="attribution", unit="batch",
+                      file=sys.stderr):
+        batch = table.iloc[start:start + batch_size]
         pixels = read_pixels(batch["path"], batch["slot"], preprocess)
         x = to_input(pixels, preprocess, device)
         targets = {kind: torch.tensor(_target_ids(batch, kind), device=device)
@@ -205,8 +200,8 @@ def _explain_all(model, ready, table: pd.DataFrame, explain: ExplainConfig,
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1)
         probs = {kind: probs.gather(1, t[:, None])[:, 0].cpu().numpy() for kind, t in targets.items()}
-        wanted = {kind: targets[kind] for kind in explain.attribution.targets}
-        maps = attribution_batch(model, ready, x, wanted, explain, layers, fill)
+        wanted = {kind: targets[kind] for kind in attribution.targets}
+        maps = attribution_batch(model, ready, x, wanted, attribution, layers, fill)
         _write_batch(f, slice(start, start + len(batch)), batch, maps, probs)
         shown = {k: v.cpu().numpy() for k, v in maps.items() if k != "zf_channel"}
         rgb = display_rgb(pixels)
@@ -214,7 +209,7 @@ def _explain_all(model, ready, table: pd.DataFrame, explain: ExplainConfig,
         for i, (_, row) in enumerate(batch.iterrows()):
             one = {k: v[i] for k, v in shown.items()}
             save_image(panels_dir / f"row-{int(row['index']):05d}.png",
-                       _panel(rgb[i], one, row, names, explain, class_names))
+                       _panel(rgb[i], one, row, names, attribution, class_names))
             if averaged:
                 key = int(row["label"] if averaged.endswith("/true") else row["predicted"])
                 if key >= 0:
@@ -224,9 +219,9 @@ def _explain_all(model, ready, table: pd.DataFrame, explain: ExplainConfig,
     return sums
 
 
-def _write_class_gradcam(sums: dict, explain: ExplainConfig, class_names: list[str],
-                         hw: tuple[int, int], path) -> None:
-    averaged = _class_gradcam(explain)
+def _write_class_gradcam(sums: dict, attribution: ExplainAttributionConfig,
+                         class_names: list[str], hw: tuple[int, int], path) -> None:
+    averaged = _class_gradcam(attribution)
     if averaged is None:
         save_placeholder(path, "Grad-CAM is not in explain.attribution.methods")
         return
@@ -240,43 +235,48 @@ def _write_class_gradcam(sums: dict, explain: ExplainConfig, class_names: list[s
 
 
 def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: PreprocessConfig,
-                            explain: ExplainConfig, layers, *, images_csv, model_info_json,
-                            classes_json, maps_h5, panels_dir, class_gradcam_png,
-                            summary_json) -> None:
-    """The attribution stage: ``maps.h5``, a panel per image, the class Grad-CAM figure, summary.json."""
+                            attribution: ExplainAttributionConfig, layers, *, device: str,
+                            batch_size: int, images_csv, model_info_json, classes_json, maps_h5,
+                            panels_dir, class_gradcam_png, summary_json) -> None:
+    """The attribution stage: ``maps.h5``, a panel per image, the class Grad-CAM figure, summary.json.
+
+    ``device`` ("auto", "cpu", "cuda[:N]") and ``batch_size`` (images per pass) are the
+    speed settings ``explain.device`` and ``explain.batch_size``; they change no number.
+    """
     table = pd.read_csv(images_csv)
     class_names = [str(n) for n in json.loads(Path(classes_json).read_text())]
-    device = resolve_device(explain.device, "explain.device")
-    model = load_explain_model(model_cfg, weights_file, preprocess, device)
-    chosen = explain_layers(explain, model_info_json, layers)
+    torch_device = resolve_device(device, "explain.device")
+    model = load_explain_model(model_cfg, weights_file, preprocess, torch_device)
+    chosen = explain_layers(attribution, model_info_json, layers)
     check_layer_names(model, list(chosen), key="explain.attribution.gradcam_layer / zf_layer")
-    needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam"} & set(explain.attribution.methods)
+    needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam"} & set(attribution.methods)
     ready = attr.backprop_ready(model) if needs_ready else model
     hw = input_hw(preprocess)
     panels_dir = Path(panels_dir)
     panels_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with atomic_path(maps_h5) as tmp, h5py.File(tmp, "w") as f:
-        _create_datasets(f, explain, len(table), hw)
+        _create_datasets(f, attribution, len(table), hw)
         f.attrs.update({"gradcam_layer": chosen[0], "zf_layer": chosen[1],
-                        "methods": list(explain.attribution.methods),
-                        "targets": list(explain.attribution.targets),
-                        "occlusion": json.dumps({k: getattr(explain.attribution, k) for k in (
+                        "methods": list(attribution.methods),
+                        "targets": list(attribution.targets),
+                        "occlusion": json.dumps({k: getattr(attribution, k) for k in (
                             "occlusion_size", "occlusion_stride", "occlusion_fill")})})
-        sums = _explain_all(model, ready, table, explain, preprocess, chosen, f, panels_dir,
-                            class_names, device)
+        sums = _explain_all(model, ready, table, attribution, preprocess, chosen, f, panels_dir,
+                            class_names, torch_device, batch_size)
     seconds = time.perf_counter() - began
-    _write_class_gradcam(sums, explain, class_names, hw, class_gradcam_png)
-    _write_attribution_summary(summary_json, table, explain, chosen, seconds, panels_dir,
+    _write_class_gradcam(sums, attribution, class_names, hw, class_gradcam_png)
+    _write_attribution_summary(summary_json, table, attribution, chosen, seconds, panels_dir,
                                class_gradcam_png)
 
 
-def _write_attribution_summary(summary_json, table: pd.DataFrame, explain: ExplainConfig,
+def _write_attribution_summary(summary_json, table: pd.DataFrame,
+                               attribution: ExplainAttributionConfig,
                                chosen: tuple[str, str], seconds: float, panels_dir: Path,
                                class_gradcam_png) -> None:
     root = Path(summary_json).parent
     rel = lambda p: Path(os.path.relpath(p, root)).as_posix()  # noqa: E731
-    cfg = explain.attribution
+    cfg = attribution
     figures = [{"path": rel(class_gradcam_png), "title": "Mean Grad-CAM per class",
                 "caption": f"Grad-CAM at {chosen[0]}, averaged over the explained images of "
                            "each class."}]

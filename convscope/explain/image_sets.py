@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 
 from convscope.config.sections import ExplainImagesConfig
+from convscope.store.atomic import write_text
 from convscope.store.shards import iter_shards
 
-__all__ = ["IMAGE_SET_COLUMNS", "read_predictions", "select_images"]
+__all__ = ["IMAGE_SET_COLUMNS", "read_predictions", "select_images", "run_explain_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +151,18 @@ def select_images(images: ExplainImagesConfig, predictions: pd.DataFrame, manife
     chosen["slot"] = (lookup.loc[chosen["index"], "slot"].to_numpy().astype(np.int64)
                       if "slot" in lookup.columns else -1)
     return chosen[IMAGE_SET_COLUMNS]
+
+
+def run_explain_images(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike,
+                       images: ExplainImagesConfig, *, images_csv: str | os.PathLike,
+                       topk_csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The ``explain_images`` stage: write ``images.csv``, the images ``images`` chooses.
+
+    ``images`` is the ``explain.images`` section (`select_images`); returns the table written.
+    """
+    manifest = pd.read_csv(manifest_csv)
+    topk = pd.read_csv(topk_csv) if topk_csv else None
+    table = select_images(images, read_predictions(shard_paths), manifest, topk)
+    logger.info("explain: %d images chosen (%s)", len(table), images.kind)
+    write_text(images_csv, table.to_csv(index=False))
+    return table

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from convscope.analysis.layer_names import layer_file_names
-from convscope.config.sections import ExplainConfig, ModelConfig, PreprocessConfig
+from convscope.config.sections import ExplainReconstructionsConfig, ModelConfig, PreprocessConfig
 from convscope.data.preprocess import input_hw
 from convscope.explain.attribution import backprop_ready
 from convscope.explain.inputs import (display_rgb, load_explain_model, read_pixels, spatial_layers,
@@ -42,12 +42,15 @@ from convscope.store.shards import layer_key
 __all__ = ["choose_units", "run_explain_units"]
 
 
-def choose_units(explain: ExplainConfig, topk: pd.DataFrame, spatial: list[str]) -> pd.DataFrame:
+def choose_units(reconstructions: ExplainReconstructionsConfig, topk: pd.DataFrame,
+                 spatial: list[str]) -> pd.DataFrame:
     """The topk.csv rows to reconstruct: chosen layers and channels, ranks < topk, where the unit fires.
 
-    Channels default to the ``units_per_layer`` with the largest top-1 value (ties: smaller id).
+    ``reconstructions`` is the ``explain.reconstructions`` section; ``spatial`` the analysed
+    layers with feature maps. Channels default to the ``units_per_layer`` with the largest
+    top-1 value (ties: smaller id).
     """
-    cfg = explain.reconstructions
+    cfg = reconstructions
     layers = cfg.layers if cfg.layers is not None else spatial
     bad = [layer for layer in layers if layer not in spatial]
     if bad:
@@ -157,18 +160,21 @@ def _receptive_field(model_info: dict, layer: str) -> ReceptiveField | None:
 
 
 def run_explain_units(model_cfg: ModelConfig, weights_file, preprocess: PreprocessConfig,
-                      explain: ExplainConfig, layers, *, topk_csv, manifest_csv, model_info_json,
+                      reconstructions: ExplainReconstructionsConfig, layers, *, device: str,
+                      batch_size: int, topk_csv, manifest_csv, model_info_json,
                       reconstructions_h5, figures_dir, summary_json) -> pd.DataFrame:
     """The unit-reconstruction stage: ``reconstructions.h5``, figures per layer and unit, summary.json.
 
+    ``device`` ("auto", "cpu", "cuda[:N]") and ``batch_size`` (images per pass) are the
+    speed settings ``explain.device`` and ``explain.batch_size``; they change no number.
     Returns the reconstructed rows of topk.csv.
     """
     topk = pd.read_csv(topk_csv)
     manifest = pd.read_csv(manifest_csv)
     model_info = json.loads(Path(model_info_json).read_text())
-    chosen = choose_units(explain, topk, spatial_layers(model_info_json, layers or []))
-    device = resolve_device(explain.device, "explain.device")
-    model = backprop_ready(load_explain_model(model_cfg, weights_file, preprocess, device))
+    chosen = choose_units(reconstructions, topk, spatial_layers(model_info_json, layers or []))
+    torch_device = resolve_device(device, "explain.device")
+    model = backprop_ready(load_explain_model(model_cfg, weights_file, preprocess, torch_device))
     names = list(dict.fromkeys(chosen["layer"]))
     dirs = layer_file_names(names)
     root = Path(summary_json).parent
@@ -176,11 +182,11 @@ def run_explain_units(model_cfg: ModelConfig, weights_file, preprocess: Preproce
     with atomic_path(reconstructions_h5) as tmp, h5py.File(tmp, "w") as f:
         for layer in tqdm(names, desc="reconstructions", unit="layer", file=sys.stderr):
             rows = chosen[chosen["layer"] == layer].reset_index(drop=True)
-            crops = _reconstruct_layer(model, layer, rows, manifest, preprocess, explain.batch_size,
-                                       device, f.create_group(layer_key(layer)),
+            crops = _reconstruct_layer(model, layer, rows, manifest, preprocess, batch_size,
+                                       torch_device, f.create_group(layer_key(layer)),
                                        _receptive_field(model_info, layer))
             figure, units[layer] = _write_layer_figures(layer, crops, rows,
-                                                        explain.reconstructions.cell_px,
+                                                        reconstructions.cell_px,
                                                         Path(figures_dir) / dirs[layer], root)
             figures.append(figure)
     write_json(summary_json, {
