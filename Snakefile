@@ -28,6 +28,10 @@ include: "rules/embedding.smk"
 include: "rules/neighbours.smk"
 include: "rules/report.smk"
 include: "rules/config_used.smk"
+include: "rules/synthesis_dream.smk"
+include: "rules/synthesis_style.smk"
+include: "rules/synthesis_adversarial.smk"
+include: "rules/synthesis_fooling.smk"
 
 
 rule all:

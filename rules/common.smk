@@ -105,7 +105,12 @@ def get_stage_summaries(wildcards=None):
     caption, its figures and tables, and per-unit images for the unit pages. New stages
     append their rule's ``summary`` output here.
     """
-    return []
+    return [
+        rules.synthesis_dream.output.summary,
+        rules.synthesis_style.output.summary,
+        rules.synthesis_adversarial.output.summary,
+        rules.synthesis_fooling.output.summary,
+    ]
 
 
 def get_report_inputs(wildcards=None):

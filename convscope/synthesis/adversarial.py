@@ -136,8 +136,7 @@ def _panel(path, original: np.ndarray, rows: list[dict], before: str, names) -> 
         delta = row["adv"].astype(np.float64) - original.astype(np.float64)
         gain = 127.5 / max(np.abs(delta).max(), 1.0)
         shown = np.clip(127.5 + gain * delta, 0, 255).astype(np.uint8)
-        pictures = [(original, "original"), (shown, f"perturbation x{gain / 255:.0f}"
-                                             if gain >= 255 else "perturbation"),
+        pictures = [(original, "original"), (shown, f"perturbation x{gain:.0f}"),
                     (row["adv"], row["title"])]
         for ax, (image, title) in zip(ax_row, pictures):
             ax.imshow(image, interpolation="nearest")

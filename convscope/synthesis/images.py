@@ -68,7 +68,7 @@ def read_pixels(manifest: pd.DataFrame, rows: Sequence[int],
                                        int(by_index.at[int(r), "slot"])), preprocess)
               for r in rows]
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    return batch.to(torch.float32) / 255.0
+    return (batch.to(torch.float32) / 255.0).contiguous()
 
 
 def check_rows(manifest: pd.DataFrame, rows: Sequence[int], key: str) -> None:

@@ -59,7 +59,7 @@ def optimise_pixels(start: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch
 
     Returns the pixels and the (steps,) loss before each step.
     """
-    pixels = start.detach().clone().requires_grad_(True)
+    pixels = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     if style.optimiser == "lbfgs":
         optimiser = torch.optim.LBFGS([pixels], lr=1, max_iter=1, line_search_fn="strong_wolfe")
     else:
