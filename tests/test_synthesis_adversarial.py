@@ -1,12 +1,17 @@
 """FGSM against autograd, and an iterative targeted attack on a trained tiny model."""
 
+import json
+
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 import torch.nn.functional as F
 
 from convscope.config.sections import AdversarialConfig
 from convscope.synthesis.adversarial import (_attack, attack_table, choose_targets, fgsm,
                                              iterative_targeted)
+from conftest import h5_datasets
 from synthesis_helpers import colour_images, random_pixel_model, trained_pixel_model
 
 ADV = AdversarialConfig(n_images=6, seed=0, fgsm_epsilon=0.05, target="least_likely", steps=60,
@@ -62,3 +67,34 @@ def test_attack_table_and_reproducibility():
     delta = (first["fgsm"]["pixels"] - pixels).flatten(1)
     np.testing.assert_allclose(table.loc[0, "mean_l2"], float(delta.norm(dim=1).mean()), rtol=1e-5)
     np.testing.assert_allclose(table.loc[0, "mean_linf"], 0.05, rtol=1e-5)
+
+
+@pytest.mark.workflow
+def test_synthesis_stages_on_the_tiny_run(tiny_run):
+    """The four synthesis stages' files on the tiny run: shapes, ranges, summaries."""
+    root = tiny_run / "results" / "synthesis"
+    for stage in ("dream", "style", "adversarial", "fooling"):
+        summary = json.loads((root / stage / "summary.json").read_text())
+        assert summary["stage"] == f"synthesis_{stage}" and summary["figures"]
+        for entry in summary["figures"] + summary.get("tables", []):
+            assert (root / stage / entry["path"]).is_file(), entry
+    dream = h5_datasets(root / "dream" / "dream.h5")
+    assert dream["dreamed"].shape == dream["original"].shape == (2, 32, 32, 3)
+    assert dream["dreamed"].dtype == np.uint8
+    assert np.all(dream["layer_l2_after"] > dream["layer_l2_before"])
+    assert len(list((root / "dream" / "images").glob("row-*.png"))) == 2
+    losses = pd.read_csv(root / "style" / "losses.csv")
+    assert len(losses) == 5 and (losses.iloc[-1, 1:] < losses.iloc[0, 1:]).all()
+    table = pd.read_csv(root / "adversarial" / "table.csv")
+    assert list(table["attack"]) == ["fgsm", "iterative"] and (table["images"] == 3).all()
+    assert table["success_rate"].between(0, 1).all()
+    assert (table["mean_linf"] <= table["epsilon"] + 1e-6).all()
+    adv = h5_datasets(root / "adversarial" / "adversarial.h5")
+    assert np.abs(adv["fgsm/perturbation"]).max() <= 0.03 + 1e-6
+    np.testing.assert_allclose(adv["fgsm/linf"].mean(), table.loc[0, "mean_linf"], rtol=1e-6)
+    assert len(list((root / "adversarial" / "panels").glob("*.png"))) == 3
+    fooling = pd.read_csv(root / "fooling" / "table.csv")
+    assert list(fooling["class_id"]) == list(range(10))
+    assert fooling["confidence"].between(0, 1).all()
+    assert (fooling["reached"] == (fooling["confidence"] >= 0.99)).all()
+    assert (fooling["steps"] <= 20).all()
