@@ -17,7 +17,8 @@ rule synthesis_adversarial:
     benchmark:
         "results/benchmarks/synthesis_adversarial.tsv"
     params:
-        synthesis=config["synthesis"],
+        adversarial=config["synthesis"]["adversarial"],
+        device=config["synthesis"]["device"],
         preprocess=config["preprocess"],
         model=config["model"],
         weights_sha256=get_weights_sha256,

@@ -17,7 +17,9 @@ rule synthesis_dream:
     benchmark:
         "results/benchmarks/synthesis_dream.tsv"
     params:
-        synthesis=config["synthesis"],
+        dream=config["synthesis"]["dream"],
+        device=config["synthesis"]["device"],
+        seed=config["synthesis"]["seed"],
         layers=config["layers"],
         preprocess=config["preprocess"],
         model=config["model"],

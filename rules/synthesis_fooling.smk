@@ -16,7 +16,9 @@ rule synthesis_fooling:
     benchmark:
         "results/benchmarks/synthesis_fooling.tsv"
     params:
-        synthesis=config["synthesis"],
+        fooling=config["synthesis"]["fooling"],
+        device=config["synthesis"]["device"],
+        seed=config["synthesis"]["seed"],
         preprocess=config["preprocess"],
         model=config["model"],
         weights_sha256=get_weights_sha256,

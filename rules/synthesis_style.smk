@@ -22,7 +22,9 @@ rule synthesis_style:
     benchmark:
         "results/benchmarks/synthesis_style.tsv"
     params:
-        synthesis=config["synthesis"],
+        style=config["synthesis"]["style"],
+        device=config["synthesis"]["device"],
+        seed=config["synthesis"]["seed"],
         layers=config["layers"],
         preprocess=config["preprocess"],
         model=config["model"],

@@ -3,14 +3,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from convscope.config.sections import ModelConfig, PreprocessConfig, SynthesisConfig  # noqa: E402
+from convscope.config.sections import AdversarialConfig, ModelConfig, PreprocessConfig  # noqa: E402
 from convscope.logs import log_to_file  # noqa: E402
 from convscope.synthesis.adversarial import run_adversarial  # noqa: E402
 
+params, output = snakemake.params, snakemake.output
 with log_to_file(snakemake.log[0]):
-    run_adversarial(ModelConfig.from_dict(snakemake.params.model), snakemake.input.weights or None,
-                    PreprocessConfig.from_dict(snakemake.params.preprocess),
-                    SynthesisConfig.from_dict(snakemake.params.synthesis),
-                    snakemake.input.manifest, panels_dir=snakemake.output.panels,
-                    table_csv=snakemake.output.table, h5_path=snakemake.output.h5,
-                    summary_json=snakemake.output.summary)
+    run_adversarial(ModelConfig.from_dict(params.model), snakemake.input.weights or None,
+        PreprocessConfig.from_dict(params.preprocess),
+        AdversarialConfig.from_dict(params.adversarial),
+        snakemake.input.manifest, device=params.device, panels_dir=output.panels,
+        table_csv=output.table, h5_path=output.h5, summary_json=output.summary)

@@ -23,8 +23,10 @@ Written here: only the choice of targets, the norms and the figures.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from captum.robust import FGSM, PGD
 
 from convscope.analysis.common import class_name, save_figure
-from convscope.config.sections import AdversarialConfig, ModelConfig, PreprocessConfig, SynthesisConfig
+from convscope.config.sections import AdversarialConfig, ModelConfig, PreprocessConfig
 from convscope.store.atomic import write_text
 from convscope.synthesis.images import (PixelModel, class_ids, open_stage, read_pixels,
                                         sample_rows, to_uint8)
@@ -47,6 +49,14 @@ __all__ = ["TABLE_COLUMNS", "fgsm", "iterative_targeted", "choose_targets", "top
 TABLE_COLUMNS = ["attack", "images", "success_rate", "mean_l2", "mean_linf", "epsilon"]
 
 
+@contextlib.contextmanager
+def _quiet_captum() -> Iterator[None]:
+    """Silence captum's note that it switched on the gradients of the input (it must)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Input Tensor .* did not already require")
+        yield
+
+
 def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target, reduction="none")
 
@@ -56,7 +66,8 @@ def fgsm(model: PixelModel, pixels: torch.Tensor, labels: torch.Tensor,
     """Fast gradient sign images of (N, C, H, W) pixels in 0..1 away from ``labels`` (N,)."""
     attack = FGSM(model, loss_func=_cross_entropy, lower_bound=0.0, upper_bound=1.0)
     attack.zero_thresh = 0.0  # module docstring
-    return attack.perturb(pixels, epsilon, target=labels).detach()
+    with _quiet_captum():
+        return attack.perturb(pixels, epsilon, target=labels).detach()
 
 
 def iterative_targeted(model: PixelModel, pixels: torch.Tensor, targets: torch.Tensor,
@@ -64,9 +75,11 @@ def iterative_targeted(model: PixelModel, pixels: torch.Tensor, targets: torch.T
     """Projected-gradient images of (N, C, H, W) pixels in 0..1 toward ``targets`` (N,)."""
     attack = PGD(model, loss_func=_cross_entropy, lower_bound=0.0, upper_bound=1.0)
     attack.fgsm.zero_thresh = 0.0  # as in `fgsm`
-    return attack.perturb(pixels, radius=adversarial.epsilon, step_size=adversarial.step_size,
-                          step_num=adversarial.steps, target=targets, targeted=True,
-                          random_start=False, norm="Linf").detach()
+    with _quiet_captum():
+        return attack.perturb(pixels, radius=adversarial.epsilon,
+                              step_size=adversarial.step_size, step_num=adversarial.steps,
+                              target=targets, targeted=True, random_start=False,
+                              norm="Linf").detach()
 
 
 def top_k(model: PixelModel, pixels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +110,8 @@ def attack_table(results: dict[str, dict], epsilons: dict[str, float]) -> pd.Dat
     """`TABLE_COLUMNS` from per-attack ``success`` (N,) bools and ``l2``/``linf`` (N,) norms."""
     return pd.DataFrame([{"attack": name, "images": len(r["success"]),
                           "success_rate": float(np.mean(r["success"])),
-                          "mean_l2": float(np.mean(r["l2"])), "mean_linf": float(np.mean(r["linf"])),
+                          "mean_l2": float(np.mean(r["l2"])),
+                          "mean_linf": float(np.mean(r["linf"])),
                           "epsilon": epsilons[name]} for name, r in results.items()],
                         columns=TABLE_COLUMNS)
 
@@ -169,14 +183,14 @@ def _write_panels(panels_dir, rows, originals, before, results, names) -> list[s
 
 
 def run_adversarial(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-                    preprocess: PreprocessConfig, synthesis: SynthesisConfig,
-                    manifest_csv: str | os.PathLike, *, panels_dir: str | os.PathLike,
+                    preprocess: PreprocessConfig, adversarial: AdversarialConfig,
+                    manifest_csv: str | os.PathLike, *, device: str, panels_dir: str | os.PathLike,
                     table_csv: str | os.PathLike, h5_path: str | os.PathLike,
                     summary_json: str | os.PathLike) -> pd.DataFrame:
     """The adversarial stage: both attacks on a seeded sample of images; panels per image,
-    ``table.csv`` (`TABLE_COLUMNS`), HDF5 and ``summary.json``. Returns the table."""
-    adversarial = synthesis.adversarial
-    model, manifest, names = open_stage(model_cfg, weights_file, preprocess, synthesis.device,
+    ``table.csv`` (`TABLE_COLUMNS`), HDF5 and ``summary.json``; ``device`` is
+    ``synthesis.device``. Returns the table."""
+    model, manifest, names = open_stage(model_cfg, weights_file, preprocess, device,
                                         manifest_csv)
     rows = sample_rows(manifest, adversarial.n_images, adversarial.seed)
     pixels = read_pixels(manifest, rows, preprocess).to(model.scale.device)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from convscope.config.sections import DreamConfig, ModelConfig, PreprocessConfig, SynthesisConfig
+from convscope.config.sections import DreamConfig, ModelConfig, PreprocessConfig
 from convscope.nn.hooks import capture_tensors
 from convscope.nn.layers import check_layer_names
 from convscope.render.grids import upscale_nearest
@@ -90,21 +90,20 @@ def deep_dream(model: PixelModel, layer: str, pixels: torch.Tensor, dream: Dream
 
 
 def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-              preprocess: PreprocessConfig, synthesis: SynthesisConfig, layers: Sequence[str],
-              manifest_csv: str | os.PathLike, *, images_dir: str | os.PathLike,
+              preprocess: PreprocessConfig, dream: DreamConfig, layers: Sequence[str],
+              manifest_csv: str | os.PathLike, *, device: str, seed: int,
+              images_dir: str | os.PathLike,
               grid_png: str | os.PathLike, h5_path: str | os.PathLike,
               summary_json: str | os.PathLike) -> np.ndarray:
     """The deep-dream stage: dream a seeded sample of images; write one PNG per image
     (original | dreamed) in ``images_dir``, the grid, the HDF5 file and ``summary.json``.
-    Returns the (n, H, W, 3) uint8 dreamed images."""
-    dream = synthesis.dream
-    model, manifest, _ = open_stage(model_cfg, weights_file, preprocess, synthesis.device,
-                                    manifest_csv)
+    ``device`` and ``seed`` are ``synthesis.device`` and ``synthesis.seed``. Returns the
+    (n, H, W, 3) uint8 dreamed images."""
+    model, manifest, _ = open_stage(model_cfg, weights_file, preprocess, device, manifest_csv)
     layer = dream.layer or middle_layer(layers)
-    rows = sample_rows(manifest, dream.n_images, synthesis.seed)
-    device = model.scale.device
-    pixels = read_pixels(manifest, rows, preprocess).to(device)
-    dreamed = deep_dream(model, layer, pixels, dream, synthesis.seed)
+    rows = sample_rows(manifest, dream.n_images, seed)
+    pixels = read_pixels(manifest, rows, preprocess).to(model.scale.device)
+    dreamed = deep_dream(model, layer, pixels, dream, seed)
     before, after = layer_l2(model, layer, pixels).cpu(), layer_l2(model, layer, dreamed).cpu()
     originals, results = to_uint8(pixels), to_uint8(dreamed)
     factor = display_factor(originals.shape[1])
@@ -120,7 +119,7 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     save_grid(grid_png, [upscale_nearest(pair, factor) for pair in pairs], ncols=2)
     write_h5(h5_path, {"rows": rows, "original": originals, "dreamed": results,
                        "layer_l2_before": before.numpy(), "layer_l2_after": after.numpy()},
-             {"layer": layer, "seed": synthesis.seed, "pixel_scale": "0..1 before mean/std"})
+             {"layer": layer, "seed": seed, "pixel_scale": "0..1 before mean/std"})
     ratio = float((after / before.clamp_min(1e-12)).mean())
     print(f"{len(rows)} images dreamed at {layer}; layer L2 norm x{ratio:.2f} on average")
     write_summary(summary_json, "synthesis_dream", "Deep dream",

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from convscope.analysis.common import class_name
-from convscope.config.sections import FoolingConfig, ModelConfig, PreprocessConfig, SynthesisConfig
+from convscope.config.sections import FoolingConfig, ModelConfig, PreprocessConfig
 from convscope.render.grids import upscale_nearest
 from convscope.store.atomic import write_text
 from convscope.synthesis.images import PixelModel, class_ids, open_stage, to_uint8
@@ -51,7 +51,7 @@ def fooling_images(model: PixelModel, classes: torch.Tensor, shape: tuple[int, i
     for step in tqdm(range(fooling.max_steps + 1), desc="fooling images", mininterval=5):
         log_probs = torch.log_softmax(model(pixels), dim=1)[picked, classes]
         newly = (log_probs.detach().exp() >= fooling.confidence).cpu() & (steps < 0)
-        kept[newly] = pixels.detach()[newly]
+        kept[newly.to(device)] = pixels.detach()[newly.to(device)]
         steps[newly] = step
         if bool((steps >= 0).all()) or step == fooling.max_steps:
             break
@@ -60,7 +60,7 @@ def fooling_images(model: PixelModel, classes: torch.Tensor, shape: tuple[int, i
         optimiser.step()
         with torch.no_grad():
             pixels.clamp_(0, 1)
-    open_ = steps < 0
+    open_ = (steps < 0).to(device)
     kept[open_] = pixels.detach()[open_]
     return kept, steps
 
@@ -72,23 +72,22 @@ def _wanted_classes(fooling: FoolingConfig, names: list[str], n_classes: int) ->
 
 
 def run_fooling(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-                preprocess: PreprocessConfig, synthesis: SynthesisConfig,
-                manifest_csv: str | os.PathLike, *, grid_png: str | os.PathLike,
+                preprocess: PreprocessConfig, fooling: FoolingConfig,
+                manifest_csv: str | os.PathLike, *, device: str, seed: int, grid_png: str | os.PathLike,
                 table_csv: str | os.PathLike, h5_path: str | os.PathLike,
                 summary_json: str | os.PathLike) -> pd.DataFrame:
     """The fooling stage: an image from noise per class; grid (red frame: not reached),
-    ``table.csv`` (`TABLE_COLUMNS`), HDF5 and ``summary.json``. Returns the table."""
+    ``table.csv`` (`TABLE_COLUMNS`), HDF5 and ``summary.json``; ``device`` and ``seed`` are
+    ``synthesis.device`` and ``synthesis.seed``. Returns the table."""
     from convscope.data.preprocess import input_hw
 
-    fooling = synthesis.fooling
-    model, _, names = open_stage(model_cfg, weights_file, preprocess, synthesis.device,
-                                 manifest_csv)
+    model, _, names = open_stage(model_cfg, weights_file, preprocess, device, manifest_csv)
     with torch.no_grad():
         n_classes = model(torch.zeros(1, preprocess.channels, *input_hw(preprocess),
                                       device=model.scale.device)).shape[1]
     wanted = _wanted_classes(fooling, names, n_classes)
     shape = (int(preprocess.channels), *input_hw(preprocess))
-    pixels, steps = fooling_images(model, torch.tensor(wanted), shape, fooling, synthesis.seed)
+    pixels, steps = fooling_images(model, torch.tensor(wanted), shape, fooling, seed)
     with torch.no_grad():
         probs = torch.softmax(model(pixels), dim=1).cpu()
     table = pd.DataFrame({"class_id": wanted, "class": [class_name(names, c) for c in wanted],
@@ -103,7 +102,7 @@ def run_fooling(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     save_grid(grid_png, [upscale_nearest(im, factor) for im in images], flagged=steps < 0)
     write_h5(h5_path, {"class_id": np.array(wanted), "images": images,
                        "confidence": table["confidence"].to_numpy(), "steps": steps.numpy()},
-             {"confidence_goal": fooling.confidence, "seed": synthesis.seed})
+             {"confidence_goal": fooling.confidence, "seed": seed})
     print(table.to_string(index=False))
     folder = Path(summary_json).parent
     write_summary(

@@ -112,7 +112,8 @@ def class_ids(wanted: Sequence[str | int], names: Sequence[str], n_classes: int,
             ids.append(list(names).index(item))
         elif isinstance(item, int) or str(item).isdigit():
             if not 0 <= int(item) < n_classes:
-                raise ValueError(f"config key {key!r}: class id {item} is not in 0..{n_classes - 1}")
+                raise ValueError(f"config key {key!r}: class id {item} is not in "
+                                 f"0..{n_classes - 1}")
             ids.append(int(item))
         else:
             raise ValueError(f"config key {key!r}: {item!r} is not a class name; valid: "

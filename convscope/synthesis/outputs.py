@@ -39,7 +39,7 @@ def write_h5(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
 
 
 def display_factor(height: int, target_px: int = 128) -> int:
-    """Integer nearest-neighbour enlargement that brings a ``height`` px image near ``target_px``."""
+    """Integer nearest-neighbour enlargement bringing a ``height`` px image near ``target_px``."""
     return max(1, int(round(target_px / max(1, height))))
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from convscope.config.sections import ModelConfig, PreprocessConfig, StyleConfig, SynthesisConfig
+from convscope.config.sections import ModelConfig, PreprocessConfig, StyleConfig
 from convscope.nn.hooks import capture_tensors
 from convscope.store.atomic import write_text
 from convscope.synthesis.images import (PixelModel, check_rows, middle_layer, open_stage,
@@ -149,23 +149,22 @@ def _loss_figure(path, curves: dict[str, np.ndarray]) -> None:
 
 
 def run_style(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-              preprocess: PreprocessConfig, synthesis: SynthesisConfig, layers: Sequence[str],
-              manifest_csv: str | os.PathLike, *, texture_png: str | os.PathLike,
+              preprocess: PreprocessConfig, style: StyleConfig, layers: Sequence[str],
+              manifest_csv: str | os.PathLike, *, device: str, seed: int,
+              texture_png: str | os.PathLike,
               transfer_png: str | os.PathLike, losses_png: str | os.PathLike,
               losses_csv: str | os.PathLike, h5_path: str | os.PathLike,
               summary_json: str | os.PathLike) -> dict[str, np.ndarray]:
     """The texture-and-style stage: texture from the example row, transfer of the style row
-    onto the content row; writes the pictures, loss curves (PNG, CSV), HDF5 and summary."""
-    style = synthesis.style
-    model, manifest, _ = open_stage(model_cfg, weights_file, preprocess, synthesis.device,
-                                    manifest_csv)
+    onto the content row; writes the pictures, loss curves (PNG, CSV), HDF5 and summary.
+    ``device`` and ``seed`` are ``synthesis.device`` and ``synthesis.seed``."""
+    model, manifest, _ = open_stage(model_cfg, weights_file, preprocess, device, manifest_csv)
     style_layers = list(style.style_layers or layers)
     content_layers = list(style.content_layers or [middle_layer(layers)])
-    rows = _choose_rows(manifest, style, synthesis.seed)
+    rows = _choose_rows(manifest, style, seed)
     pixels = read_pixels(manifest, list(rows.values()), preprocess).to(model.scale.device)
     example, content, style_image = pixels[0:1], pixels[1:2], pixels[2:3]
-    texture, texture_curve = synthesize_texture(model, example, style_layers, style,
-                                                synthesis.seed)
+    texture, texture_curve = synthesize_texture(model, example, style_layers, style, seed)
     transfer, transfer_curve = style_transfer(model, content, style_image, content_layers,
                                               style_layers, style)
     images = {"example": to_uint8(example)[0], "texture": to_uint8(texture)[0],
