@@ -12,7 +12,9 @@ Losses are mean squared differences, summed over layers.
 The pixels (0..1 scale, `convscope.synthesis.images.PixelModel`) are
 optimised with L-BFGS (torch.optim.LBFGS, strong-Wolfe line search, one
 iteration per step, as Gatys et al.) or Adam (``optimiser``), and clamped to
-0..1 after every step. The loss functions are written here (a few lines of
+0..1 after every step. Clamping can spoil L-BFGS's curvature history so that it
+stops moving (torch's LBFGS then returns without a step); a step that leaves
+the loss unchanged therefore restarts L-BFGS with an empty history. The loss functions are written here (a few lines of
 torch); the optimisers are torch's.
 """
 
@@ -60,10 +62,13 @@ def optimise_pixels(start: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch
     Returns the pixels and the (steps,) loss before each step.
     """
     pixels = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
-    if style.optimiser == "lbfgs":
-        optimiser = torch.optim.LBFGS([pixels], lr=1, max_iter=1, line_search_fn="strong_wolfe")
-    else:
-        optimiser = torch.optim.Adam([pixels], lr=style.lr)
+
+    def make_optimiser():
+        if style.optimiser == "lbfgs":
+            return torch.optim.LBFGS([pixels], lr=1, max_iter=1, line_search_fn="strong_wolfe")
+        return torch.optim.Adam([pixels], lr=style.lr)
+
+    optimiser = make_optimiser()
     curve = np.zeros(style.steps)
 
     def closure():
@@ -72,8 +77,13 @@ def optimise_pixels(start: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch
         loss.backward()
         return loss.detach()
 
+    restarted = True
     for step in tqdm(range(style.steps), desc=desc, mininterval=5):
-        curve[step] = float(optimiser.step(closure))
+        curve[step] = float(optimiser.step(closure))  # the loss before this step
+        stalled = step > 0 and curve[step] == curve[step - 1] and not restarted
+        restarted = style.optimiser == "lbfgs" and stalled
+        if restarted:
+            optimiser = make_optimiser()  # restart without the curvature history
         with torch.no_grad():
             pixels.clamp_(0, 1)
     return pixels.detach(), curve
