@@ -108,7 +108,8 @@ def get_stage_rules():
     rebuilt), the report gets its ``summary.json`` and its benchmark file."""
     stages = [rules.explain_attribution, rules.explain_units, rules.explain_invariance]
     stages += [rules.synthesis_classes, rules.synthesis_units, rules.synthesis_inversion,
-               rules.synthesis_evolution]
+               rules.synthesis_evolution, rules.synthesis_dream, rules.synthesis_style,
+               rules.synthesis_adversarial, rules.synthesis_fooling]
     if explain_stage_runs("correspondence"):
         stages.append(rules.explain_correspondence)
     if explain_stage_runs("keypoints"):

@@ -43,6 +43,10 @@ __all__ = [
     "VisualisationConfig",
     "InversionConfig",
     "EvolutionConfig",
+    "DreamConfig",
+    "StyleConfig",
+    "AdversarialConfig",
+    "FoolingConfig",
     "SynthesisConfig",
     "SECTIONS",
 ]
@@ -353,16 +357,68 @@ class EvolutionConfig(Section):
 
 
 @dataclass(frozen=True)
+class DreamConfig(Section):
+    layer: str | None
+    n_images: int
+    octaves: int
+    octave_scale: float
+    steps: int
+    lr: float
+    jitter: int
+
+
+@dataclass(frozen=True)
+class StyleConfig(Section):
+    texture_row: int | None
+    content_row: int | None
+    style_row: int | None
+    content_layers: list[str] | None
+    style_layers: list[str] | None
+    content_weight: float
+    style_weight: float
+    steps: int
+    optimiser: str
+    lr: float
+
+
+@dataclass(frozen=True)
+class AdversarialConfig(Section):
+    n_images: int
+    seed: int
+    fgsm_epsilon: float
+    target: str | int
+    steps: int
+    step_size: float
+    epsilon: float
+    top_k: int
+
+
+@dataclass(frozen=True)
+class FoolingConfig(Section):
+    classes: str | list[str | int]
+    confidence: float
+    max_steps: int
+    lr: float
+
+
+@dataclass(frozen=True)
 class SynthesisConfig(Section):
     device: str
     seed: int
     visualisation: VisualisationConfig
     inversion: InversionConfig
     evolution: EvolutionConfig
+    dream: DreamConfig
+    style: StyleConfig
+    adversarial: AdversarialConfig
+    fooling: FoolingConfig
 
     _nested: ClassVar[dict[str, type]] = {"visualisation": VisualisationConfig,
                                           "inversion": InversionConfig,
-                                          "evolution": EvolutionConfig}
+                                          "evolution": EvolutionConfig,
+                                          "dream": DreamConfig, "style": StyleConfig,
+                                          "adversarial": AdversarialConfig,
+                                          "fooling": FoolingConfig}
 
 
 #: config key -> the class of that section (the top-level ``layers`` and

@@ -1,0 +1,117 @@
+"""Fooling images: from random noise to a class the model is sure of (Nguyen et al. 2015).
+
+One image per chosen class, all optimised together in one batch: seeded
+uniform noise on the 0..1 pixel scale (`convscope.synthesis.images.PixelModel`),
+Adam (``lr``) on the pixels to maximise the log softmax of the image's class,
+pixels clamped to 0..1 after each step. An image counts as reached at the
+first step where its class's softmax probability is at least ``confidence``;
+that image is kept (later steps do not change it) and the step count
+recorded. Images not reached after ``max_steps`` are kept as they ended and
+reported as not reached. The loop is written here (a dozen lines of torch).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from convscope.analysis.common import class_name
+from convscope.config.sections import FoolingConfig, ModelConfig, PreprocessConfig
+from convscope.render.grids import upscale_nearest
+from convscope.store.atomic import write_text
+from convscope.synthesis.images import PixelModel, class_ids, open_stage, to_uint8
+from convscope.synthesis.outputs import (display_factor, figure_entry, save_grid, write_h5,
+                                         write_summary)
+
+__all__ = ["TABLE_COLUMNS", "fooling_images", "run_fooling"]
+
+#: Columns of ``table.csv``: one row per class.
+TABLE_COLUMNS = ["class_id", "class", "reached", "confidence", "steps", "top_class"]
+
+
+def fooling_images(model: PixelModel, classes: torch.Tensor, shape: tuple[int, int, int],
+                   fooling: FoolingConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of ``shape`` (C, H, W) for each of the (K,) ``classes`` (module docstring).
+
+    Returns (K, C, H, W) pixels in 0..1 and (K,) int64 steps taken (-1: not reached).
+    """
+    device = model.scale.device
+    noise = torch.rand((len(classes), *shape), generator=torch.Generator().manual_seed(seed))
+    pixels = noise.to(device).requires_grad_(True)
+    classes = classes.to(device)
+    kept = pixels.detach().clone()
+    steps = torch.full((len(classes),), -1, dtype=torch.long)
+    optimiser = torch.optim.Adam([pixels], lr=fooling.lr)
+    picked = torch.arange(len(classes), device=device)
+    for step in tqdm(range(fooling.max_steps + 1), desc="fooling images", mininterval=5):
+        log_probs = torch.log_softmax(model(pixels), dim=1)[picked, classes]
+        newly = (log_probs.detach().exp() >= fooling.confidence).cpu() & (steps < 0)
+        kept[newly.to(device)] = pixels.detach()[newly.to(device)]
+        steps[newly] = step
+        if bool((steps >= 0).all()) or step == fooling.max_steps:
+            break
+        optimiser.zero_grad()
+        (-log_probs.sum()).backward()
+        optimiser.step()
+        with torch.no_grad():
+            pixels.clamp_(0, 1)
+    open_ = (steps < 0).to(device)
+    kept[open_] = pixels.detach()[open_]
+    return kept, steps
+
+
+def _wanted_classes(fooling: FoolingConfig, names: list[str], n_classes: int) -> list[int]:
+    if fooling.classes == "all":
+        return list(range(n_classes))
+    return class_ids(fooling.classes, names, n_classes, "synthesis.fooling.classes")
+
+
+def run_fooling(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
+                preprocess: PreprocessConfig, fooling: FoolingConfig,
+                manifest_csv: str | os.PathLike, *, device: str, seed: int, grid_png: str | os.PathLike,
+                table_csv: str | os.PathLike, h5_path: str | os.PathLike,
+                summary_json: str | os.PathLike) -> pd.DataFrame:
+    """The fooling stage: an image from noise per class; grid (red frame: not reached),
+    ``table.csv`` (`TABLE_COLUMNS`), HDF5 and ``summary.json``; ``device`` and ``seed`` are
+    ``synthesis.device`` and ``synthesis.seed``. Returns the table."""
+    from convscope.data.preprocess import input_hw
+
+    model, _, names = open_stage(model_cfg, weights_file, preprocess, device, manifest_csv)
+    with torch.no_grad():
+        n_classes = model(torch.zeros(1, preprocess.channels, *input_hw(preprocess),
+                                      device=model.scale.device)).shape[1]
+    wanted = _wanted_classes(fooling, names, n_classes)
+    shape = (int(preprocess.channels), *input_hw(preprocess))
+    pixels, steps = fooling_images(model, torch.tensor(wanted), shape, fooling, seed)
+    with torch.no_grad():
+        probs = torch.softmax(model(pixels), dim=1).cpu()
+    table = pd.DataFrame({"class_id": wanted, "class": [class_name(names, c) for c in wanted],
+                          "reached": (steps >= 0).numpy(),
+                          "confidence": probs[torch.arange(len(wanted)), wanted].numpy(),
+                          "steps": np.where(steps >= 0, steps, fooling.max_steps),
+                          "top_class": [class_name(names, c) for c in probs.argmax(1).tolist()]},
+                         columns=TABLE_COLUMNS)
+    write_text(table_csv, table.to_csv(index=False))
+    images = to_uint8(pixels)
+    factor = display_factor(images.shape[1], 96)
+    save_grid(grid_png, [upscale_nearest(im, factor) for im in images], flagged=steps < 0)
+    write_h5(h5_path, {"class_id": np.array(wanted), "images": images,
+                       "confidence": table["confidence"].to_numpy(), "steps": steps.numpy()},
+             {"confidence_goal": fooling.confidence, "seed": seed})
+    print(table.to_string(index=False))
+    folder = Path(summary_json).parent
+    write_summary(
+        summary_json, "synthesis_fooling", "Fooling images",
+        f"Images made from random noise by gradient ascent until the model gives their class a "
+        f"softmax probability of at least {fooling.confidence} (Nguyen et al.): in class order, "
+        "row by row; a red frame marks a class not reached within "
+        f"{fooling.max_steps} steps.",
+        numbers={"classes reached": f"{int(table['reached'].sum())} of {len(table)}"},
+        figures=[figure_entry(grid_png, folder, "one image per class")],
+        tables=[figure_entry(table_csv, folder, "per class", "reached, final confidence, steps")])
+    return table
