@@ -77,16 +77,23 @@ def get_extract_settings(wildcards=None, speed=False):
     """The extract settings that can change a shard's numbers (the rule's params), or with
     ``speed=True`` the speed settings (batch_size, num_workers, device), which the rule
     passes as resources so that changing them does not re-extract finished shards."""
-    speed_only = ("batch_size", "num_workers", "device")
+    speed_only = SPEED_SETTINGS["extract"]
     return {k: v for k, v in config["extract"].items() if (k in speed_only) == speed}
 
 
+#: section -> its speed settings: passed to the jobs as resources, left out of config_used
+SPEED_SETTINGS = {"extract": ("batch_size", "num_workers", "device"),
+                  "explain": ("batch_size", "device")}
+
+
 def get_config_used(wildcards=None):
-    """The validated config without extract's speed settings (batch_size, num_workers,
-    device): they change no result, so changing them must not rewrite this file (and so
-    rerun the report)."""
-    speed = get_extract_settings(speed=True)
-    return {**config, "extract": {k: v for k, v in config["extract"].items() if k not in speed}}
+    """The validated config without the speed settings (`SPEED_SETTINGS`: extract's
+    batch_size, num_workers, device; explain's batch_size and device): they change no
+    result, so changing them must not rewrite this file (and so rerun the report)."""
+    used = dict(config)
+    for section, keys in SPEED_SETTINGS.items():
+        used[section] = {k: v for k, v in config[section].items() if k not in keys}
+    return used
 
 
 def get_n_images():
