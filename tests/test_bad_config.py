@@ -207,7 +207,7 @@ def test_cuda_requested_on_a_machine_without_it(data):
     """Without CUDA (this machine) 'cuda' fails; on a GPU machine, a device index past the last."""
     absent = (["cuda", "cuda:1"] if not torch.cuda.is_available()
               else [f"cuda:{torch.cuda.device_count()}"])
-    for key in ("extract", "neighbours"):
+    for key in ("extract", "neighbours", "explain", "synthesis"):
         for device in absent:
             with pytest.raises(PreflightError) as err:
                 check_device(validate_config(_config(data, **{key: {"device": device}})))

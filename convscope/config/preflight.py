@@ -262,11 +262,12 @@ def check_layers_set(config: dict) -> None:
 
 
 def check_device(config: dict) -> None:
-    """``extract.device`` and ``neighbours.device`` name devices this machine has (imports torch:
-    run it when jobs are about to start, not while the workflow is parsed)."""
+    """``extract.device``, ``neighbours.device``, ``explain.device`` and ``synthesis.device``
+    name devices this machine has (imports torch: run it when jobs are about to start, not
+    while the workflow is parsed)."""
     from convscope.nn.device import DeviceError, resolve_device
 
-    for key in ("extract", "neighbours"):
+    for key in ("extract", "neighbours", "explain", "synthesis"):
         try:
             resolve_device(config[key]["device"], key=f"{key}.device")
         except DeviceError as exc:
