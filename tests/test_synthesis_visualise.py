@@ -24,6 +24,7 @@ def test_resolve_classes_and_units(tmp_path):
     assert resolve_units(model, None, ["relu1", "relu2"], 3, preprocess) == {
         "relu1": [0, 1, 2], "relu2": [0, 1, 2]}
     assert resolve_units(model, {"relu4": [7, 127]}, [], 3, preprocess) == {"relu4": [7, 127]}
+    assert resolve_units(model, {"relu1": "all"}, [], 3, preprocess) == {"relu1": list(range(32))}
     with pytest.raises(ValueError, match="'relu1' has channels 0..31, not \\[32\\]"):
         resolve_units(model, {"relu1": [32]}, [], 3, preprocess)
     with pytest.raises(ValueError, match="synthesis.visualisation.units.*did you mean 'relu4'"):

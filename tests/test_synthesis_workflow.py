@@ -30,12 +30,13 @@ def test_synthesis_stages_in_the_tiny_run(tiny_run):
     assert _summary(results / "classes")["stage"] == "synthesis_classes"
 
     units = h5_datasets(results / "units" / "images.h5")
-    assert [l.decode() for l in units["layer"]] == ["relu2"] * 3 + ["relu4"] * 4
-    assert units["channel"].tolist() == [0, 1, 2, 0, 1, 2, 3]
-    assert units["images"].shape == (7, 32, 32, 3) and units["curves"].shape == (7, 8)
+    # relu1: all = every one of its 32 channels, optimised batch_size at a time
+    assert [l.decode() for l in units["layer"]] == ["relu2"] * 3 + ["relu1"] * 32
+    assert units["channel"].tolist() == [0, 1, 2, *range(32)]
+    assert units["images"].shape == (35, 32, 32, 3) and units["curves"].shape == (35, 8)
     summary = _summary(results / "units")
-    assert sorted(summary["units"]) == ["relu2", "relu4"]
-    assert sorted(summary["units"]["relu4"], key=int) == ["0", "1", "2", "3"]
+    assert sorted(summary["units"]) == ["relu1", "relu2"]
+    assert sorted(summary["units"]["relu1"], key=int) == [str(c) for c in range(32)]
 
     inversion = h5_datasets(results / "inversion" / "inversion.h5")
     assert inversion["reconstructions"].shape == (2, 2, 32, 32, 3)

@@ -60,9 +60,11 @@ def resolve_classes(classes: str | Sequence[str], class_names: Sequence[str],
 
 def resolve_units(model: nn.Module, units: Mapping | None, layers: Sequence[str] | None,
                   max_units: int, preprocess: PreprocessConfig) -> dict[str, list[int]]:
-    """Layer -> channels to draw. ``units`` empty = every layer of ``layers``, all; a layer's
-    ``"all"`` = its first ``max_units`` channels; a channel beyond the layer's raises."""
+    """Layer -> channels to draw. ``units`` empty = the first ``max_units`` channels of every
+    layer of ``layers``; a layer's ``"all"`` = every channel of it; a channel beyond the
+    layer's raises."""
     key = "synthesis.visualisation.units"
+    first = not units
     units = dict(units) if units else {layer: "all" for layer in layers or []}
     check_layer_names(model, list(units), key=key)
     shapes = layer_output_shapes(model, list(units), input_hw(preprocess),
@@ -71,7 +73,7 @@ def resolve_units(model: nn.Module, units: Mapping | None, layers: Sequence[str]
     for layer, chosen in units.items():
         n_channels = shapes[layer][0]
         if chosen == "all":
-            chosen = list(range(min(n_channels, max_units)))
+            chosen = list(range(min(n_channels, max_units) if first else n_channels))
         bad = [c for c in chosen if not 0 <= int(c) < n_channels]
         if bad:
             raise ValueError(f"config key {key!r}: layer {layer!r} has channels "
