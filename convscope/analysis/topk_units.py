@@ -52,6 +52,10 @@ from convscope.store.shards import iter_shards, layer_key, read_attrs
 
 __all__ = [
     "TOPK_COLUMNS",
+    "images_of_rows",
+    "patch_cell",
+    "context_cell",
+    "fires",
     "CONTEXT_MIN_FRACTION",
     "topk_units",
     "covers_most_of_input",
@@ -228,7 +232,7 @@ def _manifest_lookup(manifest: pd.DataFrame) -> pd.DataFrame:
     return manifest
 
 
-def _patch_cell(image: np.ndarray, row, cell_px: int) -> Image.Image | None:
+def patch_cell(image: np.ndarray, row, cell_px: int) -> Image.Image | None:
     """The receptive-field patch of ``row`` (original-pixel box), or None if empty."""
     height, width = image.shape[:2]
     x0, y0 = max(0, math.floor(row.x0)), max(0, math.floor(row.y0))
@@ -238,7 +242,7 @@ def _patch_cell(image: np.ndarray, row, cell_px: int) -> Image.Image | None:
     return fit_in_square(Image.fromarray(image[y0:y1, x0:x1]), cell_px)
 
 
-def _context_cell(image: np.ndarray, row, cell_px: int) -> Image.Image:
+def context_cell(image: np.ndarray, row, cell_px: int) -> Image.Image:
     """The whole image fitted to the cell, with the receptive-field box drawn."""
     height, width = image.shape[:2]
     cell = fit_in_square(Image.fromarray(image), cell_px)
@@ -252,7 +256,7 @@ def _context_cell(image: np.ndarray, row, cell_px: int) -> Image.Image:
     return cell
 
 
-def _fires(table: pd.DataFrame) -> np.ndarray:
+def fires(table: pd.DataFrame) -> np.ndarray:
     """(len(table),) bool: the unit fires on the row's image (value finite and > 0)."""
     values = table["value"].to_numpy()
     return np.isfinite(values) & (values > 0)
@@ -282,19 +286,27 @@ def _empty_grid(layer: str, channels: list[int], dead: set, ranks: int,
     return canvas, label_w
 
 
-def _paste_cells(canvas: Image.Image, live: pd.DataFrame, manifest: pd.DataFrame,
-                 row_of: dict[int, int], label_w: int, cell_px: int, make_cell) -> None:
-    """Read each image of ``live`` once and paste its cells; an unreadable image stays grey."""
+def images_of_rows(rows: pd.DataFrame, manifest: pd.DataFrame, who: str):
+    """Yield ``(image, rows of that image)`` for each manifest row in ``rows["index"]``,
+    reading each original image once, in index order; an unreadable image is logged
+    (``who``: the stage, for the message) and skipped, so its cells stay grey."""
     lookup = _manifest_lookup(manifest)
-    step = cell_px + _GAP
-    for index, rows in live.groupby("index", sort=True):
+    for index, group in rows.groupby("index", sort=True):
         try:
             entry = lookup.loc[int(index)]
             slot = int(entry["slot"]) if "slot" in lookup.columns else -1
             image = _load_image(str(entry["path"]), slot)
-        except Exception as error:  # an unreadable image leaves its slots grey
-            logger.warning("top-k units: cannot read image %s: %s", index, error)
+        except Exception as error:  # an unreadable image leaves its cells grey
+            logger.warning("%s: cannot read image %s: %s", who, index, error)
             continue
+        yield image, group
+
+
+def _paste_cells(canvas: Image.Image, live: pd.DataFrame, manifest: pd.DataFrame,
+                 row_of: dict[int, int], label_w: int, cell_px: int, make_cell) -> None:
+    """Read each image of ``live`` once and paste its cells; an unreadable image stays grey."""
+    step = cell_px + _GAP
+    for image, rows in images_of_rows(live, manifest, "top-k units"):
         for row in rows.itertuples(index=False):
             cell = make_cell(image, row, cell_px)
             if cell is not None:
@@ -315,12 +327,12 @@ def _render_grid(table: pd.DataFrame, manifest: pd.DataFrame, channels, max_chan
     table = table[table["channel"].isin(channels)]
     ranks = int(table["rank"].max()) + 1 if len(table) else 0
     layer = str(table["layer"].iloc[0]) if len(table) else ""
-    fires = _fires(table)
+    firing = fires(table)
     # a channel whose best image does not fire never fires: flag it as dead
-    dead = set(channels) - set(table.loc[fires, "channel"].astype(int))
+    dead = set(channels) - set(table.loc[firing, "channel"].astype(int))
     canvas, label_w = _empty_grid(layer, channels, dead, ranks, cell_px)
     row_of = {channel: i for i, channel in enumerate(channels)}
-    _paste_cells(canvas, table[fires], manifest, row_of, label_w, cell_px, make_cell)
+    _paste_cells(canvas, table[firing], manifest, row_of, label_w, cell_px, make_cell)
     return canvas
 
 
@@ -340,7 +352,7 @@ def render_patch_grid(table: pd.DataFrame, manifest: pd.DataFrame, patch_px: int
         right; each patch is cropped from the original image and scaled to
         fit the cell; grey where the unit does not fire or the image is unreadable.
     """
-    return _render_grid(table, manifest, channels, max_channels, int(patch_px), _patch_cell)
+    return _render_grid(table, manifest, channels, max_channels, int(patch_px), patch_cell)
 
 
 def render_context_grid(table: pd.DataFrame, manifest: pd.DataFrame, thumb_px: int,
@@ -352,7 +364,7 @@ def render_context_grid(table: pd.DataFrame, manifest: pd.DataFrame, thumb_px: i
     for layers whose receptive field covers most of the input
     (`covers_most_of_input`).
     """
-    return _render_grid(table, manifest, channels, max_channels, int(thumb_px), _context_cell)
+    return _render_grid(table, manifest, channels, max_channels, int(thumb_px), context_cell)
 
 
 # --------------------------------------------------------------------------

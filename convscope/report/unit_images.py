@@ -9,7 +9,6 @@ stage found; this is rendering only. Each image is read once per group of
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -17,13 +16,11 @@ import pandas as pd
 from PIL import Image
 
 # The top-k stage's cell functions, reused so that the site's crops are its crops.
-from convscope.analysis.topk_units import _context_cell, _fires, _patch_cell
-from convscope.data.images import load_image
+from convscope.analysis.topk_units import context_cell, fires, images_of_rows, patch_cell
 from convscope.render.grids import GREY_RGB
 
 __all__ = ["CHANNELS_PER_READ", "strip", "render_layer_units"]
 
-logger = logging.getLogger(__name__)
 
 #: Channels whose crops are held in memory at once.
 CHANNELS_PER_READ = 256
@@ -42,19 +39,11 @@ def strip(cells: list[Image.Image | None], cell_px: int) -> Image.Image:
 
 def _crop_cells(rows: pd.DataFrame, manifest: pd.DataFrame, cell_px: int) -> dict:
     """(channel, rank) -> (patch, context) cells for the firing rows, each image read once."""
-    lookup = manifest.set_index("index")
     cells = {}
-    for index, group in rows[_fires(rows)].groupby("index", sort=True):
-        try:
-            entry = lookup.loc[int(index)]
-            slot = int(entry["slot"]) if "slot" in lookup.columns else -1
-            image = load_image(str(entry["path"]), slot)
-        except Exception as error:  # an unreadable image leaves its cells grey
-            logger.warning("report: cannot read image %s: %s", index, error)
-            continue
+    for image, group in images_of_rows(rows[fires(rows)], manifest, "report"):
         for row in group.itertuples(index=False):
-            cells[int(row.channel), int(row.rank)] = (_patch_cell(image, row, cell_px),
-                                                      _context_cell(image, row, cell_px))
+            cells[int(row.channel), int(row.rank)] = (patch_cell(image, row, cell_px),
+                                                      context_cell(image, row, cell_px))
     return cells
 
 
