@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 import pytest
 import torch
 
@@ -65,15 +66,23 @@ def test_pixel_model_gives_the_logits_of_the_normalised_input():
                                   uint8.numpy())
 
 
-def test_sample_rows_is_seeded_and_prefers_the_test_split():
-    manifest = pd.DataFrame({"index": np.arange(20),
+def test_sample_rows_is_seeded_prefers_the_test_split_and_skips_unreadable_images(tmp_path):
+    paths = []
+    for i in range(20):
+        path = tmp_path / f"{i:02d}.png"
+        if i == 13:
+            path.write_bytes(b"not an image")  # unreadable: never sampled
+        else:
+            Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(path)
+        paths.append(str(path))
+    manifest = pd.DataFrame({"index": np.arange(20), "path": paths, "slot": -1,
                              "split": ["train"] * 12 + ["test"] * 8})
     first = sample_rows(manifest, 5, seed=1)
     assert np.array_equal(first, sample_rows(manifest, 5, seed=1))
-    assert set(first) <= set(range(12, 20)) and len(set(first)) == 5
-    assert np.array_equal(sample_rows(manifest, 50, seed=0), np.arange(12, 20))
+    assert set(first) <= set(range(12, 20)) - {13} and len(set(first)) == 5
+    assert np.array_equal(sample_rows(manifest, 50, seed=0), [12, *range(14, 20)])
     unsplit = manifest.assign(split="all")
-    assert len(sample_rows(unsplit, 30, seed=0)) == 20
+    assert np.array_equal(sample_rows(unsplit, 30, seed=0), [*range(13), *range(14, 20)])
 
 
 def test_bad_rows_and_classes_name_their_key():

@@ -9,6 +9,7 @@ perturbation's size reads in pixel units (0.03 is about 8/255).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -18,11 +19,13 @@ import torch
 from torch import nn
 
 from convscope.config.sections import ModelConfig, PreprocessConfig
-from convscope.data.images import load_image
+from convscope.data.images import ImageReadError, load_image
 from convscope.data.preprocess import normalize, prepare_uint8
 
 __all__ = ["PixelModel", "load_pixel_model", "read_pixels", "sample_rows", "check_rows",
            "to_uint8", "middle_layer", "class_ids", "open_stage"]
+
+logger = logging.getLogger(__name__)
 
 
 class PixelModel(nn.Module):
@@ -81,14 +84,25 @@ def check_rows(manifest: pd.DataFrame, rows: Sequence[int], key: str) -> None:
 
 
 def sample_rows(manifest: pd.DataFrame, n: int, seed: int) -> np.ndarray:
-    """A seeded sample of ``n`` manifest rows (all of them when fewer), sorted, from the test
-    split when the manifest has one."""
+    """A seeded sample of ``n`` readable manifest rows (all readable ones when fewer),
+    sorted, from the test split when the manifest has one. Unreadable images (recorded as
+    failed by extraction too) are skipped with a warning in the log."""
     pool = manifest.loc[manifest["split"] == "test", "index"]
     if pool.empty:
         pool = manifest["index"]
     pool = np.sort(pool.to_numpy(np.int64))
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
+    by_index = manifest.set_index("index")
+    chosen = []
+    for row in np.random.default_rng(seed).permutation(pool):
+        if len(chosen) == n:
+            break
+        try:
+            load_image(str(by_index.at[int(row), "path"]), int(by_index.at[int(row), "slot"]))
+        except ImageReadError as error:
+            logger.warning("manifest row %d skipped: %s", int(row), error)
+            continue
+        chosen.append(int(row))
+    return np.sort(np.asarray(chosen, np.int64))
 
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
