@@ -546,6 +546,7 @@ def test_workflow_on_two_images_builds_the_report(tmp_path):
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config["dataset"] = {"kind": "folder", "path": "imgs"}
     config["model"] = {"kind": "demo", "weights": "w.pt", "num_classes": 2}
+    config["synthesis"]["visualisation"]["classes"] = "all"  # the tiny config names demo classes
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
     run_snakemake(tmp_path, "--configfile", "cfg.yaml", "--cores", "2")
     html = (tmp_path / "results" / "report" / "index.html").read_text()
