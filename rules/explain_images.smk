@@ -3,7 +3,8 @@ rule explain_images:
         shards=get_shard_paths,
         shard_index="results/features/index.json",
         manifest="results/manifest.csv",
-        topk="results/units/topk.csv",
+        # only the topk kind reads the top-k table (so a units change reruns no explanation)
+        topk=branch(config["explain"]["images"]["kind"] == "topk", "results/units/topk.csv"),
     output:
         images="results/explain/images.csv",
     log:

@@ -10,4 +10,4 @@ from convscope.logs import log_to_file  # noqa: E402
 with log_to_file(snakemake.log[0]):
     run_explain_images(snakemake.input.shards, snakemake.input.manifest,
                        ExplainImagesConfig.from_dict(snakemake.params.images),
-                       images_csv=snakemake.output.images, topk_csv=snakemake.input.topk)
+                       images_csv=snakemake.output.images, topk_csv=snakemake.input.get("topk") or None)
