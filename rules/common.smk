@@ -233,12 +233,21 @@ def get_evolution_skip_reason(wildcards=None):
 def get_synthesis_layers(stage):
     """The analysed layers (``layers``) for a synthesis stage that takes its units or layers
     from them (its own setting is empty), else None, so that changing ``layers`` reruns only
-    the stages that use them. ``stage``: units, inversion or evolution."""
+    the stages that use them. ``stage``: units, inversion, evolution, dream or style."""
     synthesis = config["synthesis"]
     own = {"units": synthesis["visualisation"]["units"],
            "inversion": synthesis["inversion"]["layers"],
-           "evolution": synthesis["evolution"]["units"]}[stage]
-    return None if own else config["layers"]
+           "evolution": synthesis["evolution"]["units"],
+           "dream": synthesis["dream"]["layer"],
+           "style": synthesis["style"]["content_layers"] and synthesis["style"]["style_layers"]}
+    return None if own[stage] else config["layers"]
+
+
+def get_synthesis_model_info(stage):
+    """``results/model/model_info.json`` as an input of a synthesis stage that uses the
+    analysed layers (`get_synthesis_layers`), else none: like every rule that uses the
+    layers, it then reruns with the model description they change."""
+    return [] if get_synthesis_layers(stage) is None else "results/model/model_info.json"
 
 
 def get_report_inputs(wildcards=None):

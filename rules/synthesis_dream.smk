@@ -1,5 +1,6 @@
 rule synthesis_dream:
     input:
+        model_info=get_synthesis_model_info("dream"),
         manifest="results/manifest.csv",
         weights=get_weights_input,
     output:
@@ -20,7 +21,7 @@ rule synthesis_dream:
         dream=config["synthesis"]["dream"],
         device=config["synthesis"]["device"],
         seed=config["synthesis"]["seed"],
-        layers=config["layers"],
+        layers=get_synthesis_layers("dream"),
         preprocess=config["preprocess"],
         model=config["model"],
         weights_sha256=get_weights_sha256,

@@ -1,5 +1,6 @@
 rule synthesis_evolution:
     input:
+        model_info=get_synthesis_model_info("evolution"),
         manifest="results/manifest.csv",
         checkpoints=get_evolution_checkpoints,
     output:

@@ -1,5 +1,6 @@
 rule synthesis_inversion:
     input:
+        model_info=get_synthesis_model_info("inversion"),
         manifest="results/manifest.csv",
         weights=get_weights_input,
     output:

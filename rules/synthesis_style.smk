@@ -1,5 +1,6 @@
 rule synthesis_style:
     input:
+        model_info=get_synthesis_model_info("style"),
         manifest="results/manifest.csv",
         weights=get_weights_input,
     output:
@@ -25,7 +26,7 @@ rule synthesis_style:
         style=config["synthesis"]["style"],
         device=config["synthesis"]["device"],
         seed=config["synthesis"]["seed"],
-        layers=config["layers"],
+        layers=get_synthesis_layers("style"),
         preprocess=config["preprocess"],
         model=config["model"],
         weights_sha256=get_weights_sha256,

@@ -1,5 +1,6 @@
 rule synthesis_units:
     input:
+        model_info=get_synthesis_model_info("units"),
         weights=get_weights_input,
     output:
         images="results/synthesis/units/images.h5",
