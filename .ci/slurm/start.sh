@@ -67,7 +67,7 @@ done
 
 # ---------------------------------------------------------------- slurm.conf
 node="$(hostname -s 2>/dev/null || uname -n)"
-cpus="$(nproc)"
+cpus="$(env -u OMP_NUM_THREADS nproc)"  # nproc honours OMP_NUM_THREADS; the node has them all
 mem_total_mb="$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)"
 # Leave 10 % (at least 512 MiB) for the OS, snakemake and the daemons.
 headroom_mb=$(( mem_total_mb / 10 > 512 ? mem_total_mb / 10 : 512 ))
