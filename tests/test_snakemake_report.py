@@ -19,7 +19,11 @@ pytestmark = pytest.mark.workflow
 N_SHARDS = 3
 BENCHMARKED = ["demo_dataset", "train_demo_model", "manifest", "model_info", "shard_index",
                "topk_units", "unit_stats", "filters", "performance", "embedding",
-               "neighbours", "config_used"]
+               "neighbours", "config_used",
+               "explain_images", "explain_attribution", "explain_units", "explain_invariance",
+               "explain_correspondence", "explain_keypoints",
+               "synthesis_classes", "synthesis_units", "synthesis_inversion", "synthesis_evolution",
+               "synthesis_dream", "synthesis_style", "synthesis_adversarial", "synthesis_fooling"]
 
 # The wrapped outputs: a path inside the tiny run -> the category the report files it under.
 REPORTED = {
