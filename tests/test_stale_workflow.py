@@ -28,7 +28,8 @@ MODEL_READERS = {"explain_invariance": 1, "explain_correspondence": 1, "explain_
 EXPLAIN = {"explain_images": 1, "explain_attribution": 1, "explain_units": 1}
 # stages that read the weights but not the shards
 SYNTHESIS = {"synthesis_classes": 1, "synthesis_units": 1, "synthesis_inversion": 1,
-             "synthesis_evolution": 1}
+             "synthesis_evolution": 1, "synthesis_dream": 1, "synthesis_style": 1,
+             "synthesis_adversarial": 1, "synthesis_fooling": 1}
 
 
 def _snakemake(workdir: Path, *args: str, check: bool = True):
