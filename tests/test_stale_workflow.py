@@ -81,10 +81,10 @@ def test_deleted_intermediates_are_rebuilt_and_a_damaged_shard_stops_with_its_lo
         shutil.move(saved / Path(rel).name, run_copy / rel)
 
     delete(SHARDS[1])
-    assert _planned(run_copy) == {"extract": 1, "shard_index": 1, **ANALYSES}
+    assert _planned(run_copy) == {"extract": 1, "shard_index": 1, **ANALYSES, **EXPLAIN}
     restore(SHARDS[1])
     delete("results/features/index.json")
-    assert _planned(run_copy) == {"shard_index": 1, **ANALYSES}
+    assert _planned(run_copy) == {"shard_index": 1, **ANALYSES, **EXPLAIN}
     restore("results/features/index.json")
     # the manifest is a checkpoint: what follows it is planned once it is rebuilt
     delete("results/manifest.csv")
