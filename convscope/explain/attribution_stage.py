@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -254,7 +253,6 @@ def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: Pr
     hw = input_hw(preprocess)
     panels_dir = Path(panels_dir)
     panels_dir.mkdir(parents=True, exist_ok=True)
-    began = time.perf_counter()
     with atomic_path(maps_h5) as tmp, h5py.File(tmp, "w") as f:
         _create_datasets(f, attribution, len(table), hw)
         f.attrs.update({"gradcam_layer": chosen[0], "zf_layer": chosen[1],
@@ -264,15 +262,15 @@ def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: Pr
                             "occlusion_size", "occlusion_stride", "occlusion_fill")})})
         sums = _explain_all(model, ready, table, attribution, preprocess, chosen, f, panels_dir,
                             class_names, torch_device, batch_size)
-    seconds = time.perf_counter() - began
+    logger.info("explain: %d images attributed", len(table))
     _write_class_gradcam(sums, attribution, class_names, hw, class_gradcam_png)
-    _write_attribution_summary(summary_json, table, attribution, chosen, seconds, panels_dir,
+    _write_attribution_summary(summary_json, table, attribution, chosen, panels_dir,
                                class_gradcam_png)
 
 
 def _write_attribution_summary(summary_json, table: pd.DataFrame,
                                attribution: ExplainAttributionConfig,
-                               chosen: tuple[str, str], seconds: float, panels_dir: Path,
+                               chosen: tuple[str, str], panels_dir: Path,
                                class_gradcam_png) -> None:
     root = Path(summary_json).parent
     rel = lambda p: Path(os.path.relpath(p, root)).as_posix()  # noqa: E731
@@ -298,8 +296,7 @@ def _write_attribution_summary(summary_json, table: pd.DataFrame,
                     {"label": "Grad-CAM layer", "value": chosen[0]},
                     {"label": "occluder", "value": (f"{cfg.occlusion_size} px, stride "
                                                     f"{cfg.occlusion_stride}, "
-                                                    f"grey {cfg.occlusion_fill}")},
-                    {"label": "images per second", "value": f"{len(table) / max(seconds, 1e-9):.2f}"}],
+                                                    f"grey {cfg.occlusion_fill}")}],
         "figures": figures,
         "tables": [],
     })
