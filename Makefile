@@ -35,6 +35,7 @@ test-gpu: setup
 
 lint: setup
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check .
 
 clean:
 	rm -rf results logs .snakemake
