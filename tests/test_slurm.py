@@ -282,17 +282,13 @@ def _assert_json_close(local_value, slurm_value, where: str) -> None:
 
 @pytest.mark.slurm
 @pytest.mark.workflow
-def test_workflow_on_slurm_matches_local(slurm_cluster, tmp_path):
+def test_workflow_on_slurm_matches_local(slurm_cluster, tiny_run, tmp_path):
+    # The local side is the session's tiny run (tests/conftest.py): the same Snakefile and
+    # config, run with --cores 2 and no profile.
     common = ["--snakefile", str(WORKFLOW_SNAKEFILE), "--configfile", str(TINY_CONFIG)]
-    local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
-    local_dir.mkdir()
+    local_dir, slurm_dir = tiny_run, tmp_path / "slurm"
     slurm_dir.mkdir()
 
-    _run_snakemake(
-        [*common, "--cores", "2", "--workflow-profile", "none", "--directory", str(local_dir)],
-        local_dir,
-        _WORKFLOW_TIMEOUT_S,
-    )
     _run_snakemake(
         [*common, "--directory", str(slurm_dir), *_slurm_args()], slurm_dir, _WORKFLOW_TIMEOUT_S
     )
