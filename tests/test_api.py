@@ -189,3 +189,169 @@ def test_importing_convscope_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO).stdout.split()
     assert out == ["[]", "Results"]
+
+
+# --------------------------------------------------------------------------- the tiny run
+
+
+def _stored(results: Path, path: str) -> Path:
+    """A path stored inside results/: absolute as it is, else relative to the results folder
+    (or, as written before paths became relative, to the run's folder)."""
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    return results / path if (results / path).exists() else results.parent / path
+
+
+def _shards(results: Path) -> list[Path]:
+    listing = json.loads((results / "features" / "index.json").read_text())["shards"]
+    return [_stored(results, s["path"]) for s in listing]
+
+
+def _concat(results: Path, dataset: str) -> np.ndarray:
+    parts = []
+    for path in _shards(results):
+        with h5py.File(path, "r") as f:
+            parts.append(f[dataset][()])
+    return np.concatenate(parts)
+
+
+@pytest.mark.workflow
+def test_tiny_run_layers_images_and_codes(tiny_run):
+    results = tiny_run / "results"
+    api = Results(tiny_run / "results")
+    info = json.loads((results / "model" / "model_info.json").read_text())
+    assert list(api.layers.index) == list(info["layers"]) == ["relu1", "relu2", "relu3", "relu4"]
+    for name, layer in info["layers"].items():
+        row = api.layers.loc[name]
+        assert [row["channels"], row["height"], row["width"]] == layer["shape"]
+        assert row["rf_size"] == layer["receptive_field"]["size"]
+        assert row["rf_stride"] == layer["receptive_field"]["stride"]
+        assert row["rf_start"] == layer["receptive_field"]["start"]
+
+    images = api.images
+    ids, labels = _concat(results, "index"), _concat(results, "label")
+    preds = _concat(results, "topk/class")[:, 0]
+    classes = json.loads((results / "manifest.classes.json").read_text())
+    manifest = pd.read_csv(results / "manifest.csv").set_index("index").loc[ids]
+    assert images["id"].tolist() == ids.tolist() and len(images) == 120
+    assert images["label"].tolist() == labels.tolist() == manifest["label"].tolist()
+    assert images["prediction"].tolist() == preds.tolist()
+    assert images["class_name"].tolist() == [classes[i] for i in labels]
+    assert images["prediction_name"].tolist() == [classes[i] for i in preds]
+    assert images["correct"].tolist() == (labels == preds).tolist()
+    assert images["path"].tolist() == [str(_stored(results, p)) for p in manifest["path"]]
+    assert all(Path(p).is_file() for p in images["path"])
+    for column in ("colour", "background", "clutter"):
+        assert images[column].tolist() == manifest[column].tolist()
+    np.testing.assert_array_equal(images["brightness"], _concat(results, "image_attrs/brightness"))
+
+    got_ids, codes = api.codes()
+    np.testing.assert_array_equal(got_ids, ids)
+    np.testing.assert_array_equal(codes, _concat(results, "codes"))
+    assert api.codes(lazy=True)[1].shape == codes.shape
+
+
+@pytest.mark.workflow
+def test_tiny_run_activations_read_each_shard(tiny_run):
+    results = tiny_run / "results"
+    api = Results(results)
+    rng = np.random.default_rng(0)
+    for layer in ("relu1", "relu4"):
+        for statistic in ("max", "mean", "argmax"):
+            expected = _concat(results, f"layers/{layer}/{statistic}")
+            acts = api.activations(layer, statistic)
+            assert acts.shape == expected.shape and acts.dtype == expected.dtype
+            rows = rng.choice(len(expected), size=7, replace=False)
+            np.testing.assert_array_equal(acts[rows], expected[rows])
+            np.testing.assert_array_equal(acts[45:55, 3], expected[45:55, 3])
+            np.testing.assert_array_equal(np.concatenate(list(acts.iter_shards())), expected)
+
+
+@pytest.mark.workflow
+def test_tiny_run_units_tables(tiny_run):
+    results = tiny_run / "results"
+    api = Results(results)
+    stats = pd.read_csv(results / "units" / "stats.csv")
+    topk = pd.read_csv(results / "units" / "topk.csv")
+    for layer in ("relu2", "relu3"):
+        got = api.stats(layer)
+        expected = stats[stats["layer"] == layer].reset_index(drop=True)
+        assert list(got.columns) == list(stats.columns)
+        assert got["channel"].tolist() == list(range(api.layers.loc[layer, "channels"]))
+        np.testing.assert_array_equal(got["max_activation"], expected["max_activation"])
+        assert got["dead"].tolist() == expected["dead"].astype(str).eq("True").tolist()
+        unit = int(topk.loc[topk["layer"] == layer, "channel"].iloc[-1])
+        rows = topk[(topk["layer"] == layer) & (topk["channel"] == unit)]
+        got = api.topk(layer, unit=unit)
+        assert got["id"].tolist() == rows["index"].tolist() and len(got) == 4  # units.topk: 4
+        for column in ("rank", "value", "fy", "fx", "x0", "y0", "x1", "y1"):
+            np.testing.assert_array_equal(got[column], rows[column])
+        assert len(api.topk(layer)) == int((topk["layer"] == layer).sum())
+
+
+@pytest.mark.workflow
+def test_tiny_run_analysis_tables(tiny_run):
+    results = tiny_run / "results"
+    api = Results(results)
+    coords = pd.read_csv(results / "embedding" / "coords.csv")
+    embedding = api.embedding()
+    assert embedding["id"].tolist() == coords["index"].tolist()
+    np.testing.assert_array_equal(embedding[["x", "y"]], coords[["x", "y"]])
+    pd.testing.assert_frame_equal(api.neighbours(), pd.read_csv(results / "neighbours" / "queries.csv"))
+    assert api.knn_accuracy() == json.loads((results / "neighbours" / "knn_accuracy.json").read_text())
+    for name in ("overall", "per_class", "per_attribute", "confusion"):
+        pd.testing.assert_frame_equal(api.attribute_table(name),
+                                      pd.read_csv(results / "performance" / f"{name}.csv"))
+    per_attribute = pd.read_csv(results / "performance" / "per_attribute.csv")
+    colour = per_attribute[per_attribute["attribute"] == "colour"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(api.attribute_table("colour"), colour)
+    with pytest.raises(KeyError, match="'hue2'.*colour"):
+        api.attribute_table("hue2")
+
+
+@pytest.mark.workflow
+def test_tiny_run_explanation_and_synthesis_outputs(tiny_run):
+    from conftest import h5_datasets
+
+    results = tiny_run / "results"
+    api = Results(results)
+    for kind, names, accessor in (("explain", api.explanations, api.explanation),
+                                  ("synthesis", api.syntheses, api.synthesis)):
+        assert names == sorted(p.parent.name for p in (results / kind).glob("*/summary.json"))
+        for name in names:
+            folder = results / kind / name
+            output = accessor(name)
+            assert output.summary == json.loads((folder / "summary.json").read_text())
+            assert output.h5_files == sorted(str(p.relative_to(folder)) for p in folder.rglob("*.h5"))
+            for file in output.h5_files:
+                expected = h5_datasets(folder / file)
+                assert output.datasets(file) == {k: v.shape for k, v in expected.items()}
+                for dataset, values in expected.items():
+                    got = output.read(dataset, file)
+                    if values.dtype.kind in "SO":
+                        values = np.array([v.decode() if isinstance(v, bytes) else v
+                                           for v in values.ravel()], dtype=object).reshape(values.shape)
+                    np.testing.assert_array_equal(got, values)
+            for table in output.tables:
+                pd.testing.assert_frame_equal(output.table(table), pd.read_csv(folder / table))
+    assert set(api.explanations) >= {"attribution", "units", "invariance"}
+    assert set(api.syntheses) == {"classes", "units", "inversion", "evolution", "dream", "style",
+                                  "adversarial", "fooling"}
+
+
+@pytest.mark.workflow
+def test_tiny_run_missing_stage_names_it(tiny_run, tmp_path):
+    copy = tmp_path / "results"
+    shutil.copytree(tiny_run / "results", copy, ignore=shutil.ignore_patterns("report", "demo"))
+    shutil.rmtree(copy / "explain" / "attribution")
+    shutil.rmtree(copy / "embedding")
+    api = Results(copy)
+    assert "attribution" not in api.explanations
+    with pytest.raises(StageMissingError, match=r"'explain/attribution' stage.*explain_attribution"
+                                                r".*`explain\.attribution` config section"):
+        api.explanation("attribution")
+    with pytest.raises(StageMissingError, match=r"embedding/coords\.csv.*'embedding' stage"):
+        api.embedding()
+    # the rest of the copy still reads, shards included
+    assert api.activations("relu2").shape == (120, 64)
