@@ -298,8 +298,9 @@ def test_tiny_run_analysis_tables(tiny_run):
     embedding = api.embedding()
     assert embedding["id"].tolist() == coords["index"].tolist()
     np.testing.assert_array_equal(embedding[["x", "y"]], coords[["x", "y"]])
-    pd.testing.assert_frame_equal(api.neighbours(), pd.read_csv(results / "neighbours" / "queries.csv"))
-    assert api.knn_accuracy() == json.loads((results / "neighbours" / "knn_accuracy.json").read_text())
+    neighbours = results / "neighbours"
+    pd.testing.assert_frame_equal(api.neighbours(), pd.read_csv(neighbours / "queries.csv"))
+    assert api.knn_accuracy() == json.loads((neighbours / "knn_accuracy.json").read_text())
     for name in ("overall", "per_class", "per_attribute", "confusion"):
         pd.testing.assert_frame_equal(api.attribute_table(name),
                                       pd.read_csv(results / "performance" / f"{name}.csv"))
@@ -323,15 +324,16 @@ def test_tiny_run_explanation_and_synthesis_outputs(tiny_run):
             folder = results / kind / name
             output = accessor(name)
             assert output.summary == json.loads((folder / "summary.json").read_text())
-            assert output.h5_files == sorted(str(p.relative_to(folder)) for p in folder.rglob("*.h5"))
+            h5_files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.h5"))
+            assert output.h5_files == h5_files
             for file in output.h5_files:
                 expected = h5_datasets(folder / file)
                 assert output.datasets(file) == {k: v.shape for k, v in expected.items()}
                 for dataset, values in expected.items():
                     got = output.read(dataset, file)
-                    if values.dtype.kind in "SO":
-                        values = np.array([v.decode() if isinstance(v, bytes) else v
-                                           for v in values.ravel()], dtype=object).reshape(values.shape)
+                    if values.dtype.kind in "SO":  # h5py gives bytes; the API gives str
+                        text = [v.decode() if isinstance(v, bytes) else v for v in values.ravel()]
+                        values = np.array(text, dtype=object).reshape(values.shape)
                     np.testing.assert_array_equal(got, values)
             for table in output.tables:
                 pd.testing.assert_frame_equal(output.table(table), pd.read_csv(folder / table))
