@@ -191,6 +191,15 @@ def test_importing_convscope_stays_light():
     assert out == ["[]", "Results"]
 
 
+def test_every_public_accessor_has_an_example():
+    from convscope.results import StageOutput
+
+    missing = [f"{cls.__name__}.{name}" for cls in (Results, ShardArray, StageOutput)
+               for name, member in vars(cls).items()
+               if not name.startswith("_") and "Example" not in (getattr(member, "__doc__", "") or "")]
+    assert missing == []
+
+
 # --------------------------------------------------------------------------- the tiny run
 
 
