@@ -178,7 +178,7 @@ def test_stored_paths_resolve_against_the_results_folder(tmp_path):
 
 def test_results_accepts_the_run_folder(handmade):
     results, _ = handmade
-    assert Results(results.parent).path == results
+    assert Results(results.parent).path == results.absolute()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Results(results / "nowhere")
 
