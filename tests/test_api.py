@@ -161,6 +161,8 @@ def test_missing_stages_name_the_stage_and_what_enables_it(handmade):
         api.explanation("correspondence")
     with pytest.raises(StageMissingError, match=r"'synthesis/dream'.*synthesis\.dream"):
         api.synthesis("dream")
+    with pytest.raises(StageMissingError, match=r"'explain' stage.*explain_images"):
+        api.explained_images()
     with pytest.raises(KeyError, match="no synthesis stage 'drean'"):
         api.synthesis("drean")
     assert api.explanations == [] and api.syntheses == []
@@ -316,6 +318,13 @@ def test_tiny_run_analysis_tables(tiny_run):
     per_attribute = pd.read_csv(results / "performance" / "per_attribute.csv")
     colour = per_attribute[per_attribute["attribute"] == "colour"].reset_index(drop=True)
     pd.testing.assert_frame_equal(api.attribute_table("colour"), colour)
+    summary = pd.read_csv(results / "units" / "summary.csv")
+    pd.testing.assert_frame_equal(api.unit_summary(), summary)
+    explained = pd.read_csv(results / "explain" / "images.csv")
+    got = api.explained_images()
+    assert got["id"].tolist() == explained["index"].tolist()
+    assert got["path"].tolist() == [str(_stored(results, p)) for p in explained["path"]]
+    assert got["reason"].tolist() == explained["reason"].tolist()
     with pytest.raises(KeyError, match="'hue2'.*colour"):
         api.attribute_table("hue2")
 
