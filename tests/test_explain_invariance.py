@@ -34,7 +34,7 @@ def numpy_input(image: np.ndarray) -> torch.Tensor:
 
 def section(**kw):
     values = dict(n_images=2, seed=0, layers=None, translate_px=[-3, 3], scale=[0.8, 1.2],
-                  rotation_deg=[-90, 90], steps=3)
+                  rotation_degrees=[-90, 90], steps=3)
     values.update(kw)
     return InvarianceConfig(**values)
 

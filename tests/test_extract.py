@@ -48,7 +48,7 @@ def setup(tmp_path):
         "model": {"kind": "demo", "weights": str(weights)},
         "preprocess": {"input_size": 32, "resize": 36},
         "layers": ["relu1", "relu3"],
-        "extract": {"shard_size": 10, "batch_size": 4, "num_workers": 0, "thumb_size": 8,
+        "extract": {"shard_size": 10, "batch_size": 4, "num_workers": 0, "thumb_px": 8,
                     "device": "cpu"},
     })
     model = DemoCNN(num_classes=3)

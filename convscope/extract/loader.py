@@ -156,7 +156,7 @@ def make_loader(rows: pd.DataFrame, preprocess: PreprocessConfig, extract: Extra
     size = chunk_size(len(rows), int(extract.batch_size), workers)
     tasks, per_batch = chunks(len(rows), int(extract.batch_size), size)
     loader = torch.utils.data.DataLoader(
-        ShardImages(rows, preprocess, extract.thumb_size, jpeg_bytes),
+        ShardImages(rows, preprocess, extract.thumb_px, jpeg_bytes),
         batch_sampler=tasks, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
         worker_init_fn=_worker_init if workers > 0 else None)

@@ -168,7 +168,7 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
     for name, path in zip(names, checkpoints):
         model, device = synthesis_model(model_cfg, path, preprocess, device_name)
         if units is None:
-            units = resolve_units(model, parse_units(cfg.units, layers, cfg.channels_per_layer),
+            units = resolve_units(model, parse_units(cfg.units, layers, cfg.units_per_layer),
                                   layers, 0, preprocess)
         per_checkpoint.append(_checkpoint_results(model, images, units, visualisation, seed,
                                                   preprocess, device, name))
