@@ -162,7 +162,7 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
     Path(strips_dir).mkdir(parents=True, exist_ok=True)
     if not checkpoints:
         return _skipped(evolution_h5, strips_dir, summary_json, skip_reason)
-    rows, images = sample_images(manifest_csv, cfg.sample_size, seed, preprocess)
+    rows, images = sample_images(manifest_csv, cfg.n_images, seed, preprocess)
     names = [Path(path).stem for path in checkpoints]
     per_checkpoint, units = [], None
     for name, path in zip(names, checkpoints):
