@@ -160,7 +160,7 @@ def test_buffers_place_results_by_manifest_row_whatever_the_order():
     from convscope.extract.buffers import ShardBuffers
 
     rows = [20, 21, 22, 23, 24]
-    buffers = ShardBuffers(rows, {"conv/1": [2, 4, 4]}, codes_dim=3, thumb_size=2)
+    buffers = ShardBuffers(rows, {"conv/1": [2, 4, 4]}, codes_dim=3, thumb_px=2)
 
     def batch(index):
         index = torch.tensor(index, dtype=torch.int64)

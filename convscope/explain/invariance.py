@@ -51,7 +51,8 @@ CURVE_COLUMNS = ["index", "target", "target_is_label", "transform", "amount", "u
 
 
 def transform_amounts(section: InvarianceConfig) -> dict[str, np.ndarray]:
-    """Transform -> sorted amounts: ``amounts_per_transform`` evenly spaced over the range, plus the identity."""
+    """Transform -> sorted amounts: ``amounts_per_transform`` evenly spaced over the range,
+    plus the identity."""
     ranges = {"vertical_translation": section.translate_px, "scale": section.scale,
               "rotation": section.rotation_degrees}
     amounts = {}
