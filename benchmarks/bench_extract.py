@@ -242,7 +242,7 @@ def per_image_costs(config: dict, manifest_csv: Path, n_sample: int) -> dict:
         t1 = time.perf_counter()
         prepare_uint8(image, config["preprocess"])
         t2 = time.perf_counter()
-        make_thumbnail(image, config["extract"]["thumb_size"])
+        make_thumbnail(image, config["extract"]["thumb_px"])
         t3 = time.perf_counter()
         pixel_attributes(image)
         t4 = time.perf_counter()

@@ -149,7 +149,7 @@ def _setup(tmp_path: Path, on_error: str = "skip"):
         "preprocess": {"input_size": 32, "resize": 32, "mean": [0.5, 0.5, 0.5],
                        "std": [0.25, 0.25, 0.25]},
         "layers": ["relu1", "relu2", "relu3", "relu4"],
-        "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_size": 8,
+        "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_px": 8,
                     "device": "cpu", "on_error": on_error},
     })
     manifest, class_names = build_manifest("manifest", tmp_path / "data.csv")
@@ -275,9 +275,9 @@ def test_workflow_report_lists_failed_images(tmp_path):
         "preprocess": {"input_size": 32, "resize": 32, "mean": [0.5, 0.5, 0.5],
                        "std": [0.25, 0.25, 0.25]},
         "layers": ["relu1", "relu2", "relu3", "relu4"],
-        "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_size": 8,
+        "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_px": 8,
                     "device": "cpu"},
-        "units": {"topk": 2, "patch_px": 16, "max_channels": 4},
+        "units": {"top_k": 2, "patch_px": 16, "max_channels": 4},
         "filters": {"max_filters": 8, "panel_images": 1},
         "performance": {"split": "all"},
     }

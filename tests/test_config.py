@@ -3,12 +3,16 @@
 import dataclasses
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from convscope.config import SECTIONS, ConfigError, load_config, load_schema, validate_config
+from convscope.config import (SECTIONS, ConfigError, Section, load_config, load_schema,
+                              validate_config)
+from convscope.config import sections
 from convscope.config.validate import config_hash, describe_config, merge_configs, write_config_used
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +28,7 @@ def test_defaults_are_filled_for_missing_sections():
     config = validate_config({"layers": ["conv1"]})
     assert config["extract"]["batch_size"] == 128
     assert config["preprocess"]["crop"] == "center"
-    assert config["units"]["topk"] == 9
+    assert config["units"]["top_k"] == 9
 
 
 def test_unknown_key_is_named_with_a_suggestion():
@@ -84,7 +88,7 @@ def _section_fields(cls) -> dict[str, object]:
 
 def test_typed_sections_have_exactly_the_schema_keys():
     schema = load_schema()
-    assert set(SECTIONS) | {"layers", "codes_layer"} == set(_schema_keys(schema))
+    assert set(SECTIONS) | {"seed", "layers", "codes_layer"} == set(_schema_keys(schema))
     for key, cls in SECTIONS.items():
         sub = _schema_keys(schema)[key]
         assert set(_section_fields(cls)) == set(_schema_keys(sub)), key
@@ -106,7 +110,89 @@ def test_sections_round_trip_the_validated_config():
 
 def test_a_section_built_from_an_unvalidated_dict_is_refused():
     with pytest.raises(TypeError, match="missing keys"):
-        SECTIONS["units"].from_dict({"topk": 3})
+        SECTIONS["units"].from_dict({"top_k": 3})
+
+
+#: one value of each JSON-Schema type, and the Python types a field of that type must accept
+_SAMPLES = {"integer": 3, "number": 0.5, "string": "s", "boolean": True, "null": None,
+            "array": [], "object": {}}
+
+
+def _accepts(annotation, value) -> bool:
+    """Whether ``value`` has the type ``annotation`` (int | None, list[str], Literal...)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is typing.Any:
+        return True
+    if origin is typing.Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_accepts(args[0], v) for v in value)
+    if annotation is type(None):
+        return value is None
+    if isinstance(value, bool) and annotation is not bool:
+        return False
+    if annotation is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, origin or annotation)
+
+
+def _walk_fields(cls, schema, where=""):
+    """(dotted key, dataclass field, the key's schema) of every key of a section, nested too."""
+    for field in dataclasses.fields(cls):
+        sub = _schema_keys(schema)[field.name]
+        yield f"{where}{field.name}", field, sub
+        if field.name in cls._nested:
+            yield from _walk_fields(cls._nested[field.name], sub, f"{where}{field.name}.")
+
+
+def test_typed_sections_match_the_schema_field_by_field():
+    """Name, type, default and allowed values of every field agree with the schema."""
+    schema = load_schema()
+    for key, cls in SECTIONS.items():
+        for name, field, sub in _walk_fields(cls, _schema_keys(schema)[key], f"{key}."):
+            if field.default_factory is not dataclasses.MISSING:
+                default = field.default_factory()
+                default = default.to_dict() if isinstance(default, Section) else default
+            else:
+                default = field.default
+            if sub.get("properties"):  # a nested section: its defaults, key by key
+                assert set(default) == set(sub["properties"]), name
+                continue
+            assert default == sub["default"], name
+            assert _accepts(field.type, sub["default"]), (name, field.type)
+            if "enum" in sub:
+                assert typing.get_args(field.type) == tuple(sub["enum"]), name
+            elif isinstance(sub.get("type"), (str, list)):
+                kinds = [sub["type"]] if isinstance(sub["type"], str) else sub["type"]
+                for kind, value in _SAMPLES.items():
+                    assert _accepts(field.type, value) == (kind in kinds or (
+                        kind == "integer" and "number" in kinds)), (name, kind, field.type)
+
+
+def test_a_schema_edit_changes_the_typed_sections():
+    schema = load_schema()
+    schema["properties"]["units"]["properties"]["top_k"]["default"] = 5
+    schema["properties"]["units"]["properties"]["shape"] = {"enum": ["a", "b"], "default": "b"}
+    units = sections._build_all(schema)["UnitsConfig"]()
+    assert units.top_k == 5 and units.shape == "b"
+    field = {f.name: f for f in dataclasses.fields(type(units))}["shape"]
+    assert typing.get_args(field.type) == ("a", "b")
+
+
+def test_one_top_level_seed_fills_every_section_seed_left_null():
+    config = validate_config({"seed": 7, "embedding": {"seed": 3}})
+    assert config["seed"] == 7
+    assert config["embedding"]["seed"] == 3
+    seeds = {"dataset.demo": config["dataset"]["demo"]["seed"],
+             "model.train": config["model"]["train"]["seed"],
+             "neighbours": config["neighbours"]["seed"],
+             "explain.images": config["explain"]["images"]["seed"],
+             "synthesis.adversarial": config["synthesis"]["adversarial"]["seed"]}
+    assert set(seeds.values()) == {7}, seeds
+    nested = validate_config({"synthesis": {"seed": 4}})["synthesis"]
+    assert nested["adversarial"]["seed"] == 4 and validate_config({})["filters"]["seed"] == 0
 
 
 #: the demo's preprocessing and layers (the schema's defaults before they became neutral);

@@ -109,7 +109,7 @@ def test_tsne_fits_a_sample_and_places_the_rest():
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1], 150)
     points = rng.normal(size=(300, 8)) + 8 * labels[:, None]
-    xy, fitted, info = fit_tsne(points, _cfg(seed=0, fit_max=120, transform_batch=70, **FAST))
+    xy, fitted, info = fit_tsne(points, _cfg(seed=0, fit_max=120, transform_batch_size=70, **FAST))
     assert fitted.sum() == 120 and info["n_fitted"] == 120
     assert np.isfinite(xy).all()
     # Placed points land with their own cluster: nearest fitted point has the same label.

@@ -97,7 +97,7 @@ def _small(example: dict, *, dataset: dict, weights) -> dict:
     config["dataset"].update(dataset)
     config["model"]["weights"] = str(weights)
     config.setdefault("extract", {}).update(shard_size=4, batch_size=4, num_workers=0,
-                                            thumb_size=8, precision="fp32")
+                                            thumb_px=8, precision="fp32")
     return config
 
 
@@ -189,7 +189,7 @@ def test_manifest_custom_model_example_runs_the_workflow(tmp_path, user_code, mo
     raw = _small(example, dataset={"path": str(table), "class_names": str(class_file)},
                  weights=weights)
     raw["extract"].update(shard_size=6, device="cpu")
-    raw.update(units={"topk": 2, "patch_px": 16, "max_channels": 4},
+    raw.update(units={"top_k": 2, "patch_px": 16, "max_channels": 4},
                filters={"max_filters": 4, "panel_images": 1}, performance={"split": "all"},
                neighbours={"k": 2, "accuracy_k": [1]})
     workdir = tmp_path / "run"

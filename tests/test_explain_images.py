@@ -69,11 +69,11 @@ def test_per_class_is_a_seeded_sample_of_each_class(data):
 def test_topk_takes_the_top_images_of_the_units_that_fire(data):
     predictions, manifest, topk = data
     units = [{"layer": "a", "channels": [0, 1]}]
-    got = select_images(_images(kind="topk", topk_units=units, topk_images=3), predictions,
+    got = select_images(_images(kind="topk", top_k_units=units, top_k_images=3), predictions,
                         manifest, topk)
     rows = topk.query("layer == 'a' and rank < 3 and value > 0").sort_values(["channel", "rank"])
     assert got["index"].tolist() == list(dict.fromkeys(rows["index"]))
     assert got.set_index("index").loc[6, "reason"] == "top 2 of a:0; top 1 of a:1"
     with pytest.raises(ValueError, match="layer 'c'"):
-        select_images(_images(kind="topk", topk_units=[{"layer": "c", "channels": [0]}]),
+        select_images(_images(kind="topk", top_k_units=[{"layer": "c", "channels": [0]}]),
                       predictions, manifest, topk)

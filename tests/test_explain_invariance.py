@@ -34,13 +34,13 @@ def numpy_input(image: np.ndarray) -> torch.Tensor:
 
 def section(**kw):
     values = dict(n_images=2, seed=0, layers=None, translate_px=[-3, 3], scale=[0.8, 1.2],
-                  rotation_deg=[-90, 90], steps=3)
+                  rotation_degrees=[-90, 90], amounts_per_transform=3)
     values.update(kw)
     return InvarianceConfig(**values)
 
 
 def test_amounts_are_the_sweep_plus_the_identity():
-    amounts = transform_amounts(section(steps=2))
+    amounts = transform_amounts(section(amounts_per_transform=2))
     assert amounts["vertical_translation"].tolist() == [-3, 0, 3]
     assert amounts["scale"].tolist() == [0.8, 1.0, 1.2]
     assert amounts["rotation"].tolist() == [-90, 0, 90]
@@ -127,7 +127,7 @@ def test_workflow_writes_invariance_curves(tiny_run):
     folder = tiny_run / "results" / "explain" / "invariance"
     curves = pd.read_csv(folder / "curves.csv")
     assert set(curves["layer"]) == {"relu1", "relu2", "relu3", "relu4"}
-    # tiny_config: 2 images, 3 steps over symmetric ranges (the identity is the middle one)
+    # tiny_config: 2 images, 3 amounts over symmetric ranges (the identity is the middle one)
     assert len(curves) == 2 * 3 * 3 * 4 and curves["index"].nunique() == 2
     identity = (curves["amount"] == np.where(curves["transform"] == "scale", 1.0, 0.0))
     assert (curves.loc[identity, "distance"] == 0).all()

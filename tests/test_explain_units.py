@@ -78,10 +78,10 @@ def test_choose_units_takes_the_strongest_units_that_fire():
             rows.append({"layer": "relu2", "channel": channel, "rank": rank,
                          "index": 10 * channel + rank, "value": top - rank, "fy": 0, "fx": 0})
     topk = pd.DataFrame(rows)
-    chosen = choose_units(_explain(units_per_layer=2, topk=2), topk, ["relu2"])
+    chosen = choose_units(_explain(units_per_layer=2, top_k=2), topk, ["relu2"])
     expected = topk[topk["channel"].isin([1, 2]) & (topk["rank"] < 2)].sort_values(["channel", "rank"])
     assert chosen[["channel", "rank"]].values.tolist() == expected[["channel", "rank"]].values.tolist()
-    picked = choose_units(_explain(channels=[0, 3], topk=3), topk, ["relu2"])
+    picked = choose_units(_explain(channels=[0, 3], top_k=3), topk, ["relu2"])
     assert picked[["channel", "rank"]].values.tolist() == [[0, 0]]  # 0 fires once, 3 never
     with pytest.raises(ValueError, match="explain.reconstructions.layers"):
         choose_units(_explain(layers=["fc"]), topk, ["relu2"])

@@ -82,8 +82,8 @@ def test_explain_stages_rerun_only_for_their_own_settings(tiny_run, tmp_path):
         return planned_jobs(result.stdout + result.stderr)
 
     assert plan("nothing", {}) == {}
-    # tiny_config: reconstructions.topk 2
-    assert plan("topk", {"reconstructions": {"topk": 1}}) == {
+    # tiny_config: reconstructions.top_k 2
+    assert plan("topk", {"reconstructions": {"top_k": 1}}) == {
         "explain_units": 1, "config_used": 1, "report": 1}
     # the record of the config (and the report that shows it) may change, no explanation
     for name, speed in {"batch_size": {"batch_size": 3}, "device": {"device": "auto"}}.items():

@@ -48,7 +48,7 @@ def setup(tmp_path):
         "model": {"kind": "demo", "weights": str(weights)},
         "preprocess": {"input_size": 32, "resize": 36},
         "layers": ["relu1", "relu3"],
-        "extract": {"shard_size": 10, "batch_size": 4, "num_workers": 0, "thumb_size": 8,
+        "extract": {"shard_size": 10, "batch_size": 4, "num_workers": 0, "thumb_px": 8,
                     "device": "cpu"},
     })
     model = DemoCNN(num_classes=3)
@@ -160,7 +160,7 @@ def test_buffers_place_results_by_manifest_row_whatever_the_order():
     from convscope.extract.buffers import ShardBuffers
 
     rows = [20, 21, 22, 23, 24]
-    buffers = ShardBuffers(rows, {"conv/1": [2, 4, 4]}, codes_dim=3, thumb_size=2)
+    buffers = ShardBuffers(rows, {"conv/1": [2, 4, 4]}, codes_dim=3, thumb_px=2)
 
     def batch(index):
         index = torch.tensor(index, dtype=torch.int64)

@@ -156,7 +156,7 @@ def shard_setup(tmp_path):
             "model": {"kind": "demo", "weights": str(weights)},
             "preprocess": {"input_size": 32, "resize": 36},
             "layers": ["relu1", "relu3"],
-            "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_size": 8,
+            "extract": {"shard_size": 100, "batch_size": 4, "num_workers": 0, "thumb_px": 8,
                         **extract_cfg},
         })
 

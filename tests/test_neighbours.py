@@ -226,12 +226,12 @@ def test_run_neighbours_writes_outputs(data, tmp_path):
     assert {(r["space"], r["k"]) for r in saved["results"]} == {
         ("code", 1), ("code", 3), ("pixel", 1), ("pixel", 3)}
     # A query list by manifest index.
-    run_neighbours(paths, None, _cfg(k=2, query_indices=[1005, 1290], accuracy_k=[1]),
+    run_neighbours(paths, None, _cfg(k=2, query_rows=[1005, 1290], accuracy_k=[1]),
                    **_outputs(out))
     table = pd.read_csv(out / "queries.csv")
     assert sorted(table["query_index"].unique()) == [1005, 1290]
-    with pytest.raises(ValueError, match="query_indices"):
-        run_neighbours(paths, None, _cfg(query_indices=[7]), **_outputs(out))
+    with pytest.raises(ValueError, match="query_rows"):
+        run_neighbours(paths, None, _cfg(query_rows=[7]), **_outputs(out))
 
 
 @pytest.mark.parametrize("n_images", [1, 2])
@@ -277,7 +277,7 @@ def test_pixel_metric_cosine_matches_numpy_brute_force(data, tmp_path):
     # Through the stage: the configured metric is used and recorded.
     out = tmp_path / "cos"
     summary = run_neighbours(paths, None, _cfg(spaces=["pixel"], pixel_metric="cosine", k=3,
-                                               query_indices=[1000, 1150], accuracy_k=[1]),
+                                               query_rows=[1000, 1150], accuracy_k=[1]),
                              **_outputs(out))
     assert summary["spaces"]["pixel"]["metric"] == "cosine"
     assert {r["metric"] for r in summary["results"]} == {"cosine"}
@@ -441,7 +441,7 @@ def test_run_neighbours_in_input_pixels(tmp_path):
         full = _brute_force(pixels, metric)
         out = tmp_path / f"out_{metric}"
         cfg = _cfg(pixel_space="input", pixel_metric=metric, k=3, accuracy_k=[1, 3],
-                   query_indices=[0, 6, 13], device="cpu", block_mb=1)
+                   query_rows=[0, 6, 13], device="cpu", block_mb=1)
         summary = run_neighbours(shard_paths, manifest_csv, cfg, **_outputs(out),
                                  preprocess=_preprocess(settings), n_threads=2)
         table = pd.read_csv(out / "queries.csv")

@@ -35,7 +35,8 @@ CASES = {
     "nothing": ({}, None, {}),
     "report_title": ({"report": {"title": "Another caption"}}, None, _CONFIG),
     # the unit reconstructions read the top-k table; the explain image set only for kind topk
-    "units_topk": ({"units": {"topk": 3}}, None, {"topk_units": 1, "explain_units": 1, **_CONFIG}),
+    "units_top_k": ({"units": {"top_k": 3}}, None,
+                    {"topk_units": 1, "explain_units": 1, **_CONFIG}),
     "performance_bins": ({"performance": {"n_bins": 3}}, None, {"performance": 1, **_CONFIG}),
     "layers": ({"layers": ["relu2", "relu3"]}, "model_info",
                {"model_info": 1, "extract": N_SHARDS, **_SHARD_READERS}),
@@ -43,7 +44,7 @@ CASES = {
     "preprocess": ({"preprocess": {"mean": [0.4, 0.5, 0.5]}}, "train_demo_model",
                    {"train_demo_model": 1, "model_info": 1, "extract": N_SHARDS,
                     **_SHARD_READERS}),
-    "extract_thumb_size": ({"extract": {"thumb_size": 8}}, "extract",
+    "extract_thumb_px": ({"extract": {"thumb_px": 8}}, "extract",
                            {"extract": N_SHARDS, **_SHARD_READERS}),
 }
 

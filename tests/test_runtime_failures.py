@@ -39,7 +39,7 @@ def _config(**extract_cfg) -> dict:
         "preprocess": {"input_size": 16, "resize": 16, "mean": [0.5, 0.5, 0.5],
                        "std": [0.25, 0.25, 0.25]},
         "layers": ["relu1", "relu2", "relu3", "relu4"],
-        "extract": {"shard_size": 100, "batch_size": 8, "num_workers": 0, "thumb_size": 8,
+        "extract": {"shard_size": 100, "batch_size": 8, "num_workers": 0, "thumb_px": 8,
                     "device": "cpu", **extract_cfg},
     })
 

@@ -12,8 +12,8 @@ from convscope.synthesis.dream import deep_dream, layer_l2, octave_sizes
 from convscope.synthesis.images import check_rows, class_ids, sample_rows, to_uint8
 from synthesis_image_helpers import colour_images, random_pixel_model
 
-DREAM = DreamConfig(layer=None, n_images=2, octaves=2, octave_scale=1.4, steps=5, lr=0.02,
-                    jitter=1)
+DREAM = DreamConfig(layer=None, n_images=2, octaves=2, octave_scale=1.4, steps=5,
+                    learning_rate=0.02, jitter_px=1)
 
 
 def test_dream_raises_the_layers_l2_norm_and_stays_in_range():

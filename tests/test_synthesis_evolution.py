@@ -82,7 +82,7 @@ def test_checkpoints_leave_the_final_weights_unchanged(tmp_path):
 def test_run_evolution_writes_strips_reproducibly_and_a_note_without_checkpoints(tmp_path):
     model_cfg, preprocess, synthesis = sections(
         visualisation={"steps": 4}, evolution={"units": ["relu3:1", "relu4:0"],
-                                               "sample_size": 12})
+                                               "n_images": 12})
     manifest = demo_manifest(tmp_path)
     checkpoints = [demo_weights(tmp_path / "early.pt", 0), demo_weights(tmp_path / "late.pt", 1)]
     results = []

@@ -8,7 +8,7 @@ from convscope.config.sections import FoolingConfig
 from convscope.synthesis.fooling import fooling_images
 from synthesis_image_helpers import trained_pixel_model
 
-FOOLING = FoolingConfig(classes="all", confidence=0.99, max_steps=200, lr=0.05)
+FOOLING = FoolingConfig(classes="all", confidence=0.99, steps=200, learning_rate=0.05)
 
 
 def test_every_class_reaches_the_confidence_and_is_reproducible():
@@ -26,7 +26,7 @@ def test_every_class_reaches_the_confidence_and_is_reproducible():
 
 def test_a_class_not_reached_is_reported_so():
     model = trained_pixel_model()
-    few = dataclasses.replace(FOOLING, confidence=0.999999, max_steps=1, lr=1e-4)
+    few = dataclasses.replace(FOOLING, confidence=0.999999, steps=1, learning_rate=1e-4)
     _, steps = fooling_images(model, torch.arange(3), (3, 12, 12), few, seed=1)
     noise = torch.rand((3, 3, 12, 12), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

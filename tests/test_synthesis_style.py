@@ -11,7 +11,7 @@ from synthesis_image_helpers import colour_images, random_pixel_model
 
 STYLE = StyleConfig(texture_row=None, content_row=None, style_row=None, content_layers=None,
                     style_layers=None, content_weight=1.0, style_weight=100.0, steps=15,
-                    optimiser="lbfgs", lr=0.05)
+                    optimiser="lbfgs", learning_rate=0.05)
 
 
 def test_gram_matrix_equals_a_hand_computation():

@@ -61,7 +61,7 @@ def test_class_images_raise_their_logits_and_files_are_reproducible(tmp_path):
 def test_unit_images_of_a_whole_layer_in_batches(tmp_path):
     model_cfg, preprocess, synthesis = sections(visualisation={
         "steps": 20, "learning_rate": 0.1, "units": {"relu1": "all", "relu4": [3, 1]},
-        "max_units": 5, "batch_size": 8, "parametrisation": "pixels", "decorrelate": False,
+        "units_per_layer": 5, "batch_size": 8, "parametrisation": "pixels", "decorrelate": False,
         "transforms": False, "blur_every": 5, "clip_norm_percentile": 5})
     weights = demo_weights(tmp_path / "w.pt")
     out = tmp_path / "units"
@@ -71,7 +71,7 @@ def test_unit_images_of_a_whole_layer_in_batches(tmp_path):
                                      summary_json=out / "summary.json")
     with h5py.File(out / "images.h5") as f:
         data = {k: f[k][()] for k in f}
-    # "all": every one of relu1's 32 channels (max_units bounds only the default)
+    # "all": every one of relu1's 32 channels (units_per_layer bounds only the default)
     assert [l.decode() for l in data["layer"]] == ["relu1"] * 32 + ["relu4"] * 2
     assert data["channel"].tolist() == [*range(32), 3, 1]
     assert data["curves"].shape == (34, 20) and data["images"].shape == (34, 16, 16, 3)

@@ -227,7 +227,7 @@ def test_run_topk_units_writes_table_pages_and_index(tmp_path):
     (out / "topk" / "features_0").mkdir(parents=True)
     (out / "topk" / "features_0" / "patches-007.png").write_bytes(b"stale")
     units = UnitsConfig.from_dict(validate_config(
-        {"units": {"topk": 4, "patch_px": 16, "max_channels": 2}})["units"])
+        {"units": {"top_k": 4, "patch_px": 16, "max_channels": 2}})["units"])
     returned = run_topk_units(paths, tmp_path / "manifest.csv", units,
                               table_csv=out / "topk.csv", index_json=out / "topk.json",
                               pages_dir=out / "topk")

@@ -103,7 +103,7 @@ def test_run_unit_stats_matches_numpy(shards, tmp_path):
 
 def test_layer_choice_and_error(shards, tmp_path):
     paths, _ = shards
-    _run(paths, tmp_path / "one", _section(layers=["features/3"], hist_bins=5))
+    _run(paths, tmp_path / "one", _section(layers=["features/3"], firing_rate_histogram_bins=5))
     assert set(pd.read_csv(tmp_path / "one" / "stats.csv")["layer"]) == {"features/3"}
     with pytest.raises(ValueError, match="'unit_stats.layers'.*valid names: features.0, features/3"):
         _run(paths, tmp_path / "bad", _section(layers=["conv9"]))

@@ -11,7 +11,7 @@ over batches of shards) and applied shard by shard, so memory holds the
 Barnes-Hut gradient below 10 000 points and its FFT-interpolation gradient
 above (``method: auto``). When N exceeds ``fit_max``, t-SNE is fitted on a
 seeded random sample of ``fit_max`` points and the others are placed into
-that map with openTSNE's ``transform`` (in batches of ``transform_batch``);
+that map with openTSNE's ``transform`` (in batches of ``transform_batch_size``);
 ``coords.csv`` marks which points were fitted.
 
 The trustworthiness of the map (`sklearn.manifold.trustworthiness`, 1 = the
@@ -177,8 +177,8 @@ def fit_tsne(points: np.ndarray, cfg: EmbeddingConfig, *, n_jobs: int = 1,
     """2-D t-SNE coordinates of ``points`` (N, p) with openTSNE.
 
     Reads ``perplexity``, ``n_iter``, ``early_exaggeration_iter``,
-    ``learning_rate``, ``method``, ``neighbors``, ``seed``, ``fit_max`` and
-    ``transform_batch`` of ``cfg``. Returns ``(xy, fitted, info)``: ``xy``
+    ``learning_rate``, ``method``, ``neighbours``, ``seed``, ``fit_max`` and
+    ``transform_batch_size`` of ``cfg``. Returns ``(xy, fitted, info)``: ``xy``
     (N, 2) float32, ``fitted`` (N,) bool (False for points placed by
     ``transform`` after fitting on a seeded sample of ``fit_max`` points),
     ``info`` with the effective perplexity, the gradient method, ``n_fitted``
@@ -208,7 +208,7 @@ def fit_tsne(points: np.ndarray, cfg: EmbeddingConfig, *, n_jobs: int = 1,
         early_exaggeration_iter=int(cfg.early_exaggeration_iter),
         n_iter=int(cfg.n_iter),
         negative_gradient_method=grad_method,
-        neighbors=cfg.neighbors,
+        neighbors=cfg.neighbours,
         random_state=seed,
         n_jobs=int(n_jobs),
         verbose=verbose,
@@ -218,7 +218,7 @@ def fit_tsne(points: np.ndarray, cfg: EmbeddingConfig, *, n_jobs: int = 1,
     embedding = tsne.fit(points[fit_rows])
     xy = np.empty((n, 2), dtype=np.float32)
     xy[fit_rows] = np.asarray(embedding, dtype=np.float32)
-    _place_rest(embedding, points, xy, np.flatnonzero(~fitted), int(cfg.transform_batch))
+    _place_rest(embedding, points, xy, np.flatnonzero(~fitted), int(cfg.transform_batch_size))
     info = {
         "perplexity": perplexity,
         "perplexity_effective": effective_perplexity,

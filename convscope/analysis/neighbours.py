@@ -567,14 +567,14 @@ def render_panels(query_rows: np.ndarray, neighbour_rows: dict[str, np.ndarray],
 
 
 def _query_rows(cfg: NeighboursConfig, index: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Shard rows of the panel queries: ``query_indices`` (manifest indices) or a seeded sample."""
-    if not cfg.query_indices:
+    """Shard rows of the panel queries: ``query_rows`` (manifest rows) or a seeded sample."""
+    if not cfg.query_rows:
         return sample_queries(labels, int(cfg.queries_per_class), int(cfg.max_query_classes),
                               int(cfg.seed))
-    wanted = np.asarray(cfg.query_indices, dtype=np.int64)
+    wanted = np.asarray(cfg.query_rows, dtype=np.int64)
     unknown = sorted(set(wanted.tolist()) - set(index.tolist()))
     if unknown:
-        raise ValueError(f"neighbours.query_indices: manifest indices {unknown[:10]} are not "
+        raise ValueError(f"neighbours.query_rows: manifest rows {unknown[:10]} are not "
                          f"in the shards (valid: 0..{int(index.max())}, minus failed images)")
     row_of_index = pd.Series(np.arange(len(index)), index=index)
     return row_of_index.loc[wanted].to_numpy()

@@ -168,7 +168,7 @@ def topk_units(shard_paths: Sequence[str | os.PathLike], k: int,
 
     Args:
         shard_paths: extraction shards; read one at a time.
-        k: images per unit (``units.topk``).
+        k: images per unit (``units.top_k``).
         layers: layers to analyse (config key ``layers``); None: all layers
             in the shards.
     Returns:
@@ -433,7 +433,7 @@ def run_topk_units(shard_paths: Sequence[str | os.PathLike], manifest_csv: str |
         the table.
     """
     shard_paths = [os.fspath(path) for path in shard_paths]
-    table = topk_units(shard_paths, units.topk, layers=layers)
+    table = topk_units(shard_paths, units.top_k, layers=layers)
     write_text(table_csv, table.to_csv(index=False))
     attrs = read_attrs(shard_paths[0])
     manifest = _read_manifest(manifest_csv)

@@ -286,7 +286,7 @@ def plot_firing_rates(stats: dict[str, UnitStats], path: str | os.PathLike, bins
 
     Dead channels (firing rate exactly 0) get their own red bar left of 0 so
     they are not hidden inside the first bin. ``bins`` bins over 0..1
-    (``unit_stats.hist_bins``); the PNG is written atomically to ``path``.
+    (``unit_stats.firing_rate_histogram_bins``); the PNG is written atomically to ``path``.
     """
     import matplotlib
 
@@ -387,7 +387,7 @@ def run_unit_stats(shard_paths: Sequence[str | os.PathLike], manifest_csv: str |
     Args:
         shard_paths: extraction shards.
         manifest_csv: the manifest (class names when the shards carry none).
-        unit_stats: the ``unit_stats`` section (``layers``, ``hist_bins``,
+        unit_stats: the ``unit_stats`` section (``layers``, ``firing_rate_histogram_bins``,
             ``histogram_bins``).
         stats_csv: per-channel table (`STATS_COLUMNS`).
         summary_csv: per-layer table (`SUMMARY_COLUMNS`).
@@ -405,6 +405,6 @@ def run_unit_stats(shard_paths: Sequence[str | os.PathLike], manifest_csv: str |
     hists = accumulate_histograms(shard_paths, stats, unit_stats.histogram_bins)
     write_text(stats_csv, stats_table(stats, by_class, names).to_csv(index=False))
     write_text(summary_csv, summary.to_csv(index=False))
-    plot_firing_rates(stats, plot_png, bins=unit_stats.hist_bins)
+    plot_firing_rates(stats, plot_png, bins=unit_stats.firing_rate_histogram_bins)
     write_histograms(histograms_h5, hists)
     return stats

@@ -1,5 +1,8 @@
 """Print the configuration a run will use: ``python -m convscope.config [config.yaml ...]``.
 
+``python -m convscope.config --markdown`` prints the config reference
+(``config/README.md``) instead, generated from the schema.
+
 Later files override earlier ones key by key (as Snakemake's ``--configfile``
 does); keys nobody set take the schema's defaults. Each key is printed with
 its description from the schema as a comment.
@@ -11,10 +14,14 @@ import sys
 
 import yaml
 
+from convscope.config.reference import markdown_reference
 from convscope.config.validate import ConfigError, describe_config, load_schema, merge_configs, validate_config
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["--markdown"]:
+        print(markdown_reference(load_schema()), end="")
+        return 0
     raw: dict = {}
     try:
         for path in argv:

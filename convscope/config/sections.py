@@ -1,11 +1,12 @@
-"""Typed, read-only views of the config's sections.
+"""Typed, read-only views of the config's sections, generated from the schema.
 
-Defaults live in one place, the schema (``convscope/config/schema.yaml``);
-`convscope.config.validate_config` fills them in. The classes here hold no
-defaults of their own: each is built from one *validated* section with
-``from_dict`` and has exactly the schema's keys as fields (a test checks this),
-so a library function that takes, say, an `EmbeddingConfig` gets every setting
-it may read, typed, and nothing else.
+The schema (``convscope/config/schema.yaml``) is the one source: each class
+here is built from it at import time with `dataclasses.make_dataclass`, one
+field per key, typed from the key's JSON-Schema type (an ``enum`` becomes a
+``Literal`` of its values), defaulting to the key's default, with the key's
+schema in ``field.metadata["schema"]``. Editing the schema changes the
+classes. `convscope.config.validate_config` fills the defaults of a config;
+``from_dict`` builds a class from one *validated* section:
 
     cfg = validate_config(yaml.safe_load(open("my.yaml")))
     embedding = EmbeddingConfig.from_dict(cfg["embedding"])
@@ -14,9 +15,13 @@ it may read, typed, and nothing else.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar
+import functools
+import operator
+from typing import Any, ClassVar, Literal
+
+from convscope.config.validate import load_schema
 
 __all__ = [
     "Section",
@@ -77,364 +82,94 @@ class Section:
         return dataclasses.asdict(self)
 
 
-@dataclass(frozen=True)
-class DemoDatasetConfig(Section):
-    n_images: int
-    image_size: int
-    seed: int
-    test_fraction: float
+#: dotted schema path of a section -> the name of its class
+CLASS_NAMES: dict[str, str] = {
+    "dataset": "DatasetConfig", "dataset.demo": "DemoDatasetConfig",
+    "model": "ModelConfig", "model.train": "TrainConfig",
+    "preprocess": "PreprocessConfig", "extract": "ExtractConfig", "units": "UnitsConfig",
+    "unit_stats": "UnitStatsConfig", "filters": "FiltersConfig",
+    "embedding": "EmbeddingConfig", "neighbours": "NeighboursConfig",
+    "performance": "PerformanceConfig", "report": "ReportConfig",
+    "explain": "ExplainConfig", "explain.images": "ExplainImagesConfig",
+    "explain.attribution": "ExplainAttributionConfig",
+    "explain.reconstructions": "ExplainReconstructionsConfig",
+    "explain.invariance": "InvarianceConfig", "explain.correspondence": "CorrespondenceConfig",
+    "explain.keypoints": "KeypointsConfig",
+    "synthesis": "SynthesisConfig", "synthesis.visualisation": "VisualisationConfig",
+    "synthesis.inversion": "InversionConfig", "synthesis.evolution": "EvolutionConfig",
+    "synthesis.dream": "DreamConfig", "synthesis.style": "StyleConfig",
+    "synthesis.adversarial": "AdversarialConfig", "synthesis.fooling": "FoolingConfig",
+}
+
+_JSON_TYPES = {"integer": int, "number": float, "string": str, "boolean": bool,
+               "null": type(None), "object": dict, "array": list}
 
 
-@dataclass(frozen=True)
-class DatasetConfig(Section):
-    kind: str
-    path: str | None
-    label_column: str | None
-    path_column: str
-    class_names: list[str] | str | None
-    demo: DemoDatasetConfig
-
-    _nested: ClassVar[dict[str, type]] = {"demo": DemoDatasetConfig}
-
-
-@dataclass(frozen=True)
-class TrainConfig(Section):
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    seed: int
-    checkpoint_epochs: list[int] | None
+def python_type(schema: dict) -> Any:
+    """The Python type of values a (sub)schema accepts: ``{"type": ["integer", "null"]}``
+    -> ``int | None``, ``{"enum": ["a", "b"]}`` -> ``Literal["a", "b"]``."""
+    if "enum" in schema:
+        return Literal[tuple(schema["enum"])]
+    if "const" in schema:
+        return Literal[schema["const"]]
+    if "oneOf" in schema or "anyOf" in schema:
+        return _union(python_type(s) for s in schema.get("oneOf", schema.get("anyOf")))
+    kinds = schema.get("type")
+    if kinds is None:
+        return Any
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    return _union(list[python_type(schema["items"])] if k == "array" and "items" in schema
+                  else _JSON_TYPES[k] for k in kinds)
 
 
-@dataclass(frozen=True)
-class ModelConfig(Section):
-    kind: str
-    name: str | None
-    factory: str | None
-    factory_kwargs: dict
-    weights: str | None
-    num_classes: int | None
-    train: TrainConfig
-
-    _nested: ClassVar[dict[str, type]] = {"train": TrainConfig}
+def _union(types) -> Any:
+    return functools.reduce(operator.or_, list(types))
 
 
-@dataclass(frozen=True)
-class PreprocessConfig(Section):
-    input_size: int | list[int]
-    channels: int
-    resize: int | None
-    crop: str
-    mean: list[float]
-    std: list[float]
+def _field(name: str, schema: dict, nested: type | None):
+    """``(name, type, field)`` of one schema key for `dataclasses.make_dataclass`."""
+    metadata = {"schema": schema}
+    if nested is not None:
+        return name, nested, dataclasses.field(default_factory=nested, metadata=metadata)
+    default = schema["default"]
+    if isinstance(default, (list, dict)):
+        field = dataclasses.field(default_factory=functools.partial(copy.deepcopy, default),
+                                  metadata=metadata)
+    else:
+        field = dataclasses.field(default=default, metadata=metadata)
+    return name, python_type(schema), field
 
 
-@dataclass(frozen=True)
-class ExtractConfig(Section):
-    shard_size: int
-    batch_size: int
-    precision: str
-    tf32: bool
-    device: str
-    num_workers: int
-    thumb_size: int
-    on_error: str
-    decode: str
+def _build(path: str, schema: dict, classes: dict[str, type]) -> type:
+    """The section class of ``schema`` at dotted ``path`` (its subsections built first)."""
+    fields, nested = [], {}
+    for key, sub in schema["properties"].items():
+        sub_path = f"{path}.{key}"
+        section = _build(sub_path, sub, classes) if sub_path in CLASS_NAMES else None
+        if section is not None:
+            nested[key] = section
+        fields.append(_field(key, sub, section))
+    name = CLASS_NAMES[path]
+    doc = f"``{path}``: " + " ".join(str(schema.get("description", "")).split())
+    cls = dataclasses.make_dataclass(name, fields, bases=(Section,), frozen=True,
+                                     namespace={"__doc__": doc, "__module__": __name__,
+                                                "_nested": nested})
+    classes[name] = cls
+    return cls
 
 
-@dataclass(frozen=True)
-class UnitsConfig(Section):
-    topk: int
-    patch_px: int
-    max_channels: int
+def _build_all(schema: dict) -> dict[str, type]:
+    classes: dict[str, type] = {}
+    for key, sub in schema["properties"].items():
+        if key in CLASS_NAMES:
+            _build(key, sub, classes)
+    return classes
 
 
-@dataclass(frozen=True)
-class UnitStatsConfig(Section):
-    layers: list[str] | None
-    hist_bins: int
-    histogram_bins: int
-
-
-@dataclass(frozen=True)
-class FiltersConfig(Section):
-    layers: list[str] | None
-    scale: str
-    inputs_per_filter: int
-    max_filters: int
-    tile_px: int
-    panel_images: int | list[int]
-    panel_layers: list[str] | None
-    seed: int
-
-
-@dataclass(frozen=True)
-class EmbeddingConfig(Section):
-    l2_normalize: bool
-    pca_dims: int | None
-    perplexity: float
-    n_iter: int
-    early_exaggeration_iter: int
-    learning_rate: str | float
-    method: str
-    neighbors: str
-    seed: int
-    fit_max: int
-    transform_batch: int
-    trust_sample: int
-    trust_k: int
-    grid_size: int
-    grid_max: int
-    exact_max_cells: int
-    tile_px: int
-    cloud_px: int
-    cloud_max_images: int
-    cloud_tile_px: int
-    scatter_max_points: int
-
-
-@dataclass(frozen=True)
-class NeighboursConfig(Section):
-    k: int
-    queries_per_class: int
-    max_query_classes: int
-    query_indices: list[int]
-    accuracy_k: list[int]
-    spaces: list[str]
-    pixel_metric: str
-    pixel_space: str
-    seed: int
-    device: str
-    block_mb: int
-    tile_px: int
-
-
-@dataclass(frozen=True)
-class PerformanceConfig(Section):
-    split: str
-    n_bins: int
-    max_categories: int
-    exclude: list[str]
-    compare_columns: list[str]
-
-
-@dataclass(frozen=True)
-class ReportConfig(Section):
-    title: str
-    patch_px: int
-    gallery_page_size: int
-    scatter_max_points: int
-
-
-@dataclass(frozen=True)
-class ExplainImagesConfig(Section):
-    kind: str
-    rows: list[int]
-    per_class: int
-    seed: int
-    misclassified: int
-    topk_units: list[dict]
-    topk_images: int
-    max_images: int
-
-
-@dataclass(frozen=True)
-class ExplainAttributionConfig(Section):
-    methods: list[str]
-    targets: list[str]
-    occlusion_size: int
-    occlusion_stride: int
-    occlusion_fill: float
-    occlusion_batch: int
-    gradcam_layer: str | None
-    zf_layer: str | None
-
-
-@dataclass(frozen=True)
-class ExplainReconstructionsConfig(Section):
-    layers: list[str] | None
-    channels: list[int] | None
-    units_per_layer: int
-    topk: int
-    cell_px: int
-
-
-@dataclass(frozen=True)
-class InvarianceConfig(Section):
-    n_images: int
-    seed: int
-    layers: list[str] | None
-    translate_px: list[float]
-    scale: list[float]
-    rotation_deg: list[float]
-    steps: int
-
-
-@dataclass(frozen=True)
-class CorrespondenceConfig(Section):
-    target_class: str | int | None
-    part_columns: list[str] | None
-    part_units: str
-    occluder_scale: float
-    n_images: int
-    n_random: int
-    seed: int
-    layers: list[str] | None
-
-
-@dataclass(frozen=True)
-class KeypointsConfig(Section):
-    target_class: str | int | None
-    n_pairs: int
-    point_columns: list[str] | None
-    point_units: str
-    layers: list[str] | None
-    pck_thresholds: list[float]
-    pixel_patch_px: int
-    panels: int
-    seed: int
-
-
-@dataclass(frozen=True)
-class ExplainConfig(Section):
-    device: str
-    batch_size: int
-    images: ExplainImagesConfig
-    attribution: ExplainAttributionConfig
-    reconstructions: ExplainReconstructionsConfig
-    invariance: InvarianceConfig
-    correspondence: CorrespondenceConfig
-    keypoints: KeypointsConfig
-
-    _nested: ClassVar[dict[str, type]] = {"images": ExplainImagesConfig,
-                                          "attribution": ExplainAttributionConfig,
-                                          "reconstructions": ExplainReconstructionsConfig,
-                                          "invariance": InvarianceConfig,
-                                          "correspondence": CorrespondenceConfig,
-                                          "keypoints": KeypointsConfig}
-
-
-@dataclass(frozen=True)
-class VisualisationConfig(Section):
-    classes: str | list[str]
-    units: dict[str, str | list[int]] | None
-    max_units: int
-    objective: str
-    steps: int
-    learning_rate: float
-    parametrisation: str
-    decorrelate: bool
-    transforms: bool
-    jitter_px: int
-    scales: list[float]
-    rotate_degrees: float
-    l2_decay: float
-    blur_every: int
-    blur_sigma: float
-    clip_norm_percentile: float
-    clip_contribution_percentile: float
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class InversionConfig(Section):
-    layers: list[str] | None
-    n_images: int
-    steps: int
-    learning_rate: float
-    tv_beta: float
-    tv_weight: float
-    alpha: float
-    alpha_weight: float
-
-
-@dataclass(frozen=True)
-class EvolutionConfig(Section):
-    checkpoints: list[str]
-    units: list[str]
-    channels_per_layer: int
-    sample_size: int
-
-
-@dataclass(frozen=True)
-class DreamConfig(Section):
-    layer: str | None
-    n_images: int
-    octaves: int
-    octave_scale: float
-    steps: int
-    lr: float
-    jitter: int
-
-
-@dataclass(frozen=True)
-class StyleConfig(Section):
-    texture_row: int | None
-    content_row: int | None
-    style_row: int | None
-    content_layers: list[str] | None
-    style_layers: list[str] | None
-    content_weight: float
-    style_weight: float
-    steps: int
-    optimiser: str
-    lr: float
-
-
-@dataclass(frozen=True)
-class AdversarialConfig(Section):
-    n_images: int
-    seed: int
-    fgsm_epsilon: float
-    target: str | int
-    steps: int
-    step_size: float
-    epsilon: float
-    top_k: int
-
-
-@dataclass(frozen=True)
-class FoolingConfig(Section):
-    classes: str | list[str | int]
-    confidence: float
-    max_steps: int
-    lr: float
-
-
-@dataclass(frozen=True)
-class SynthesisConfig(Section):
-    device: str
-    seed: int
-    visualisation: VisualisationConfig
-    inversion: InversionConfig
-    evolution: EvolutionConfig
-    dream: DreamConfig
-    style: StyleConfig
-    adversarial: AdversarialConfig
-    fooling: FoolingConfig
-
-    _nested: ClassVar[dict[str, type]] = {"visualisation": VisualisationConfig,
-                                          "inversion": InversionConfig,
-                                          "evolution": EvolutionConfig,
-                                          "dream": DreamConfig, "style": StyleConfig,
-                                          "adversarial": AdversarialConfig,
-                                          "fooling": FoolingConfig}
-
+_CLASSES = _build_all(load_schema())
+globals().update(_CLASSES)
 
 #: config key -> the class of that section (the top-level ``layers`` and
 #: ``codes_layer`` are plain values: a list of module names and a name or None).
-SECTIONS: dict[str, type[Section]] = {
-    "dataset": DatasetConfig,
-    "model": ModelConfig,
-    "preprocess": PreprocessConfig,
-    "extract": ExtractConfig,
-    "units": UnitsConfig,
-    "unit_stats": UnitStatsConfig,
-    "filters": FiltersConfig,
-    "embedding": EmbeddingConfig,
-    "neighbours": NeighboursConfig,
-    "performance": PerformanceConfig,
-    "report": ReportConfig,
-    "explain": ExplainConfig,
-    "synthesis": SynthesisConfig,
-}
+SECTIONS: dict[str, type[Section]] = {key: _CLASSES[name] for key, name in CLASS_NAMES.items()
+                                      if "." not in key}

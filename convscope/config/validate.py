@@ -16,6 +16,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from convscope.config.aliases import resolve_aliases
+
 __all__ = ["ConfigError", "SCHEMA_PATH", "load_schema", "validate_config", "load_config",
            "config_hash", "merge_configs", "describe_config", "write_config_used"]
 
@@ -27,8 +29,9 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The schema as a new dict (read with libyaml when present: it is read at every import)."""
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _fill_defaults(instance: dict, schema: dict) -> None:
@@ -76,13 +79,25 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     """
     schema = schema or load_schema()
     config = copy.deepcopy(dict(config))
+    resolve_aliases(config, schema, ConfigError)
     _fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid config:\n" + "\n".join(_describe(e, schema) for e in errors))
     _normalise(config)
+    _fill_seeds(config, schema, config.get("seed"))
     return config
+
+
+def _fill_seeds(section: dict, schema: dict, seed) -> None:
+    """A null ``seed`` in a section takes the seed of the section around it, up to the
+    top-level ``seed`` (``synthesis.adversarial.seed`` null -> ``synthesis.seed``)."""
+    if "seed" in section and section["seed"] is None:
+        section["seed"] = seed
+    for key, sub in schema.get("properties", {}).items():
+        if isinstance(section.get(key), dict) and sub.get("properties"):
+            _fill_seeds(section[key], sub, section.get("seed", seed))
 
 
 def _expand_user(value):

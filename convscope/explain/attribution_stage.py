@@ -102,7 +102,7 @@ def attribution_batch(model, ready, x: torch.Tensor, targets: dict[str, torch.Te
     """
     cfg = attribution
     occlusion = dict(size=cfg.occlusion_size, stride=cfg.occlusion_stride, fill=fill,
-                     positions_per_pass=cfg.occlusion_batch)
+                     positions_per_pass=cfg.occlusion_batch_size)
     maps = {f"{method}/{kind}": _method_map(method, model, ready, x, target, layers[0])
             for kind, target in targets.items() for method in cfg.methods
             if method not in ("occlusion", "zf_occlusion")}

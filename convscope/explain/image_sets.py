@@ -7,7 +7,7 @@ Four kinds (``explain.images.kind``):
   (fewer when a class has fewer), ordered in turns across the classes;
 - ``misclassified``: the ``misclassified`` images whose predicted class is
   not their label, the most confident first;
-- ``topk``: the ``topk_images`` best images of each unit of ``topk_units``,
+- ``topk``: the ``top_k_images`` best images of each unit of ``top_k_units``,
   read from ``results/units/topk.csv`` (`convscope.analysis.topk_units`).
 
 Predictions come from the shards' ``topk/class`` and ``topk/prob`` (the
@@ -100,7 +100,7 @@ def _topk(predictions: pd.DataFrame, topk: pd.DataFrame, units: Sequence[dict],
     reasons: dict[int, list[str]] = {}
     for unit in units:
         if unit["layer"] not in layers:
-            raise ValueError(f"explain.images.topk_units: layer {unit['layer']!r} is not in "
+            raise ValueError(f"explain.images.top_k_units: layer {unit['layer']!r} is not in "
                              f"results/units/topk.csv; valid: {', '.join(sorted(layers))}")
         rows = topk[(topk["layer"] == unit["layer"]) & topk["channel"].isin(unit["channels"])
                     & (topk["rank"] < per_unit)]
@@ -136,7 +136,7 @@ def select_images(images: ExplainImagesConfig, predictions: pd.DataFrame, manife
     elif images.kind == "topk":
         if topk is None:
             raise ValueError("explain.images.kind is 'topk' but no results/units/topk.csv was given")
-        chosen = _topk(predictions, topk, images.topk_units, images.topk_images)
+        chosen = _topk(predictions, topk, images.top_k_units, images.top_k_images)
     else:
         raise ValueError(f"explain.images.kind {images.kind!r} is unknown; valid: rows, per_class, "
                          "misclassified, topk")

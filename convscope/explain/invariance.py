@@ -51,12 +51,13 @@ CURVE_COLUMNS = ["index", "target", "target_is_label", "transform", "amount", "u
 
 
 def transform_amounts(section: InvarianceConfig) -> dict[str, np.ndarray]:
-    """Transform -> sorted amounts: ``steps`` evenly spaced over the range, plus the identity."""
+    """Transform -> sorted amounts: ``amounts_per_transform`` evenly spaced over the range,
+    plus the identity."""
     ranges = {"vertical_translation": section.translate_px, "scale": section.scale,
-              "rotation": section.rotation_deg}
+              "rotation": section.rotation_degrees}
     amounts = {}
     for kind, (low, high) in ranges.items():
-        sweep = np.linspace(float(low), float(high), int(section.steps))
+        sweep = np.linspace(float(low), float(high), int(section.amounts_per_transform))
         amounts[kind] = np.unique(np.append(np.round(sweep, 6), IDENTITY[kind]))
     return amounts
 

@@ -1,7 +1,7 @@
 """The ``explain_units`` stage: unit reconstructions of the top images, as Zeiler & Fergus Fig. 2.
 
 For each chosen unit (layer, channel) and each of its top images
-(``results/units/topk.csv``, at most ``explain.reconstructions.topk``, only
+(``results/units/topk.csv``, at most ``explain.reconstructions.top_k``, only
 where the unit fires), the activation at its maximum is projected to pixels
 with deconvnet and guided backprop (`convscope.explain.reconstruct`), then
 cropped to that position's receptive field (``model_info.json``) and shown
@@ -68,7 +68,7 @@ def choose_units(reconstructions: ExplainReconstructionsConfig, topk: pd.DataFra
         else:
             best = rows[rows["rank"] == 0].sort_values(["value", "channel"], ascending=[False, True])
             channels = best["channel"].head(cfg.units_per_layer).astype(int).tolist()
-        chosen = rows[rows["channel"].isin(channels) & (rows["rank"] < cfg.topk)]
+        chosen = rows[rows["channel"].isin(channels) & (rows["rank"] < cfg.top_k)]
         fires = np.isfinite(chosen["value"]) & (chosen["value"] > 0)
         parts.append(chosen[fires].sort_values(["channel", "rank"]))
     return pd.concat(parts, ignore_index=True) if parts else topk.iloc[:0]

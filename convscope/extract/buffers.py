@@ -22,7 +22,7 @@ class ShardBuffers:
     """
 
     def __init__(self, rows: Sequence[int], layer_shapes: Mapping[str, Sequence[int]],
-                 codes_dim: int, thumb_size: int):
+                 codes_dim: int, thumb_px: int):
         """``rows``: the shard's manifest rows, ascending; ``layer_shapes``: layer name ->
         output shape (C, ...); ``codes_dim``: D of the (N, D) codes."""
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -36,7 +36,7 @@ class ShardBuffers:
             "topk/class": np.zeros((n, 5), np.int32),
             "topk/prob": np.zeros((n, 5), np.float32),
             "codes": np.zeros((n, codes_dim), np.float32),
-            "thumbs": np.zeros((n, thumb_size, thumb_size, 3), np.uint8),
+            "thumbs": np.zeros((n, thumb_px, thumb_px, 3), np.uint8),
         }
         for name, (channels, *_rest) in layer_shapes.items():
             key = layer_key(name)

@@ -57,14 +57,14 @@ def resolve_decode(name: str, device: torch.device) -> str:
     return "gpu" if usable else "cpu"
 
 
-def decode_on_cpu(path: str, slot: int, preprocess: PreprocessConfig, thumb_size: int) -> dict:
+def decode_on_cpu(path: str, slot: int, preprocess: PreprocessConfig, thumb_px: int) -> dict:
     """One image as ``image`` (in_h, in_w, C), ``thumb`` (t, t, 3) uint8 and ``attrs`` (7,)
     float32 arrays, or ``failed`` with the reason; never raises for a bad image."""
     try:
         image = load_image(path, slot)
         attrs = pixel_attributes(image)
         return {"image": prepare_uint8(image, preprocess),
-                "thumb": make_thumbnail(image, thumb_size),
+                "thumb": make_thumbnail(image, thumb_px),
                 "attrs": np.array([attrs[k] for k in PIXEL_ATTRIBUTE_NAMES], np.float32)}
     except ImageReadError as exc:
         return {"failed": str(exc) or type(exc).__name__}
@@ -80,7 +80,7 @@ class ShardImages(torch.utils.data.Dataset):
     JPEG file left for the device to decode.
     """
 
-    def __init__(self, rows: pd.DataFrame, preprocess: PreprocessConfig, thumb_size: int,
+    def __init__(self, rows: pd.DataFrame, preprocess: PreprocessConfig, thumb_px: int,
                  jpeg_bytes: bool = False):
         self.jpeg_bytes = jpeg_bytes
         self.index = rows["index"].to_numpy(np.int64)
@@ -88,7 +88,7 @@ class ShardImages(torch.utils.data.Dataset):
         self.slots = rows["slot"].to_numpy(np.int64)
         self.labels = rows["label"].to_numpy(np.int64)
         self.preprocess = preprocess
-        self.thumb_size = int(thumb_size)
+        self.thumb_px = int(thumb_px)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -101,7 +101,7 @@ class ShardImages(torch.utils.data.Dataset):
                 item["jpeg"] = data
                 return item
         item.update(decode_on_cpu(self.paths[i], int(self.slots[i]), self.preprocess,
-                                  self.thumb_size))
+                                  self.thumb_px))
         return item
 
 
@@ -156,7 +156,7 @@ def make_loader(rows: pd.DataFrame, preprocess: PreprocessConfig, extract: Extra
     size = chunk_size(len(rows), int(extract.batch_size), workers)
     tasks, per_batch = chunks(len(rows), int(extract.batch_size), size)
     loader = torch.utils.data.DataLoader(
-        ShardImages(rows, preprocess, extract.thumb_size, jpeg_bytes),
+        ShardImages(rows, preprocess, extract.thumb_px, jpeg_bytes),
         batch_sampler=tasks, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
         worker_init_fn=_worker_init if workers > 0 else None)
@@ -177,9 +177,9 @@ class DeviceDecoder:
     ``paths`` maps a manifest row to its file (for the Pillow fallback).
     """
 
-    def __init__(self, device: torch.device, preprocess: PreprocessConfig, thumb_size: int,
+    def __init__(self, device: torch.device, preprocess: PreprocessConfig, thumb_px: int,
                  paths: Mapping[int, str]):
-        self.device, self.preprocess, self.thumb_size = device, preprocess, int(thumb_size)
+        self.device, self.preprocess, self.thumb_px = device, preprocess, int(thumb_px)
         self.paths = paths
 
     def __call__(self, jpegs: list[tuple[int, int, bytes]]) -> tuple[list[dict], list]:
@@ -191,7 +191,7 @@ class DeviceDecoder:
             if isinstance(image, torch.Tensor):
                 on_device.append((row, label, image))
                 continue
-            item = decode_on_cpu(self.paths[row], -1, self.preprocess, self.thumb_size)
+            item = decode_on_cpu(self.paths[row], -1, self.preprocess, self.thumb_px)
             if "failed" in item:
                 failed.append((row, item["failed"]))
             else:
@@ -207,7 +207,7 @@ class DeviceDecoder:
         return {"index": torch.tensor([row for row, _, _ in decoded], dtype=torch.int64),
                 "label": torch.tensor([label for _, label, _ in decoded], dtype=torch.int64),
                 "image": gpu_decode.prepare_images(images, self.preprocess),
-                "thumb": gpu_decode.make_thumbnails(images, self.thumb_size),
+                "thumb": gpu_decode.make_thumbnails(images, self.thumb_px),
                 "attrs": gpu_decode.pixel_attributes(images)}
 
 

@@ -214,11 +214,11 @@ def _extract_rows(network: nn.Module, rows: pd.DataFrame, layers: list[str],
     paths = dict(zip(rows["index"].astype(int), rows["path"].astype(str)))
     layer_shapes = {name: model_info["layers"][name]["shape"] for name in layers}
     buffers = ShardBuffers(rows["index"], layer_shapes, model_info["codes"]["dim"],
-                           extract.thumb_size)
+                           extract.thumb_px)
     results = _Results(buffers, layers, extract.on_error, paths)
     loader, per_batch = make_loader(rows, preprocess, extract, pin_memory=cuda,
                                     jpeg_bytes=decode == "gpu")
-    decoder = DeviceDecoder(device, preprocess, extract.thumb_size, paths)
+    decoder = DeviceDecoder(device, preprocess, extract.thumb_px, paths)
     backoff = BatchBackoff(extract.batch_size, cuda=cuda)
     progress = tqdm(total=len(rows), desc=f"shard {shard_id}", unit="img", mininterval=10)
     with torch.inference_mode(), summarize_activations(network, layers, *codes) as seen:

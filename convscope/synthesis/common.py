@@ -39,7 +39,7 @@ def synthesis_model(model_cfg: ModelConfig, weights: str | os.PathLike | None,
 
 def render_settings(cfg: VisualisationConfig) -> RenderSettings:
     """The `RenderSettings` of the ``synthesis.visualisation`` section."""
-    transforms = TransformSettings(cfg.jitter_px, tuple(cfg.scales), cfg.rotate_degrees) \
+    transforms = TransformSettings(cfg.jitter_px, tuple(cfg.scales), cfg.rotation_degrees) \
         if cfg.transforms else None
     return RenderSettings(steps=cfg.steps, learning_rate=cfg.learning_rate,
                           parametrisation=cfg.parametrisation, decorrelate=cfg.decorrelate,

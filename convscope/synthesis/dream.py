@@ -80,9 +80,9 @@ def deep_dream(model: PixelModel, layer: str, pixels: torch.Tensor, dream: Dream
         base_at = _resize(base, size)
         current = (base_at + _resize(detail, size)).clamp(0, 1)
         for _ in range(dream.steps):
-            shift = tuple(int(v) for v in torch.randint(-dream.jitter, dream.jitter + 1, (2,),
+            shift = tuple(int(v) for v in torch.randint(-dream.jitter_px, dream.jitter_px + 1, (2,),
                                                         generator=generator))
-            current = _ascent_step(model, layer, current, shift, dream.lr)
+            current = _ascent_step(model, layer, current, shift, dream.learning_rate)
             progress.update()
         detail = current - base_at
     progress.close()

@@ -162,13 +162,13 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
     Path(strips_dir).mkdir(parents=True, exist_ok=True)
     if not checkpoints:
         return _skipped(evolution_h5, strips_dir, summary_json, skip_reason)
-    rows, images = sample_images(manifest_csv, cfg.sample_size, seed, preprocess)
+    rows, images = sample_images(manifest_csv, cfg.n_images, seed, preprocess)
     names = [Path(path).stem for path in checkpoints]
     per_checkpoint, units = [], None
     for name, path in zip(names, checkpoints):
         model, device = synthesis_model(model_cfg, path, preprocess, device_name)
         if units is None:
-            units = resolve_units(model, parse_units(cfg.units, layers, cfg.channels_per_layer),
+            units = resolve_units(model, parse_units(cfg.units, layers, cfg.units_per_layer),
                                   layers, 0, preprocess)
         per_checkpoint.append(_checkpoint_results(model, images, units, visualisation, seed,
                                                   preprocess, device, name))

@@ -2,11 +2,11 @@
 
 One image per chosen class, all optimised together in one batch: seeded
 uniform noise on the 0..1 pixel scale (`convscope.synthesis.images.PixelModel`),
-Adam (``lr``) on the pixels to maximise the log softmax of the image's class,
+Adam (``learning_rate``) on the pixels to maximise the log softmax of the image's class,
 pixels clamped to 0..1 after each step. An image counts as reached at the
 first step where its class's softmax probability is at least ``confidence``;
 that image is kept (later steps do not change it) and the step count
-recorded. Images not reached after ``max_steps`` are kept as they ended and
+recorded. Images not reached after ``steps`` are kept as they ended and
 reported as not reached. The loop is written here (a dozen lines of torch).
 """
 
@@ -46,14 +46,14 @@ def fooling_images(model: PixelModel, classes: torch.Tensor, shape: tuple[int, i
     classes = classes.to(device)
     kept = pixels.detach().clone()
     steps = torch.full((len(classes),), -1, dtype=torch.long)
-    optimiser = torch.optim.Adam([pixels], lr=fooling.lr)
+    optimiser = torch.optim.Adam([pixels], lr=fooling.learning_rate)
     picked = torch.arange(len(classes), device=device)
-    for step in tqdm(range(fooling.max_steps + 1), desc="fooling images", mininterval=5):
+    for step in tqdm(range(fooling.steps + 1), desc="fooling images", mininterval=5):
         log_probs = torch.log_softmax(model(pixels), dim=1)[picked, classes]
         newly = (log_probs.detach().exp() >= fooling.confidence).cpu() & (steps < 0)
         kept[newly.to(device)] = pixels.detach()[newly.to(device)]
         steps[newly] = step
-        if bool((steps >= 0).all()) or step == fooling.max_steps:
+        if bool((steps >= 0).all()) or step == fooling.steps:
             break
         optimiser.zero_grad()
         (-log_probs.sum()).backward()
@@ -93,7 +93,7 @@ def run_fooling(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     table = pd.DataFrame({"class_id": wanted, "class": [class_name(names, c) for c in wanted],
                           "reached": (steps >= 0).numpy(),
                           "confidence": probs[torch.arange(len(wanted)), wanted].numpy(),
-                          "steps": np.where(steps >= 0, steps, fooling.max_steps),
+                          "steps": np.where(steps >= 0, steps, fooling.steps),
                           "top_class": [class_name(names, c) for c in probs.argmax(1).tolist()]},
                          columns=TABLE_COLUMNS)
     write_text(table_csv, table.to_csv(index=False))
@@ -110,7 +110,7 @@ def run_fooling(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
         f"Images made from random noise by gradient ascent until the model gives their class a "
         f"softmax probability of at least {fooling.confidence} (Nguyen et al.): in class order, "
         "row by row; a red frame marks a class not reached within "
-        f"{fooling.max_steps} steps.",
+        f"{fooling.steps} steps.",
         numbers={"classes reached": f"{int(table['reached'].sum())} of {len(table)}"},
         figures=[figure_entry(grid_png, folder, "one image per class")],
         tables=[figure_entry(table_csv, folder, "per class", "reached, final confidence, steps")])

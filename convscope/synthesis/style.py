@@ -66,7 +66,7 @@ def optimise_pixels(start: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch
     def make_optimiser():
         if style.optimiser == "lbfgs":
             return torch.optim.LBFGS([pixels], lr=1, max_iter=1, line_search_fn="strong_wolfe")
-        return torch.optim.Adam([pixels], lr=style.lr)
+        return torch.optim.Adam([pixels], lr=style.learning_rate)
 
     optimiser = make_optimiser()
     curve = np.zeros(style.steps)

@@ -203,10 +203,10 @@ def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | 
                            preprocess: PreprocessConfig, cfg: VisualisationConfig,
                            device_name: str, seed: int, layers: Sequence[str] | None, *,
                            images_h5, curves_png, png_dir, summary_json) -> dict:
-    """One image per unit of ``cfg.units`` (empty: the first ``cfg.max_units`` channels of
+    """One image per unit of ``cfg.units`` (empty: the first ``cfg.units_per_layer`` channels of
     each of ``layers``); writes the stage's files."""
     model, device = synthesis_model(model_cfg, weights, preprocess, device_name)
-    chosen = resolve_units(model, cfg.units, layers, cfg.max_units, preprocess)
+    chosen = resolve_units(model, cfg.units, layers, cfg.units_per_layer, preprocess)
     files = layer_file_names(list(chosen))
     settings = render_settings(cfg)
     all_images, all_curves, unit_layer, unit_channel = [], [], [], []
