@@ -10,15 +10,10 @@ import torch
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
-from convscope.analysis import neighbours as neighbours
-from convscope.analysis.neighbours import (
-    knn_accuracy,
-    knn_over_shards,
-    knn_search,
-    run_neighbours,
-    sample_queries,
-    vote,
-)
+from convscope.analysis import knn
+from convscope.analysis.knn import knn_accuracy, knn_over_shards, knn_search, vote
+from convscope.analysis.neighbours import run_neighbours, sample_queries
+from convscope.analysis.input_pixels import InputPixels
 from convscope.config import ConfigError, NeighboursConfig, PreprocessConfig, validate_config
 from convscope.data.manifest import write_manifest
 from convscope.nn.device import DeviceError
@@ -96,8 +91,8 @@ def _sklearn_loo(features, k, metric, mask=None):
 def test_loo_neighbours_match_sklearn(data, space, monkeypatch):
     paths, codes, thumbs, labels = data
     # Small tiles and blocks so that the tiling and the block merge are exercised.
-    monkeypatch.setattr(neighbours, "_TILE_QUERIES", 37)
-    monkeypatch.setattr(neighbours, "_TILE_REFERENCES", 50)
+    monkeypatch.setattr(knn, "_TILE_QUERIES", 37)
+    monkeypatch.setattr(knn, "_TILE_REFERENCES", 50)
     features = codes if space == "code" else thumbs.reshape(len(thumbs), -1) / 255.0
     metric = "cosine" if space == "code" else "euclidean"
     k = 7
@@ -394,14 +389,14 @@ def test_input_pixel_neighbours_match_numpy_brute_force(tmp_path, case, monkeypa
     pixels = expected.reshape(len(expected), -1).astype(np.float64) / 255.0
     # Images are decoded shard by shard (or part of one), never the failed one.
     requested = []
-    original = neighbours.InputPixels.of_index
+    original = InputPixels.of_index
 
     def recording(self, index):
         requested.append(np.asarray(index).copy())
         return original(self, index)
 
-    monkeypatch.setattr(neighbours.InputPixels, "of_index", recording)
-    source = neighbours.InputPixels(manifest_csv, _preprocess(settings), workers=2)
+    monkeypatch.setattr(InputPixels, "of_index", recording)
+    source = InputPixels(manifest_csv, _preprocess(settings), workers=2)
     k = 4
     for metric in ("euclidean", "cosine"):
         full = _brute_force(pixels, metric)
