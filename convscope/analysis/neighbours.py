@@ -285,6 +285,15 @@ def _space_summary(space: str, cfg: NeighboursConfig,
     return entry
 
 
+def _label_counts(labels: np.ndarray) -> dict:
+    """``n`` labelled images, ``n_classes`` present and the ``majority_class_fraction``."""
+    labelled = labels[labels >= 0]
+    counts = np.bincount(labelled) if len(labelled) else np.zeros(0)
+    return {"n": int(len(labelled)), "n_classes": int((counts > 0).sum()),
+            "majority_class_fraction": (float(counts.max() / len(labelled)) if len(labelled)
+                                        else None)}
+
+
 def run_neighbours(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | os.PathLike | None,
                    cfg: NeighboursConfig, *, queries: str | os.PathLike,
                    panels: str | os.PathLike, accuracy: str | os.PathLike,
@@ -329,20 +338,17 @@ def run_neighbours(shard_paths: Sequence[str | os.PathLike], manifest_csv: str |
                             input_pixels)
     for note in notes:
         logger.warning("%s", note)
-    labelled = labels[labels >= 0]
-    counts = np.bincount(labelled) if len(labelled) else np.zeros(0)
     summary = {
-        "n": int(len(labelled)),
+        **_label_counts(labels),
         "n_images": int(len(index)),
-        "n_classes": int((counts > 0).sum()),
-        "majority_class_fraction": float(counts.max() / len(labelled)) if len(labelled) else None,
         "results": results,
         "tie_break": TIE_BREAK,
         "spaces": {space: _space_summary(space, cfg, input_pixels) for space in spaces},
         "n_queries": n_queries,
         "notes": notes,
         "device": str(device),
-        "seconds": {key: round(v, 3) for key, v in seconds.items()},
     }
+    logger.info("neighbours: seconds per step %s (wall-clock timings are in the rule's "
+                "benchmark file, not in the results)", {k: round(v, 3) for k, v in seconds.items()})
     write_text(accuracy, json.dumps(summary, indent=2))
     return summary
