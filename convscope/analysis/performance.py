@@ -61,6 +61,7 @@ from convscope.analysis.comparison import (AGREEMENT, EXAMPLES_PER_KIND, compare
 from convscope.config.sections import PerformanceConfig
 from convscope.data.manifest import MANIFEST_COLUMNS, read_manifest
 from convscope.store.atomic import atomic_path, write_text
+from convscope.store.paths import stored_paths
 from convscope.store.shards import iter_shards, open_shard
 
 __all__ = [
@@ -409,6 +410,8 @@ def run_performance(shard_paths: Sequence[str | os.PathLike], manifest_csv: str 
     result, attr_notes, constant = _tables(frame, attributes, class_names, cfg)
     compared = compare_tables(frame, others, class_names, attributes, int(cfg.n_bins),
                               int(cfg.max_categories))
+    compared["examples"]["path"] = stored_paths(compared["examples"]["path"],
+                                                Path(manifest_csv).parent)
     result.update(compared)
     notes = notes + attr_notes
     level = logging.WARNING if frame.empty else logging.INFO

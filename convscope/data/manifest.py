@@ -4,7 +4,8 @@ Columns, in order:
 
 ===========  ========  ==========================================================
 ``index``    int64     row number 0..N-1 in the final order
-``path``     str       absolute path of the image file or of the array file
+``path``     str       path of the image file or of the array file: absolute
+                       in memory; in the CSV relative to its folder when inside it
 ``slot``     int64     row in the array file, -1 for image files
 ``label``    int64     class id, -1 if unknown
 ``split``    str       ``train`` / ``test`` / ... as given, else ``all``
@@ -60,6 +61,7 @@ from convscope.data.readers import (DATASET_KINDS, IMAGE_EXTENSIONS, KNOWN_SPLIT
                                     MANIFEST_COLUMNS, from_array, from_folder, from_folder_names,
                                     from_table, normalise_extensions)
 from convscope.store.atomic import atomic_path, write_json
+from convscope.store.paths import resolved_paths, stored_paths
 
 __all__ = [
     "DatasetError",
@@ -133,15 +135,20 @@ def write_manifest(
     """Write ``manifest`` to ``csv_path`` and ``class_names`` (a JSON list) to ``classes_json``.
 
     The manifest columns come first (`MANIFEST_COLUMNS`), then the attribute
-    columns in their order. ``classes_json`` defaults to `classes_path`
+    columns in their order. A path inside the CSV's folder (the results
+    folder: the demo images) is written relative to it, any other absolute
+    (`convscope.store.paths`), so the same dataset gives the same bytes in any
+    folder. ``classes_json`` defaults to `classes_path`
     (``<stem>.classes.json`` next to the CSV), which is where `read_manifest`
     looks for it; the workflow passes the path its rule declares. Each file
     appears complete under its name or not at all (`convscope.store.atomic`).
     """
     _check_manifest(manifest, "manifest to write")
     ordered = list(MANIFEST_COLUMNS) + [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    table = manifest[ordered].copy()
+    table["path"] = stored_paths(table["path"].astype(str), Path(csv_path).parent)
     with atomic_path(csv_path) as tmp:
-        manifest[ordered].to_csv(tmp, index=False)
+        table.to_csv(tmp, index=False)
     classes_json = classes_path(csv_path) if classes_json is None else classes_json
     write_json(classes_json, [str(name) for name in class_names], indent=1)
 
@@ -186,7 +193,8 @@ def read_manifest(
 
     ``classes_json`` defaults to `classes_path` of ``csv_path``. The manifest
     columns get their dtypes back (int64 ``index``/``slot``/``label``, str
-    ``path``/``split``, a missing split reads as ``all``).
+    ``path``/``split``, a missing split reads as ``all``); relative paths are
+    resolved against the CSV's folder, so every ``path`` read is absolute.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -200,7 +208,8 @@ def read_manifest(
     _check_manifest(manifest, f"manifest {csv_path}")
     for name in ("index", "slot", "label"):
         manifest[name] = manifest[name].astype(np.int64)
-    manifest["path"] = manifest["path"].astype(object).astype(str)
+    manifest["path"] = pd.Series(resolved_paths(manifest["path"].astype(str), csv_path.parent),
+                                 index=manifest.index, dtype=object)
     manifest["split"] = manifest["split"].fillna("all").astype(object).astype(str)
     return manifest, read_class_names(class_file)
 
