@@ -382,7 +382,9 @@ def _summary(cfg: EmbeddingConfig, pca_info: dict, tsne_info: dict, trust: tuple
         "perplexity": tsne_info["perplexity"],
         "perplexity_effective": tsne_info["perplexity_effective"],
         "method": tsne_info["method"],
-        "kl_divergence": tsne_info["kl_divergence"],
+        # openTSNE sums the KL divergence over its threads in no fixed order: its last
+        # digits vary from run to run (the map does not), so keep 6 significant digits
+        "kl_divergence": float(f"{tsne_info['kl_divergence']:.6g}"),
         "seed": int(cfg.seed),
         "trustworthiness": trustworthiness,
         "trustworthiness_k": trust_k,
