@@ -2,7 +2,7 @@
 
 Each size runs in a fresh subprocess so that its peak RSS is its own. Per
 size, synthetic codes (N, D) and thumbnails (N, t, t, 3) are written as
-shards (not timed), then `convscope.analysis.neighbours.knn_over_shards` finds the k
+shards (not timed), then `convscope.analysis.knn.knn_over_shards` finds the k
 nearest neighbours of every image in code space (cosine) and in pixel space
 (Euclidean), and `vote` scores the leave-one-out accuracy. The work is
 N^2 (D or 3 t^2) multiply-adds, done in blocks; memory stays bounded by
@@ -55,7 +55,7 @@ def _peak_rss_mb() -> float:
 def run_one(n: int, args) -> dict:
     import torch
 
-    from convscope.analysis.neighbours import knn_accuracy, knn_over_shards
+    from convscope.analysis.knn import knn_accuracy, knn_over_shards
     from convscope.nn.device import resolve_device
     from convscope.store.shards import read_concat
 

@@ -165,8 +165,12 @@ def test_string_labels_without_class_names_for_a_model_not_trained_here(data):
     message = _dataset_message(_config(data, dataset={"class_names": None}))
     assert "dataset.class_names is not set" in message and "'cat', 'dog', 'owl'" in message
     assert "data.csv" in message and "'label'" in message
-    # the demo model trained by the workflow numbers the names itself
-    check_dataset(validate_config(_config(data, dataset={"class_names": None},
+    # the demo model trained by the workflow numbers the names itself (on a table with
+    # the train and test splits it needs)
+    table = pd.read_csv(data / "data.csv").assign(split=["train", "test", "train"])
+    table.to_csv(data / "with_split.csv", index=False)
+    check_dataset(validate_config(_config(data, dataset={"class_names": None,
+                                                         "path": str(data / "with_split.csv")},
                                           model={"kind": "demo", "weights": None,
                                                  "factory": None, "factory_kwargs": {}})))
 
@@ -354,3 +358,18 @@ def test_dry_run_and_lint_do_not_build_the_model(data):
         assert proc.returncode == 0, (flags, proc.stdout + proc.stderr)
         assert "fc.weight" not in proc.stdout + proc.stderr
     assert not (data / "results").exists()
+
+
+def test_demo_model_trained_here_needs_splits_before_any_job(data):
+    """A folder (no split) or a table without a split column cannot train the demo model:
+    the preflight says so, instead of a traceback in the training job."""
+    untrained = {"kind": "demo", "weights": None}
+    message = _preflight_message(_config(data, model=untrained, dataset={
+        "kind": "folder", "path": str(data / "images"), "class_names": None}))
+    assert "model.weights" in message and "no split" in message and str(data / "images") in message
+    message = _preflight_message(_config(data, model=untrained, dataset={"class_names": None}))
+    assert "model.weights" in message and "no 'split' column" in message
+    table = pd.read_csv(data / "data.csv").assign(split=["train", "test", "train"])
+    table.to_csv(data / "with_split.csv", index=False)
+    check_dataset(validate_config(_config(data, model=untrained, dataset={
+        "path": str(data / "with_split.csv"), "class_names": None})))

@@ -91,8 +91,14 @@ def test_shard_contract_and_values(setup):
         argmax = f["layers/relu3/argmax"][()]
         picked = np.take_along_axis(relu3.numpy(), argmax[..., None].astype(np.int64), 2)[..., 0]
         np.testing.assert_allclose(picked, relu3.amax(2).numpy(), rtol=1e-5)
-        top = torch.softmax(logits, 1).topk(3, 1)
-        np.testing.assert_array_equal(f["topk/class"][:, :3], top.indices.numpy())
+        probs = torch.softmax(logits, 1)
+        top = probs.topk(3, 1)
+        # Classes by their probability, rank by rank: two classes whose probabilities agree
+        # within float error (another batch, another summation order) may come either way.
+        classes = f["topk/class"][:, :3].astype(np.int64)
+        assert all(len(set(row)) == 3 for row in classes.tolist())
+        np.testing.assert_allclose(np.take_along_axis(probs.numpy(), classes, 1),
+                                   top.values.numpy(), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(f["topk/prob"][:, :3], top.values.numpy(), rtol=1e-4)
         assert (f["topk/class"][:, 3:] == -1).all()  # only 3 classes
         np.testing.assert_array_equal(f["label"][()], rows.loc[index, "label"].to_numpy())

@@ -218,7 +218,7 @@ def test_train_demo_model_is_deterministic(tmp_path, demo_manifest):
     (state_a, metrics_a), (state_b, metrics_b) = runs
     assert state_a.keys() == state_b.keys()
     assert all(torch.equal(state_a[key], state_b[key]) for key in state_a)
-    metrics_a.pop("seconds"), metrics_b.pop("seconds")
+    assert "seconds" not in metrics_a  # wall-clock time lives in the benchmark files
     assert metrics_a == metrics_b
 
     table = pd.read_csv(demo_manifest)

@@ -8,17 +8,13 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 
-from convscope.analysis import neighbours as neighbours
-from convscope.analysis.neighbours import (
-    knn_accuracy,
-    knn_over_shards,
-    knn_search,
-    run_neighbours,
-    sample_queries,
-    vote,
-)
+from convscope.analysis import knn
+from convscope.analysis.knn import knn_accuracy, knn_over_shards, knn_search, vote
+from convscope.analysis.neighbours import run_neighbours, sample_queries
+from convscope.analysis.input_pixels import InputPixels
 from convscope.config import ConfigError, NeighboursConfig, PreprocessConfig, validate_config
 from convscope.data.manifest import write_manifest
 from convscope.nn.device import DeviceError
@@ -92,20 +88,53 @@ def _sklearn_loo(features, k, metric, mask=None):
     return np.array(out_d), np.array(out_i)
 
 
+#: Float32 distances summed in another order (BLAS, torch, another CPU) agree with the
+#: float64 reference to this; neighbours closer than that to each other may swap.
+DIST_RTOL, DIST_ATOL = 1e-4, 1e-5
+
+
+def assert_nearest(dist, pos, exact):
+    """``pos`` (nq, k) are k distinct nearest neighbours under ``exact`` (nq, N) float64
+    distances (inf: not a candidate), nearest first, and ``dist`` their distances.
+
+    Compared by distance, rank by rank: the neighbour at each rank is as near as the
+    reference's at that rank, within the tolerance, so neighbours at near-equal distances
+    count in either order (as float rounding may order them) and any other swap fails.
+    """
+    k = pos.shape[1]
+    want = np.sort(exact, axis=1)[:, :k]
+    assert (pos >= 0).all() and all(len(set(row)) == k for row in pos.tolist())
+    np.testing.assert_allclose(np.take_along_axis(exact, pos, 1), want,
+                               rtol=DIST_RTOL, atol=DIST_ATOL)
+    np.testing.assert_allclose(dist, want, rtol=DIST_RTOL, atol=DIST_ATOL)
+
+
+def test_assert_nearest_accepts_near_ties_in_either_order_only():
+    exact = np.array([[np.inf, 1.0, 2.0, 2.0 + 1e-9, 3.0]])
+    assert_nearest(np.array([[1.0, 2.0, 2.0]]), np.array([[1, 3, 2]]), exact)
+    assert_nearest(np.array([[1.0, 2.0, 2.0]]), np.array([[1, 2, 3]]), exact)
+    with pytest.raises(AssertionError):  # 3.0 instead of a 2.0: not a tie
+        assert_nearest(np.array([[1.0, 2.0, 2.0]]), np.array([[1, 2, 4]]), exact)
+    with pytest.raises(AssertionError):  # the same neighbour twice
+        assert_nearest(np.array([[1.0, 2.0, 2.0]]), np.array([[1, 2, 2]]), exact)
+
+
 @pytest.mark.parametrize("space", ["code", "pixel"])
 def test_loo_neighbours_match_sklearn(data, space, monkeypatch):
     paths, codes, thumbs, labels = data
     # Small tiles and blocks so that the tiling and the block merge are exercised.
-    monkeypatch.setattr(neighbours, "_TILE_QUERIES", 37)
-    monkeypatch.setattr(neighbours, "_TILE_REFERENCES", 50)
+    monkeypatch.setattr(knn, "_TILE_QUERIES", 37)
+    monkeypatch.setattr(knn, "_TILE_REFERENCES", 50)
     features = codes if space == "code" else thumbs.reshape(len(thumbs), -1) / 255.0
     metric = "cosine" if space == "code" else "euclidean"
     k = 7
     # ~100 kB per query block: pixel space runs in 9 blocks, shards partly cached.
     dist, pos = knn_over_shards(paths, space, k, block_mb=0.1)
-    ref_d, ref_i = _sklearn_loo(features.astype(np.float64), k, metric)
-    np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(pos, ref_i)
+    ref_d, _ = _sklearn_loo(features.astype(np.float64), k, metric)
+    exact = pairwise_distances(features.astype(np.float64), metric=metric)
+    np.fill_diagonal(exact, np.inf)  # leave-one-out
+    np.testing.assert_allclose(np.sort(exact, axis=1)[:, :k], ref_d, rtol=1e-9, atol=1e-12)
+    assert_nearest(dist, pos, exact)
     assert not np.any(pos == np.arange(len(pos))[:, None]), "self must be excluded"
 
 
@@ -116,14 +145,10 @@ def test_query_subset_and_reference_mask(data):
     dist, pos = knn_over_shards(paths, "code", 5, query_rows=queries, reference_mask=mask,
                                 block_mb=256)
     feats = _unit(codes.astype(np.float64))
-    sims = feats[queries] @ feats.T
-    for qi, q in enumerate(queries):
-        d = 1 - sims[qi]
-        d[~mask] = np.inf
-        d[q] = np.inf
-        expected = np.argsort(d, kind="stable")[:5]
-        np.testing.assert_array_equal(pos[qi], expected)
-        np.testing.assert_allclose(dist[qi], d[expected], atol=1e-5)
+    exact = 1 - feats[queries] @ feats.T
+    exact[:, ~mask] = np.inf
+    exact[np.arange(len(queries)), queries] = np.inf
+    assert_nearest(dist, pos, exact)
     assert mask[pos].all()
 
 
@@ -168,11 +193,16 @@ def test_knn_accuracy_matches_sklearn_classifier(data):
                                 block_mb=256)
     local = np.searchsorted(labelled, pos)
     acc = knn_accuracy(labels[labelled], local, dist, [1, 3, 5])
-    # Independent: sklearn neighbours (self dropped) + a plain Python vote.
-    ref_d, ref_i = _sklearn_loo(codes.astype(np.float64), k, "cosine", mask)
-    ref_labels = labels[ref_i]
+    # Independent: a plain Python vote over the neighbours found, which are checked against
+    # scikit-learn's by distance (a near-tie may come in either order), with exact distances.
+    ref_d, _ = _sklearn_loo(codes.astype(np.float64), k, "cosine", mask)
+    exact = pairwise_distances(codes[labelled].astype(np.float64), metric="cosine")
+    np.fill_diagonal(exact, np.inf)
+    np.testing.assert_allclose(np.sort(exact, axis=1)[:, :k], ref_d, rtol=1e-9, atol=1e-12)
+    assert_nearest(dist, local, exact)
+    found_d, found_labels = np.take_along_axis(exact, local, 1), labels[labelled][local]
     for kk in (1, 3, 5):
-        predicted = _vote_reference(ref_labels[:, :kk], ref_d[:, :kk])
+        predicted = _vote_reference(found_labels[:, :kk], found_d[:, :kk])
         assert acc[kk] == pytest.approx(np.mean(predicted == labels[labelled]))
     assert acc[5] > 0.8  # well-separated clusters
 
@@ -270,10 +300,7 @@ def test_pixel_metric_cosine_matches_numpy_brute_force(data, tmp_path):
     for metric, full in (("cosine", cosine), ("euclidean", euclidean)):
         dist, pos = knn_over_shards(paths, "pixel", k, query_rows=queries, block_mb=0.05,
                                     metric=metric)
-        expected = np.argsort(full[queries], axis=1, kind="stable")[:, :k]
-        np.testing.assert_array_equal(pos, expected)
-        np.testing.assert_allclose(dist, np.take_along_axis(full[queries], expected, 1),
-                                   rtol=1e-4, atol=1e-5)
+        assert_nearest(dist, pos, full[queries])
     # Through the stage: the configured metric is used and recorded.
     out = tmp_path / "cos"
     summary = run_neighbours(paths, None, _cfg(spaces=["pixel"], pixel_metric="cosine", k=3,
@@ -394,27 +421,24 @@ def test_input_pixel_neighbours_match_numpy_brute_force(tmp_path, case, monkeypa
     pixels = expected.reshape(len(expected), -1).astype(np.float64) / 255.0
     # Images are decoded shard by shard (or part of one), never the failed one.
     requested = []
-    original = neighbours.InputPixels.of_index
+    original = InputPixels.of_index
 
     def recording(self, index):
         requested.append(np.asarray(index).copy())
         return original(self, index)
 
-    monkeypatch.setattr(neighbours.InputPixels, "of_index", recording)
-    source = neighbours.InputPixels(manifest_csv, _preprocess(settings), workers=2)
+    monkeypatch.setattr(InputPixels, "of_index", recording)
+    source = InputPixels(manifest_csv, _preprocess(settings), workers=2)
     k = 4
     for metric in ("euclidean", "cosine"):
         full = _brute_force(pixels, metric)
-        order = np.argsort(full, axis=1, kind="stable")[:, :k]
         # 0.004 MB: a few query rows per block and no shard cached (every shard is
         # decoded again per block); 1 MB: everything decoded once and cached.
         for block_mb in (0.004, 1):
             requested.clear()
             dist, pos = knn_over_shards(shard_paths, "pixel", k, block_mb=block_mb,
                                         metric=metric, input_pixels=source)
-            np.testing.assert_array_equal(pos, order)
-            np.testing.assert_allclose(dist, np.take_along_axis(full, order, 1),
-                                       rtol=1e-4, atol=1e-5)
+            assert_nearest(dist, pos, full)
             assert requested and max(len(r) for r in requested) <= 5  # one shard at most
             assert FAILED_INDEX not in np.concatenate(requested)
         # A subset of queries, with some rows excluded as references.
@@ -424,11 +448,7 @@ def test_input_pixel_neighbours_match_numpy_brute_force(tmp_path, case, monkeypa
         dist, pos = knn_over_shards(shard_paths, "pixel", k, block_mb=0.004, metric=metric,
                                     input_pixels=source, query_rows=queries,
                                     reference_mask=mask)
-        masked = np.where(mask[None, :], full[queries], np.inf)
-        order = np.argsort(masked, axis=1, kind="stable")[:, :k]
-        np.testing.assert_array_equal(pos, order)
-        np.testing.assert_allclose(dist, np.take_along_axis(masked, order, 1),
-                                   rtol=1e-4, atol=1e-5)
+        assert_nearest(dist, pos, np.where(mask[None, :], full[queries], np.inf))
 
 
 def test_run_neighbours_in_input_pixels(tmp_path):
@@ -449,12 +469,10 @@ def test_run_neighbours_in_input_pixels(tmp_path):
                                                                ("pixel", "input")}
         pixel_rows = table[table["space"] == "pixel"]
         for query, group in pixel_rows.groupby("query_index"):
-            q = position[int(query)]
-            nearest = np.argsort(full[q], kind="stable")[:3]
-            assert [position[int(i)] for i in group.sort_values("rank")["neighbour_index"]] \
-                == nearest.tolist()
-            np.testing.assert_allclose(group.sort_values("rank")["distance"], full[q, nearest],
-                                       rtol=1e-4, atol=1e-5)
+            q, ranked = position[int(query)], group.sort_values("rank")
+            assert_nearest(ranked["distance"].to_numpy()[None],
+                           np.array([[position[int(i)] for i in ranked["neighbour_index"]]]),
+                           full[q][None])
         assert FAILED_INDEX not in set(table["neighbour_index"])
         assert summary["spaces"]["pixel"] == {"features": "input", "dataset": None,
                                               "metric": metric, "pixel_space": "input",

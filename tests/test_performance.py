@@ -8,10 +8,11 @@ import pytest
 from PIL import Image
 from scipy.stats import binomtest
 
-from convscope.analysis.performance import (EXAMPLES_PER_KIND, PANEL_CAPTION_LINES,
-                                            PANEL_LABEL_W, PANEL_LINE_H, PANEL_MIN_TILE_PX,
-                                            PANEL_PAD, PANEL_TITLE_H, run_performance,
-                                            wilson_interval)
+from convscope.analysis.accuracy import wilson_interval
+from convscope.analysis.comparison import (EXAMPLES_PER_KIND, PANEL_CAPTION_LINES, PANEL_LABEL_W,
+                                           PANEL_LINE_H, PANEL_MIN_TILE_PX, PANEL_PAD,
+                                           PANEL_TITLE_H)
+from convscope.analysis.performance import run_performance
 from convscope.config import ConfigError, PerformanceConfig, validate_config
 from convscope.data.manifest import write_manifest
 from convscope.store.shards import write_shard

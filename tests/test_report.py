@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from scipy.stats import binomtest
 
-from convscope.analysis.performance import run_performance, wilson_interval
+from convscope.analysis.accuracy import wilson_interval
+from convscope.analysis.performance import run_performance
 from convscope.config import (ConfigError, DatasetConfig, PerformanceConfig, ReportConfig,
                               validate_config)
 from convscope.data.manifest import read_manifest, write_manifest

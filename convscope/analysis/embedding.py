@@ -366,9 +366,9 @@ def _write_coords(path: str | os.PathLike, index: np.ndarray, xy: np.ndarray,
 
 
 def _summary(cfg: EmbeddingConfig, pca_info: dict, tsne_info: dict, trust: tuple,
-             cells: np.ndarray, grid_method: str, n_cloud: int, names: list[str],
-             seconds: dict[str, float]) -> dict:
-    """The JSON summary of a run (see the module docstring)."""
+             cells: np.ndarray, grid_method: str, n_cloud: int, names: list[str]) -> dict:
+    """The JSON summary of a run (see the module docstring); no wall-clock times, which
+    live in the rule's benchmark file, so the same config gives the same file."""
     variance = pca_info["pca_variance_explained"]
     trustworthiness, trust_n, trust_k = trust
     return {
@@ -382,7 +382,9 @@ def _summary(cfg: EmbeddingConfig, pca_info: dict, tsne_info: dict, trust: tuple
         "perplexity": tsne_info["perplexity"],
         "perplexity_effective": tsne_info["perplexity_effective"],
         "method": tsne_info["method"],
-        "kl_divergence": tsne_info["kl_divergence"],
+        # openTSNE sums the KL divergence over its threads in no fixed order: its last
+        # digits vary from run to run (the map does not), so keep 6 significant digits
+        "kl_divergence": float(f"{tsne_info['kl_divergence']:.6g}"),
         "seed": int(cfg.seed),
         "trustworthiness": trustworthiness,
         "trustworthiness_k": trust_k,
@@ -392,7 +394,6 @@ def _summary(cfg: EmbeddingConfig, pca_info: dict, tsne_info: dict, trust: tuple
         "grid_filled": int((cells >= 0).sum()),
         "cloud_images": n_cloud,
         "class_names": names,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
 
 
@@ -463,8 +464,8 @@ def run_embedding(shard_paths: Sequence[str | os.PathLike], manifest_csv: str | 
     seconds["scatter"] = time.perf_counter() - tic
 
     _write_coords(coords, index, xy, labels, fitted, cells)
-    result = _summary(cfg, pca_info, tsne_info, trust, cells, grid_method, n_cloud, names,
-                      seconds)
+    result = _summary(cfg, pca_info, tsne_info, trust, cells, grid_method, n_cloud, names)
     write_text(summary, json.dumps(result, indent=2))
-    logger.info("embedding: %d points, trustworthiness %.3f", len(xy), trust[0])
+    logger.info("embedding: %d points, trustworthiness %.3f; seconds per step %s", len(xy),
+                trust[0], {k: round(v, 3) for k, v in seconds.items()})
     return result

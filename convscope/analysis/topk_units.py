@@ -48,6 +48,7 @@ from convscope.nn.receptive_field import ReceptiveField
 from convscope.render.grids import GREY_RGB, fit_in_square
 from convscope.stats.running import RunningTopK
 from convscope.store.atomic import save_image, write_text
+from convscope.store.paths import resolved_paths
 from convscope.store.shards import iter_shards, layer_key, read_attrs
 
 __all__ = [
@@ -379,7 +380,9 @@ def _read_manifest(manifest_csv: str | os.PathLike) -> pd.DataFrame:
         raise KeyError(f"manifest {manifest_csv} has no column {missing[0]!r}; "
                        f"columns: {', '.join(header)}")
     columns = [column for column in ("index", "path", "slot") if column in header]
-    return pd.read_csv(manifest_csv, usecols=columns)
+    manifest = pd.read_csv(manifest_csv, usecols=columns)
+    manifest["path"] = resolved_paths(manifest["path"].astype(str), Path(manifest_csv).parent)
+    return manifest
 
 
 def write_layer_pages(rows: pd.DataFrame, manifest: pd.DataFrame, units: UnitsConfig,

@@ -23,7 +23,8 @@ the layer at fault and what would be valid:
 - devices (`check_device`): ``extract.device`` and ``neighbours.device`` exist here.
 
 The demo model (``model.kind: demo`` without ``model.weights``) is trained by
-the workflow, so only its architecture is checked.
+the workflow, so only its architecture is checked, and the dataset must have
+``train`` and ``test`` splits: a folder has none, a table needs a ``split`` column.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ def check_dataset(config: dict) -> None:
                                  "table, 'array' for a .npz/.h5 file)")
         _check_folder(path)
         _check_labels(path, config)
+        _check_trainable(path, config)
         return
     valid = _TABLE_SUFFIXES if kind == "manifest" else _ARRAY_SUFFIXES
     if path.is_dir() or path.suffix.lower() not in valid:
@@ -171,6 +173,25 @@ def check_dataset(config: dict) -> None:
     else:
         _check_array(path)
     _check_labels(path, config)
+    _check_trainable(path, config)
+
+
+def _check_trainable(path: Path, config: dict) -> None:
+    """The demo model trained here needs 'train' and 'test' rows: a folder has no split, a
+    table needs a ``split`` column (its values are checked by the training job)."""
+    model, kind = config["model"], config["dataset"]["kind"]
+    if model["kind"] != "demo" or model["weights"]:
+        return
+    if kind == "folder":
+        where = f"folder dataset {path} has no split (every image's split is 'all')"
+    elif kind == "manifest" and "split" not in _table_columns_and_rows(path)[0]:
+        where = f"manifest {path} has no 'split' column"
+    else:
+        return
+    raise PreflightError("config key 'model.weights' is null, so the workflow trains the demo "
+                         "model on the labelled 'train' images and tests it on the 'test' ones, "
+                         f"but the {where}; give model.weights (a checkpoint of your model), or "
+                         "a manifest table whose 'split' column holds train and test")
 
 
 # --------------------------------------------------------------------------

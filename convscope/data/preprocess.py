@@ -160,9 +160,10 @@ def crop_or_pad(images: torch.Tensor, left: int, top: int, height: int, width: i
 def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """(N, H, W, 3) uint8 RGB -> (N, H, W, ``channels``) uint8 (1: rounded Rec.601 luma).
 
-    The luma is ``0.299 R + 0.587 G + 0.114 B`` in float32, summed left to right (the
-    same bits as numpy's ``rgb @ weights``, checked for all 2^24 colours), rounded
-    half to even and clipped to 0..255.
+    The luma is ``0.299 R + 0.587 G + 0.114 B`` in float32, summed left to right,
+    rounded half to even and clipped to 0..255: the nearest integer of the exact luma,
+    except where that is within float32 error (1e-4) of a half, where another float32
+    sum order (numpy's ``rgb @ weights`` on some CPUs) may round the other way.
     """
     if int(channels) == 3:
         return images

@@ -44,6 +44,7 @@ from convscope.explain.panels import (class_map_figure, heat_cell, image_cell, l
 from convscope.nn.device import resolve_device
 from convscope.nn.layers import check_layer_names
 from convscope.store.atomic import atomic_path, save_image, write_json
+from convscope.store.paths import resolved_paths
 
 __all__ = ["explain_layers", "attribution_batch", "run_explain_attribution"]
 
@@ -243,6 +244,9 @@ def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: Pr
     speed settings ``explain.device`` and ``explain.batch_size``; they change no number.
     """
     table = pd.read_csv(images_csv)
+    # images.csv stores paths as the manifest does: relative to the results folder, which
+    # holds the manifest and its class list (convscope.store.paths)
+    table["path"] = resolved_paths(table["path"].astype(str), Path(classes_json).parent)
     class_names = [str(n) for n in json.loads(Path(classes_json).read_text())]
     torch_device = resolve_device(device, "explain.device")
     model = load_explain_model(model_cfg, weights_file, preprocess, torch_device)

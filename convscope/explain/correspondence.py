@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from convscope.analysis.common import class_name, save_figure
+from convscope.config.counts import clip_count
 from convscope.config.sections import CorrespondenceConfig, ModelConfig, PreprocessConfig
 from convscope.data.preprocess import to_model_input
 from convscope.explain.columns import part_boxes
@@ -186,11 +187,12 @@ def run_explain_correspondence(model_cfg: ModelConfig, weights_file: str | os.Pa
     """
     key = "explain.correspondence"
     candidates, class_names, class_id = class_rows(manifest_csv, key, "part_columns",
-                                                   section.part_columns, section.target_class,
-                                                   section.n_images)
+                                                   section.part_columns, section.target_class, 1)
     model, device = explain_model(model_cfg, weights_file, preprocess, device)
     names = chosen_layers(model, section.layers, layers, f"{key}.layers")
-    rows, images = read_sample(candidates, section.n_images, section.seed, f"{key}.n_images")
+    count = clip_count(f"{key}.n_images", section.n_images, len(candidates),
+                       "images of the class with the part columns")
+    rows, images = read_sample(candidates, count, section.seed, f"{key}.n_images")
     orig_wh = np.array([(im.shape[1], im.shape[0]) for im in images])
     part = scale_boxes(part_boxes(rows, section.part_columns, section.part_units, orig_wh),
                        section.occluder_scale)

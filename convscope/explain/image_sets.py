@@ -159,6 +159,8 @@ def run_explain_images(shard_paths: Sequence[str | os.PathLike], manifest_csv: s
     """The ``explain_images`` stage: write ``images.csv``, the images ``images`` chooses.
 
     ``images`` is the ``explain.images`` section (`select_images`); returns the table written.
+    Its ``path`` is as the manifest stores it: relative to the results folder (the
+    manifest's folder) for a file inside it, else absolute (`convscope.store.paths`).
     """
     manifest = pd.read_csv(manifest_csv)
     topk = pd.read_csv(topk_csv) if topk_csv else None

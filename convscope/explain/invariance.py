@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from convscope.analysis.common import save_figure
+from convscope.config.counts import clip_count
 from convscope.config.sections import InvarianceConfig, ModelConfig, PreprocessConfig
 from convscope.data.manifest import read_manifest
 from convscope.data.preprocess import to_model_input
@@ -173,11 +174,9 @@ def run_explain_invariance(model_cfg: ModelConfig, weights_file: str | os.PathLi
     manifest, _ = read_manifest(manifest_csv)
     labelled = manifest[manifest["label"] >= 0]
     candidates = labelled if len(labelled) else manifest
-    if len(candidates) < section.n_images:
-        raise ValueError(f"config key 'explain.invariance.n_images' is {section.n_images} but "
-                         f"the manifest has {len(candidates)} usable images")
-    rows, images = read_sample(candidates, section.n_images, section.seed,
-                               "explain.invariance.n_images")
+    count = clip_count("explain.invariance.n_images", section.n_images, len(candidates),
+                       "usable images")
+    rows, images = read_sample(candidates, count, section.seed, "explain.invariance.n_images")
     curves = invariance_curves(model, images, rows["index"].tolist(), rows["label"].tolist(),
                                names, transform_amounts(section), preprocess,
                                batch_size, device)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from convscope.analysis.common import class_name, save_figure, save_placeholder
+from convscope.config.counts import clip_count
 from convscope.config.sections import KeypointsConfig, ModelConfig, PreprocessConfig
 from convscope.data.preprocess import input_hw, to_model_input
 from convscope.explain.columns import keypoints_xy
@@ -253,10 +254,12 @@ def run_explain_keypoints(model_cfg: ModelConfig, weights_file: str | os.PathLik
     model, device = explain_model(model_cfg, weights_file, preprocess, device)
     names = chosen_layers(model, section.layers, layers, f"{key}.layers")
     count = min(len(candidates), max(2, 2 * section.n_pairs))
-    rows, images = read_sample(candidates, count, section.seed, f"{key}.n_pairs")
+    rows, images = read_sample(candidates, count, section.seed, f"{key}.n_pairs", minimum=2)
     orig_wh = np.array([(im.shape[1], im.shape[0]) for im in images])
     points = keypoints_xy(rows, section.point_columns, section.point_units, orig_wh)
-    pairs_ab = sample_pairs(len(images), section.n_pairs, np.random.default_rng(section.seed),
+    n_pairs = clip_count(f"{key}.n_pairs", section.n_pairs, len(images) * (len(images) - 1),
+                         "distinct ordered pairs of its images")
+    pairs_ab = sample_pairs(len(images), n_pairs, np.random.default_rng(section.seed),
                             f"{key}.n_pairs")
     a, b = pairs_ab[:, 0], pairs_ab[:, 1]
     pairs = transfer_keypoints(model, [images[i] for i in a], [images[i] for i in b], points[a],

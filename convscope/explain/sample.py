@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from convscope.config.counts import clip_count
 from convscope.data.images import ImageReadError, load_image
 from convscope.data.manifest import read_manifest
 from convscope.explain.columns import check_columns, choose_class
@@ -18,12 +19,14 @@ __all__ = ["class_rows", "read_sample"]
 logger = logging.getLogger(__name__)
 
 
-def read_sample(rows: pd.DataFrame, count: int, seed: int,
-                key: str) -> tuple[pd.DataFrame, list[np.ndarray]]:
+def read_sample(rows: pd.DataFrame, count: int, seed: int, key: str,
+                minimum: int = 1) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """The first ``count`` readable images of a seeded permutation of ``rows``.
 
-    Unreadable images are skipped with a warning. Raises ValueError naming config ``key``
-    when fewer than ``count`` can be read.
+    Unreadable images are skipped with a warning. When fewer than ``count`` can be read,
+    all readable ones are used, with one warning naming config ``key``
+    (`convscope.config.counts.clip_count`); ValueError naming ``key`` when fewer than
+    ``minimum``.
 
     Returns:
         (the chosen rows in sampling order, their (H, W, 3) uint8 original images).
@@ -39,9 +42,12 @@ def read_sample(rows: pd.DataFrame, count: int, seed: int,
             continue
         chosen.append(int(position))
         if len(images) == count:
-            return rows.iloc[chosen].reset_index(drop=True), images
-    raise ValueError(f"config key {key!r}: {count} images are needed but only {len(images)} of "
-                     f"the {len(rows)} candidate images could be read")
+            break
+    if len(images) < minimum:
+        raise ValueError(f"config key {key!r}: at least {minimum} readable images are needed but "
+                         f"only {len(images)} of the {len(rows)} candidate images could be read")
+    clip_count(key, count, len(images), "readable images")
+    return rows.iloc[chosen].reset_index(drop=True), images
 
 
 def class_rows(manifest_csv, key: str, columns_key: str, columns: Sequence[str] | None,

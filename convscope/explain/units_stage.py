@@ -37,6 +37,7 @@ from convscope.explain.reconstruct import RECONSTRUCTION_METHODS, crop_box, reco
 from convscope.nn.device import resolve_device
 from convscope.nn.receptive_field import ReceptiveField
 from convscope.store.atomic import atomic_path, save_image, write_json
+from convscope.store.paths import resolved_paths
 from convscope.store.shards import layer_key
 
 __all__ = ["choose_units", "run_explain_units"]
@@ -171,6 +172,7 @@ def run_explain_units(model_cfg: ModelConfig, weights_file, preprocess: Preproce
     """
     topk = pd.read_csv(topk_csv)
     manifest = pd.read_csv(manifest_csv)
+    manifest["path"] = resolved_paths(manifest["path"].astype(str), Path(manifest_csv).parent)
     model_info = json.loads(Path(model_info_json).read_text())
     chosen = choose_units(reconstructions, topk, spatial_layers(model_info_json, layers or []))
     torch_device = resolve_device(device, "explain.device")

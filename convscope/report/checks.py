@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from convscope.analysis.common import duplicate_paths
-from convscope.analysis.performance import wilson_interval
+from convscope.analysis.accuracy import wilson_interval
 from convscope.report.readers import read_json
 
 __all__ = ["CHANCE_CAUSES", "chance_warning", "dataset_notes", "headline_numbers"]

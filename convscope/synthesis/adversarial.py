@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from captum.robust import FGSM, PGD
 
 from convscope.analysis.common import class_name, save_figure
+from convscope.config.counts import clip_count
 from convscope.config.sections import AdversarialConfig, ModelConfig, PreprocessConfig
 from convscope.store.atomic import write_text
 from convscope.synthesis.images import (PixelModel, class_ids, open_stage, read_pixels,
@@ -193,6 +194,8 @@ def run_adversarial(model_cfg: ModelConfig, weights_file: str | os.PathLike | No
     model, manifest, names = open_stage(model_cfg, weights_file, preprocess, device,
                                         manifest_csv)
     rows = sample_rows(manifest, adversarial.n_images, adversarial.seed)
+    clip_count("synthesis.adversarial.n_images", adversarial.n_images, len(rows),
+               "readable images")
     pixels = read_pixels(manifest, rows, preprocess).to(model.scale.device)
     before = [a.cpu().numpy() for a in top_k(model, pixels, adversarial.top_k)]
     results = _attack(model, pixels, adversarial, names)

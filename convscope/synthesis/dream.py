@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from convscope.config.counts import clip_count
 from convscope.config.sections import DreamConfig, ModelConfig, PreprocessConfig
 from convscope.nn.hooks import capture_tensors
 from convscope.nn.layers import check_layer_names
@@ -102,6 +103,7 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     model, manifest, _ = open_stage(model_cfg, weights_file, preprocess, device, manifest_csv)
     layer = dream.layer or middle_layer(layers)
     rows = sample_rows(manifest, dream.n_images, seed)
+    clip_count("synthesis.dream.n_images", dream.n_images, len(rows), "readable images")
     pixels = read_pixels(manifest, rows, preprocess).to(model.scale.device)
     dreamed = deep_dream(model, layer, pixels, dream, seed)
     before, after = layer_l2(model, layer, pixels).cpu(), layer_l2(model, layer, dreamed).cpu()

@@ -24,6 +24,7 @@ from torch import nn
 
 from convscope.analysis.common import save_figure, save_placeholder
 from convscope.analysis.layer_names import safe_layer_name
+from convscope.config.counts import clip_count
 from convscope.config.sections import (EvolutionConfig, ModelConfig, PreprocessConfig,
                                        VisualisationConfig)
 from convscope.data.preprocess import input_hw
@@ -163,6 +164,7 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
     if not checkpoints:
         return _skipped(evolution_h5, strips_dir, summary_json, skip_reason)
     rows, images = sample_images(manifest_csv, cfg.n_images, seed, preprocess)
+    clip_count("synthesis.evolution.n_images", cfg.n_images, len(rows), "readable images")
     names = [Path(path).stem for path in checkpoints]
     per_checkpoint, units = [], None
     for name, path in zip(names, checkpoints):

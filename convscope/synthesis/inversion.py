@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from convscope.analysis.common import save_figure
+from convscope.config.counts import clip_count
 from convscope.config.sections import InversionConfig, ModelConfig, PreprocessConfig
 from convscope.nn.hooks import capture_tensors
 from convscope.nn.layers import check_layer_names
@@ -104,6 +105,7 @@ def run_inversion(model_cfg: ModelConfig, weights: str | os.PathLike | None,
     model, device = synthesis_model(model_cfg, weights, preprocess, device_name)
     check_layer_names(model, layers, key="synthesis.inversion.layers")
     rows, originals = sample_images(manifest_csv, cfg.n_images, seed, preprocess)
+    clip_count("synthesis.inversion.n_images", cfg.n_images, len(rows), "readable images")
     images01 = torch.from_numpy(originals).permute(0, 3, 1, 2).float().div(255.0).to(device)
     random01 = torch.rand(images01.shape, generator=torch.Generator().manual_seed(
         seed)).to(device)

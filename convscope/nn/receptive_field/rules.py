@@ -31,6 +31,18 @@ from convscope.nn.receptive_field.geometry import (
     grow_window,
     spatial_pair,
 )
+from convscope.nn.receptive_field.layout_rules import (
+    concatenate,
+    getitem,
+    permute,
+    pointwise,
+    reduce,
+    reduce_std,
+    reshape,
+    split,
+    transpose,
+    unknown_op,
+)
 from convscope.nn.receptive_field.values import (
     FieldValue,
     NotAnalysable,
@@ -39,7 +51,6 @@ from convscope.nn.receptive_field.values import (
     shape_of,
     spatial_lengths,
     tensors_in,
-    union_of,
 )
 
 __all__ = ["FUNCTION_RULES", "METHOD_RULES", "MODULE_RULES", "field_of_call", "unknown_op"]
@@ -61,11 +72,6 @@ def _conv_padding(padding, kernel: tuple[int, int], dilation: tuple[int, int]) -
     return spatial_pair(padding)
 
 
-def _norm_dims(dims, ndim: int) -> tuple[int, ...]:
-    if isinstance(dims, int):
-        dims = (dims,)
-    return tuple(d % ndim for d in dims)
-
 
 def _window(call: OpCall, kernel, stride, padding, dilation) -> FieldValue:
     """Conv / pool of kernel, stride, left padding, dilation (h, w) over the (h, w) axes."""
@@ -81,189 +87,6 @@ def _pool_stride(stride, kernel: tuple[int, int]) -> tuple[int, int]:
 
 
 # --- shape-keeping and combining ops ---------------------------------------------------------
-
-
-def _pointwise(call: OpCall) -> FieldValue:
-    """Output position (y, x) depends on input position (y, x) of every tensor input."""
-    out_shape = shape_of(call.value)
-    out_dims = None
-    for field in call.inputs:
-        if field.dims is not None and field.shape is not None:
-            shift = (len(out_shape) - len(field.shape)) if out_shape is not None else 0
-            out_dims = (field.dims[0] + shift, field.dims[1] + shift)
-            break
-    if out_shape is None:  # tuple of tensors (max with dim...)
-        first = call.inputs[0]
-        return FieldValue(union_of(call.inputs, first.shape, first.dims), first.dims, None)
-    return FieldValue(union_of(call.inputs, out_shape, out_dims), out_dims, out_shape)
-
-
-def unknown_op(call: OpCall) -> FieldValue:
-    """Ops without a rule: pointwise if every output has the input's shape, else not analysable."""
-    shapes = {tuple(t.shape) for t in tensors_in(call.value)}
-    src = call.src
-    if src.shape is not None and shapes == {src.shape}:
-        return _pointwise(call)
-    raise NotAnalysable(f"no receptive-field rule for {call.describe()}")
-
-
-def _reshape(call: OpCall) -> FieldValue:
-    """view / reshape / flatten / squeeze: keep (h, w) if they stay the last two axes."""
-    src, out_shape = call.src, shape_of(call.value)
-    if src.dims is None or out_shape is None:
-        return FieldValue(src.rf, None, out_shape)
-    in_h, in_w = spatial_lengths(src)
-    trailing = src.dims == (len(src.shape) - 2, len(src.shape) - 1)
-    if trailing and len(out_shape) >= 3 and out_shape[-2:] == (in_h, in_w):
-        return FieldValue(src.rf, (len(out_shape) - 2, len(out_shape) - 1), out_shape)
-    return FieldValue(globalise(src.rf, (in_h, in_w)), None, out_shape)
-
-
-def _permute_dims(call: OpCall, perm) -> FieldValue:
-    src = call.src
-    if src.dims is None:
-        return FieldValue(src.rf, None, shape_of(call.value))
-    perm = _norm_dims(tuple(perm), len(src.shape))
-    dims = (perm.index(src.dims[0]), perm.index(src.dims[1]))
-    return FieldValue(src.rf, dims, shape_of(call.value))
-
-
-def _permute(call: OpCall) -> FieldValue:
-    """permute: the spatial axes move with the permutation."""
-    perm = call.args[1:] if call.node.op == "call_method" else call.arg(1, "dims")
-    if len(perm) == 1 and isinstance(perm[0], (tuple, list)):
-        perm = perm[0]
-    return _permute_dims(call, perm)
-
-
-def _transpose(call: OpCall) -> FieldValue:
-    """transpose / swapaxes: a permutation of two axes."""
-    src = call.src
-    if src.dims is None:
-        return FieldValue(src.rf, None, shape_of(call.value))
-    ndim = len(src.shape)
-    a, b = _norm_dims((call.arg(1, "dim0"), call.arg(2, "dim1")), ndim)
-    perm = list(range(ndim))
-    perm[a], perm[b] = perm[b], perm[a]
-    return _permute_dims(call, perm)
-
-
-def _reduced_field(src: FieldValue, dim, keepdim: bool, out_shape) -> FieldValue:
-    """Field after reducing ``dim`` (None: all axes) of a value with field ``src``."""
-    if src.dims is None:
-        return FieldValue(src.rf, None, out_shape)
-    lengths, ndim = spatial_lengths(src), len(src.shape)
-    if dim is None:
-        return FieldValue(globalise(src.rf, lengths), None, out_shape)
-    reduced = set(_norm_dims(dim, ndim))
-    axes = [axis for axis in range(2) if src.dims[axis] in reduced]
-    if keepdim:
-        return FieldValue(globalise(src.rf, lengths, axes), src.dims, out_shape)
-    if axes:  # a spatial axis is gone: treat the result as having no spatial layout
-        return FieldValue(globalise(src.rf, lengths), None, out_shape)
-    dims = tuple(d - sum(r < d for r in reduced) for d in src.dims)
-    return FieldValue(src.rf, dims, out_shape)
-
-
-def _reduce_rule(keepdim_index: int) -> Rule:
-    """mean / sum / amax ... over some axes; reducing a spatial axis makes the field global.
-
-    keepdim_index: position of ``keepdim`` in the positional arguments (std and var take
-    ``unbiased`` before it).
-    """
-
-    def rule(call: OpCall) -> FieldValue:
-        dim = call.arg(1, "dim")
-        if dim is None and "axis" in call.kwargs:
-            dim = call.kwargs["axis"]
-        if isinstance(dim, torch.Tensor):  # torch.max(a, b): elementwise
-            return _pointwise(call)
-        keepdim = bool(call.arg(keepdim_index, "keepdim", False))
-        out_shape = tuple(tensors_in(call.value)[0].shape)  # (values, indices) for max with dim
-        return _reduced_field(call.src, dim, keepdim, out_shape)
-
-    return rule
-
-
-_reduce = _reduce_rule(keepdim_index=2)
-_reduce_std = _reduce_rule(keepdim_index=3)
-
-
-def _concatenate(call: OpCall, stack: bool) -> FieldValue:
-    """cat / stack: union position by position; concatenating along h or w is not analysable."""
-    tensors = call.arg(0, "tensors")
-    nodes = call.node.args[0] if call.node.args else call.node.kwargs["tensors"]
-    fields = [call.fields.get(n) for n in nodes if isinstance(n, torch.fx.Node)]
-    fields = [f for f in fields if f is not None]
-    out_shape = shape_of(call.value)
-    ndim_in = tensors[0].dim()
-    dim = call.arg(1, "dim", 0) % (ndim_in + 1 if stack else ndim_in)
-    src = next((f for f in fields if f.dims is not None), fields[0])
-    if src.dims is None:
-        return FieldValue(union_of(fields, out_shape, None), None, out_shape)
-    if stack:
-        dims = tuple(d + 1 if d >= dim else d for d in src.dims)
-    else:
-        if dim in src.dims:
-            raise NotAnalysable("concatenation along a spatial axis")
-        dims = src.dims
-    return FieldValue(union_of(fields, out_shape, dims), dims, out_shape)
-
-
-def _split(call: OpCall) -> FieldValue:
-    """chunk / split along a non-spatial axis: every piece keeps the field."""
-    src = call.src
-    dim = call.arg(2, "dim", 0)
-    if src.dims is not None and dim % len(src.shape) in src.dims:
-        raise NotAnalysable(f"{call.describe()} along a spatial axis")
-    return FieldValue(src.rf, src.dims, None)
-
-
-def _expand_index(items: tuple, ndim: int) -> list:
-    """Index items with Ellipsis expanded and trailing full slices added (None kept)."""
-    n_consumed = sum(1 for item in items if item is not None and item is not Ellipsis)
-    expanded = []
-    for item in items:
-        if item is Ellipsis:
-            expanded.extend([slice(None)] * (ndim - n_consumed))
-        else:
-            expanded.append(item)
-    expanded.extend([slice(None)] * (ndim - sum(i is not None for i in expanded)))
-    return expanded
-
-
-def _getitem(call: OpCall) -> FieldValue:
-    """Element of a tuple, or basic indexing of a tensor: slices move start and stride."""
-    container, index = call.args[0], call.args[1]
-    src = call.field_of(0)
-    if not isinstance(container, torch.Tensor):
-        # element of a tuple produced by a traced op (split, max with dim...)
-        return FieldValue(src.rf, src.dims, shape_of(call.value))
-    if src.dims is None:
-        return FieldValue(src.rf, None, shape_of(call.value))
-    items = index if isinstance(index, tuple) else (index,)
-    if any(isinstance(item, (torch.Tensor, list, bool)) for item in items):
-        raise NotAnalysable("advanced (tensor) indexing of a feature map")
-    stride, start = list(src.rf.stride), list(src.rf.start)
-    in_dim, out_dim, new_dims = 0, 0, [None, None]
-    for item in _expand_index(items, container.dim()):
-        if item is None:
-            out_dim += 1
-            continue
-        axis = src.dims.index(in_dim) if in_dim in src.dims else None
-        if isinstance(item, int):
-            if axis is not None:
-                raise NotAnalysable("integer indexing of a spatial axis")
-        else:
-            first, _, step = item.indices(container.shape[in_dim])
-            if axis is not None:
-                start[axis] += first * stride[axis]
-                stride[axis] *= step
-                new_dims[axis] = out_dim
-            out_dim += 1
-        in_dim += 1
-    rf = ReceptiveField(src.rf.size, tuple(stride), tuple(start))
-    return FieldValue(rf, tuple(new_dims), shape_of(call.value))
 
 
 def _linear(call: OpCall) -> FieldValue:
@@ -323,7 +146,7 @@ def _softmax_over(call: OpCall, dim) -> FieldValue:
         axes = [src.dims.index(dim % len(src.shape))]
         return FieldValue(globalise(src.rf, spatial_lengths(src), axes), src.dims,
                           shape_of(call.value))
-    return _pointwise(call)
+    return pointwise(call)
 
 
 def _glu_over(call: OpCall, dim: int) -> FieldValue:
@@ -331,7 +154,7 @@ def _glu_over(call: OpCall, dim: int) -> FieldValue:
     src = call.src
     if src.dims is not None and dim % len(src.shape) in src.dims:
         raise NotAnalysable(f"{call.describe()} along a spatial axis")
-    return _pointwise(call)
+    return pointwise(call)
 
 
 # --- functional calls ------------------------------------------------------------------------
@@ -398,7 +221,7 @@ _POINTWISE_FUNCTIONS = (
 )
 
 FUNCTION_RULES: dict[Callable, Rule] = {
-    **{fn: _pointwise for fn in _POINTWISE_FUNCTIONS},
+    **{fn: pointwise for fn in _POINTWISE_FUNCTIONS},
     F.conv2d: _f_conv2d,
     torch.conv2d: _f_conv2d,
     F.max_pool2d: _f_max_pool2d,
@@ -416,28 +239,28 @@ FUNCTION_RULES: dict[Callable, Rule] = {
     F.log_softmax: _f_softmax,
     torch.softmax: _f_softmax,
     torch.log_softmax: _f_softmax,
-    torch.flatten: _reshape,
-    torch.reshape: _reshape,
-    torch.squeeze: _reshape,
-    torch.unsqueeze: _reshape,
-    torch.permute: _permute,
-    torch.transpose: _transpose,
-    torch.swapaxes: _transpose,
-    torch.mean: _reduce,
-    torch.sum: _reduce,
-    torch.amax: _reduce,
-    torch.amin: _reduce,
-    torch.max: _reduce,
-    torch.min: _reduce,
-    torch.std: _reduce_std,
-    torch.var: _reduce_std,
-    torch.logsumexp: _reduce,
-    torch.cat: lambda call: _concatenate(call, stack=False),
-    torch.concat: lambda call: _concatenate(call, stack=False),
-    torch.stack: lambda call: _concatenate(call, stack=True),
-    torch.chunk: _split,
-    torch.split: _split,
-    operator.getitem: _getitem,
+    torch.flatten: reshape,
+    torch.reshape: reshape,
+    torch.squeeze: reshape,
+    torch.unsqueeze: reshape,
+    torch.permute: permute,
+    torch.transpose: transpose,
+    torch.swapaxes: transpose,
+    torch.mean: reduce,
+    torch.sum: reduce,
+    torch.amax: reduce,
+    torch.amin: reduce,
+    torch.max: reduce,
+    torch.min: reduce,
+    torch.std: reduce_std,
+    torch.var: reduce_std,
+    torch.logsumexp: reduce,
+    torch.cat: lambda call: concatenate(call, stack=False),
+    torch.concat: lambda call: concatenate(call, stack=False),
+    torch.stack: lambda call: concatenate(call, stack=True),
+    torch.chunk: split,
+    torch.split: split,
+    operator.getitem: getitem,
 }
 """``call_function`` target -> rule."""
 
@@ -452,19 +275,19 @@ _POINTWISE_METHODS = (
 ).split()
 
 METHOD_RULES: dict[str, Rule] = {
-    **{name: _pointwise for name in _POINTWISE_METHODS},
-    **{name: _reshape for name in "view reshape flatten squeeze unsqueeze unflatten view_as "
+    **{name: pointwise for name in _POINTWISE_METHODS},
+    **{name: reshape for name in "view reshape flatten squeeze unsqueeze unflatten view_as "
                                   "reshape_as".split()},
-    "permute": _permute,
-    "transpose": _transpose,
-    "swapaxes": _transpose,
-    **{name: _reduce for name in "mean sum amax amin max min logsumexp".split()},
-    "std": _reduce_std,
-    "var": _reduce_std,
+    "permute": permute,
+    "transpose": transpose,
+    "swapaxes": transpose,
+    **{name: reduce for name in "mean sum amax amin max min logsumexp".split()},
+    "std": reduce_std,
+    "var": reduce_std,
     "softmax": _f_softmax,
     "log_softmax": _f_softmax,
-    "chunk": _split,
-    "split": _split,
+    "chunk": split,
+    "split": split,
 }
 """``call_method`` name -> rule."""
 
@@ -521,15 +344,15 @@ _POINTWISE_MODULES = (
 )
 
 MODULE_RULES: dict[type, Rule] = {
-    **{cls: _pointwise for cls in _POINTWISE_MODULES},
+    **{cls: pointwise for cls in _POINTWISE_MODULES},
     nn.Conv2d: _m_conv2d,
     nn.MaxPool2d: _m_max_pool2d,
     nn.AvgPool2d: _m_avg_pool2d,
     nn.LPPool2d: _m_lp_pool2d,
     nn.AdaptiveAvgPool2d: _adaptive_pool,
     nn.AdaptiveMaxPool2d: _adaptive_pool,
-    nn.Flatten: _reshape,
-    nn.Unflatten: _reshape,
+    nn.Flatten: reshape,
+    nn.Unflatten: reshape,
     nn.Linear: _linear,
     nn.ZeroPad2d: _m_pad2d,
     nn.ConstantPad2d: _m_pad2d,
