@@ -85,7 +85,7 @@ def test_invariance_on_two_images_with_n_images_4_clips_and_runs(tmp_path, caplo
     config = validate_config({"model": {"kind": "demo", "weights": str(tmp_path / "demo.pt")}})
     section = InvarianceConfig.from_dict(config["explain"]["invariance"])
     assert section.n_images == 4  # the default this test is about
-    section = InvarianceConfig.from_dict({**config["explain"]["invariance"], "steps": 2})
+    section = InvarianceConfig.from_dict({**config["explain"]["invariance"], "amounts_per_transform": 2})
     preprocess = PreprocessConfig(input_size=32, channels=3, resize=None, crop="center",
                                   mean=[0.5] * 3, std=[0.25] * 3)
     figures = {kind: str(tmp_path / f"{kind}.png") for kind in TRANSFORMS}
