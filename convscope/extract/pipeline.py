@@ -42,7 +42,7 @@ from convscope.extract.loader import (DeviceDecoder, make_loader, merge_chunks, 
 from convscope.extract.summarize import ActivationSummaries, summarize_activations
 from convscope.nn.device import resolve_device
 from convscope.nn.models import codes_module_name, load_model
-from convscope.store.index import shard_identity
+from convscope.extract.index import shard_identity
 from convscope.store.rows import n_shards, shard_rows
 from convscope.store.shards import layer_key, write_shard
 
