@@ -61,6 +61,7 @@ def _prepare(workdir: Path, n_images: int, shard_size: int, state: str) -> Path:
     config = {
         "dataset": {"kind": "demo", "demo": {"n_images": n_images, "image_size": 32}},
         "model": {"kind": "demo"},
+        "layers": ["relu1", "relu2", "relu3", "relu4"],
         "extract": {"shard_size": shard_size, "num_workers": 0},
     }
     config_path = workdir / "config.yaml"
