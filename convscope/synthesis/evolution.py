@@ -28,9 +28,13 @@ from convscope.config.sections import (EvolutionConfig, ModelConfig, PreprocessC
                                        VisualisationConfig)
 from convscope.data.preprocess import input_hw
 from convscope.nn.hooks import capture_tensors
+from convscope.nn.models import load_stage_model
 from convscope.nn.receptive_field import receptive_fields
-from convscope.synthesis.common import (render_settings, sample_images, synthesis_model,
-                                        to_uint8, write_h5, write_summary)
+from convscope.render.grids import to_uint8
+from convscope.store.h5 import write_h5
+from convscope.store.summary import write_summary
+from convscope.synthesis.common import render_settings
+from convscope.synthesis.images import sample_images
 from convscope.synthesis.render import to_model_space
 from convscope.synthesis.visualise import resolve_units, unit_objective, visualise
 
@@ -166,7 +170,8 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
     names = [Path(path).stem for path in checkpoints]
     per_checkpoint, units = [], None
     for name, path in zip(names, checkpoints):
-        model, device = synthesis_model(model_cfg, path, preprocess, device_name)
+        model, device = load_stage_model(model_cfg, path, preprocess, device_name,
+                                         key="synthesis.device")
         if units is None:
             units = resolve_units(model, parse_units(cfg.units, layers, cfg.channels_per_layer),
                                   layers, 0, preprocess)
@@ -200,4 +205,4 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
         "gradient ascent.",
         numbers=[("checkpoints", len(checkpoints)), ("units", len(unit_channel)),
                  ("sample images", len(rows))],
-        figures=figures, units=unit_pages)
+        figures=figures, units=unit_pages or None)

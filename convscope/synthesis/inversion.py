@@ -28,8 +28,11 @@ from convscope.analysis.common import save_figure
 from convscope.config.sections import InversionConfig, ModelConfig, PreprocessConfig
 from convscope.nn.hooks import capture_tensors
 from convscope.nn.layers import check_layer_names
-from convscope.synthesis.common import (sample_images, synthesis_model, to_uint8, write_h5,
-                                        write_summary)
+from convscope.nn.models import load_stage_model
+from convscope.render.grids import to_uint8
+from convscope.store.h5 import write_h5
+from convscope.store.summary import write_summary
+from convscope.synthesis.images import sample_images
 from convscope.synthesis.objectives import alpha_norm, feature_match, total_variation
 from convscope.synthesis.render import Rendered, RenderSettings, render, to_model_space
 
@@ -101,7 +104,8 @@ def run_inversion(model_cfg: ModelConfig, weights: str | os.PathLike | None,
     if not layers:
         raise ValueError("config keys 'synthesis.inversion.layers' and 'layers' are both empty; "
                          "name the layers to invert from")
-    model, device = synthesis_model(model_cfg, weights, preprocess, device_name)
+    model, device = load_stage_model(model_cfg, weights, preprocess, device_name,
+                                     key="synthesis.device")
     check_layer_names(model, layers, key="synthesis.inversion.layers")
     rows, originals = sample_images(manifest_csv, cfg.n_images, seed, preprocess)
     images01 = torch.from_numpy(originals).permute(0, 3, 1, 2).float().div(255.0).to(device)
