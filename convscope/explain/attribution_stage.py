@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 
 from convscope.analysis.common import class_name, save_placeholder
 from convscope.config.sections import ExplainAttributionConfig, ModelConfig, PreprocessConfig
+from convscope.data.images import read_prepared
 from convscope.data.preprocess import input_hw
 from convscope.explain import attribution as attr
-from convscope.explain.inputs import (display_rgb, occluder_fill, read_pixels, spatial_layers,
-                                      to_input)
+from convscope.explain.inputs import display_rgb, occluder_fill, spatial_layers, to_input
 from convscope.explain.panels import (class_map_figure, heat_cell, image_cell, labelled_grid,
                                       overlay_cell)
 from convscope.nn.device import resolve_device
@@ -193,7 +193,7 @@ def _explain_all(model, ready, table: pd.DataFrame, attribution: ExplainAttribut
     for start in tqdm(range(0, len(table), batch_size), desc="attribution", unit="batch",
                       file=sys.stderr):
         batch = table.iloc[start:start + batch_size]
-        pixels = read_pixels(batch["path"], batch["slot"], preprocess)
+        pixels = read_prepared(batch["path"], batch["slot"], preprocess)
         x = to_input(pixels, preprocess, device)
         targets = {kind: torch.tensor(_target_ids(batch, kind), device=device)
                    for kind in ("true", "predicted")}

@@ -11,20 +11,12 @@ import numpy as np
 import torch
 
 from convscope.config.sections import PreprocessConfig
-from convscope.data.images import load_image
-from convscope.data.preprocess import normalize, prepare_uint8
+from convscope.data.preprocess import normalize
 
-__all__ = ["read_pixels", "to_input", "occluder_fill", "spatial_layers",
+__all__ = ["to_input", "occluder_fill", "spatial_layers",
            "display_rgb"]
 
 logger = logging.getLogger(__name__)
-
-
-def read_pixels(paths: Sequence[str], slots: Sequence[int],
-                preprocess: PreprocessConfig) -> np.ndarray:
-    """(N, h, w, C) uint8 model-input pixels (resized, cropped, before normalisation) of the images."""
-    return np.stack([prepare_uint8(load_image(str(path), int(slot)), preprocess)
-                     for path, slot in zip(paths, slots)])
 
 
 def to_input(pixels: np.ndarray, preprocess: PreprocessConfig,

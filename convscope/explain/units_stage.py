@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 
 from convscope.analysis.layer_names import layer_file_names
 from convscope.config.sections import ExplainReconstructionsConfig, ModelConfig, PreprocessConfig
+from convscope.data.images import read_prepared
 from convscope.data.preprocess import input_hw
 from convscope.explain.attribution import backprop_ready
-from convscope.explain.inputs import display_rgb, read_pixels, spatial_layers, to_input
+from convscope.explain.inputs import display_rgb, spatial_layers, to_input
 from convscope.explain.panels import image_cell, labelled_grid, signed_rgb_cell
 from convscope.explain.reconstruct import RECONSTRUCTION_METHODS, crop_box, reconstruct_units
 from convscope.nn.device import resolve_device
@@ -94,7 +95,7 @@ def _reconstruct_layer(model, layer: str, rows: pd.DataFrame, manifest: pd.DataF
     crops = {}
     for start in range(0, n, batch_size):
         part = slice(start, min(n, start + batch_size))
-        pixels = read_pixels(lookup["path"].to_numpy()[part], slots[part], preprocess)
+        pixels = read_prepared(lookup["path"].to_numpy()[part], slots[part], preprocess)
         x = to_input(pixels, preprocess, device)
         index = {k: torch.tensor(rows[k].to_numpy(np.int64)[part], device=device)
                  for k in ("channel", "fy", "fx")}

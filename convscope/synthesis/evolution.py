@@ -32,7 +32,7 @@ from convscope.nn.models import load_stage_model
 from convscope.nn.receptive_field import receptive_fields
 from convscope.render.grids import to_uint8
 from convscope.store.h5 import write_h5
-from convscope.store.summary import write_summary
+from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.common import render_settings
 from convscope.synthesis.images import sample_images
 from convscope.synthesis.render import to_model_space
@@ -147,8 +147,8 @@ def _skipped(evolution_h5, strips_dir, summary_json, reason: str) -> dict:
     save_placeholder(note, reason)
     return write_summary(summary_json, "synthesis_evolution", "Features across training",
                          f"Skipped: {reason}",
-                         figures=[{"path": os.path.relpath(note, Path(summary_json).parent),
-                                   "title": "skipped", "caption": reason}])
+                         figures=[figure_entry(note, Path(summary_json).parent, "skipped",
+                                               reason)])
 
 
 def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: EvolutionConfig,
@@ -192,9 +192,9 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
         path = os.path.join(strips_dir, f"{safe_layer_name(layer)}-unit-{c:03d}.png")
         _strip(path, names, images[top[u]], box[u], unit_images[u], value[u],
                f"{layer} channel {c}")
-        entry = {"path": os.path.relpath(path, base), "title": f"{layer} channel {c}",
-                 "caption": "columns: checkpoints in training order; rows: the top image of "
-                            "the sample with its receptive field, the patch, the unit image"}
+        entry = figure_entry(path, base, f"{layer} channel {c}",
+                             "columns: checkpoints in training order; rows: the top image of "
+                             "the sample with its receptive field, the patch, the unit image")
         figures.append(entry)
         unit_pages.setdefault(layer, {})[str(c)] = [{**entry, "title": "across training"}]
     return write_summary(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from convscope.config.sections import ModelConfig, PreprocessConfig
-from convscope.data.images import load_image
+from convscope.data.images import read_prepared
 from convscope.data.preprocess import normalize, prepare_uint8
 from convscope.data.sample import readable_sample
 from convscope.nn.models import load_stage_model
@@ -55,11 +55,9 @@ def read_pixels(manifest: pd.DataFrame, rows: Sequence[int],
                 preprocess: PreprocessConfig) -> torch.Tensor:
     """(len(rows), C, H, W) float32 pixels in 0..1 of the given manifest rows (``index``
     column), prepared as extraction does (`prepare_uint8`: resize, crop, channels)."""
-    by_index = manifest.set_index("index")
-    images = [prepare_uint8(load_image(str(by_index.at[int(r), "path"]),
-                                       int(by_index.at[int(r), "slot"])), preprocess)
-              for r in rows]
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    by_index = manifest.set_index("index").loc[[int(r) for r in rows]]
+    images = read_prepared(by_index["path"], by_index["slot"], preprocess)
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2)
     return (batch.to(torch.float32) / 255.0).contiguous()
 
 

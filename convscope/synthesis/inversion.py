@@ -31,7 +31,7 @@ from convscope.nn.layers import check_layer_names
 from convscope.nn.models import load_stage_model
 from convscope.render.grids import to_uint8
 from convscope.store.h5 import write_h5
-from convscope.store.summary import write_summary
+from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import sample_images
 from convscope.synthesis.objectives import alpha_norm, feature_match, total_variation
 from convscope.synthesis.render import Rendered, RenderSettings, render, to_model_space
@@ -138,6 +138,6 @@ def run_inversion(model_cfg: ModelConfig, weights: str | os.PathLike | None,
         "of the exact pixels and more of what the network finds relevant. The feature loss is "
         "||phi(x) - phi(x0)||^2 / ||phi(x0)||^2 (a random image's in brackets).",
         numbers=numbers,
-        figures=[{"path": os.path.relpath(figure_png, os.path.dirname(os.path.abspath(
-            summary_json))), "title": "original and reconstructions",
-                  "caption": "columns: the original, then the reconstruction from each layer"}])
+        figures=[figure_entry(figure_png, os.path.dirname(os.path.abspath(summary_json)),
+                              "original and reconstructions",
+                              "columns: the original, then the reconstruction from each layer")])
