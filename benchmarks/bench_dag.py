@@ -15,6 +15,12 @@ config validation and preflight, DAG, printing the plan to a file).
 
     python benchmarks/bench_dag.py                                # 100, 1000, 10000 shards
     python benchmarks/bench_dag.py --shards 100 1000 --shard-size 500 --state fresh
+    python benchmarks/bench_dag.py --demo --shards                # the demo config only
+
+``--demo`` also times ``snakemake -n`` on the demo config (`config/config.yaml`) in an
+empty working directory, where the plan holds the whole workflow (its manifest
+checkpoint not run yet), and reports whether torch or captum was imported while it
+parsed (``python -X importtime``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ def _prepare(workdir: Path, n_images: int, shard_size: int, state: str) -> Path:
     config = {
         "dataset": {"kind": "demo", "demo": {"n_images": n_images, "image_size": 32}},
         "model": {"kind": "demo"},
+        "layers": ["relu1", "relu2", "relu3", "relu4"],
         "extract": {"shard_size": shard_size, "num_workers": 0},
     }
     config_path = workdir / "config.yaml"
@@ -113,9 +120,31 @@ def time_dry_run(n_shards: int, shard_size: int, state: str, quiet: bool) -> dic
             "jobs": jobs.get("total", 0)}
 
 
+def time_demo_dry_run(quiet: bool) -> dict:
+    """Time ``snakemake -n`` of the demo config in an empty directory; note heavy imports."""
+    with tempfile.TemporaryDirectory(prefix="bench_dag_demo_") as tmp:
+        workdir = Path(tmp)
+        command = [sys.executable, "-X", "importtime", "-m", "snakemake", "-s", str(SNAKEFILE),
+                   "--configfile", str(REPO_ROOT / "config" / "config.yaml"), "--cores", "1",
+                   "-n", *(["--quiet", "rules"] if quiet else [])]
+        started = time.perf_counter()
+        proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n"
+                               f"{(proc.stdout + proc.stderr)[-3000:]}")
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    jobs = _planned_jobs(proc.stdout)
+    return {"config": "demo", "seconds": round(seconds, 2), "jobs": jobs.get("total", 0),
+            "torch_imported": "torch" in imported, "captum_imported": "captum" in imported}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shards", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--shards", type=int, nargs="*", default=[100, 1000, 10000])
+    parser.add_argument("--demo", action="store_true",
+                        help="also time the demo config's dry run (imports under -X importtime)")
     parser.add_argument("--shard-size", type=int, default=10,
                         help="images per shard (only the manifest grows with it)")
     parser.add_argument("--state", nargs="+", choices=["fresh", "done"],
@@ -123,6 +152,12 @@ def main(argv=None) -> None:
     parser.add_argument("--quiet", action="store_true",
                         help="print only the job table (`--quiet rules`), not every job")
     args = parser.parse_args(argv)
+    if args.demo:
+        result = time_demo_dry_run(args.quiet)
+        print(f"demo: {result['jobs']} jobs, {result['seconds']:.2f} s, torch imported: "
+              f"{result['torch_imported']}, captum imported: {result['captum_imported']}",
+              file=sys.stderr)
+        print(json.dumps(result), flush=True)
     print(f"{'shards':>7} {'state':>6} {'jobs':>6} {'seconds':>8}", file=sys.stderr)
     for n_shards in args.shards:
         for state in args.state:

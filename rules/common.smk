@@ -4,8 +4,8 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from convscope.config.validate import ConfigError, load_schema, validate_config
-from convscope.config.preflight import (PreflightError, check_dataset, check_device,
-                                        check_layers_set, check_model, class_names_required)
+from convscope.preflight import (PreflightError, check_dataset, check_device,
+                                 check_layers_set, check_model, class_names_required)
 from convscope.store.hashes import cached_sha256
 from convscope.explain.columns import DEMO_PART_COLUMNS, DEMO_POINT_COLUMNS, stage_columns
 from convscope.store.rows import n_shards

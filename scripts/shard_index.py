@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from convscope.config import ModelConfig, PreprocessConfig  # noqa: E402
 from convscope.logs import log_to_file  # noqa: E402
-from convscope.store.index import write_shard_index  # noqa: E402
+from convscope.extract.index import write_shard_index  # noqa: E402
 
 with log_to_file(snakemake.log[0]):
     write_shard_index(list(snakemake.input.shards), snakemake.input.manifest, snakemake.output[0],

@@ -1,6 +1,6 @@
 """User mistakes in the config stop the run before any job, with one clear message.
 
-Each case is checked in-process against `convscope.config.preflight.preflight` (the
+Each case is checked in-process against `convscope.preflight.preflight` (the
 message names the key, file or layer and the valid choices), and a few run
 the real ``snakemake`` command: exit code not 0, the message on stderr, no
 Python traceback, no job started.
@@ -18,10 +18,10 @@ import torch
 import yaml
 from PIL import Image
 
-from convscope.config.preflight import check_dataset, check_device
+from convscope.preflight import check_dataset, check_device
 from convscope.config.validate import ConfigError, load_config, validate_config
 from convscope.nn.models import DemoCNN
-from convscope.config.preflight import PreflightError, preflight
+from convscope.preflight import PreflightError, preflight
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

@@ -24,7 +24,7 @@ import torchvision
 import yaml
 from PIL import Image
 
-from convscope.config.preflight import class_names_required, preflight
+from convscope.preflight import class_names_required, preflight
 from convscope.config.sections import DatasetConfig
 from convscope.config.validate import load_schema, validate_config
 from convscope.data.manifest import read_manifest, write_dataset_manifest

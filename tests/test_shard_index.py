@@ -6,7 +6,7 @@ import json
 import pytest
 
 from convscope.config import ModelConfig, PreprocessConfig
-from convscope.store.index import write_shard_index
+from convscope.extract.index import write_shard_index
 from convscope.store.shards import ShardIdentityError
 from test_extract import extract_with, setup  # noqa: F401 - the shared fixture
 

@@ -9,7 +9,7 @@ import torch
 from convscope.config.sections import DreamConfig
 from convscope.nn.layers import LayerNameError
 from convscope.synthesis.dream import deep_dream, layer_l2, octave_sizes
-from convscope.synthesis.images import check_rows, class_ids, sample_rows, to_uint8
+from convscope.synthesis.images import check_rows, class_ids, rgb_uint8, sample_rows
 from synthesis_image_helpers import colour_images, random_pixel_model
 
 DREAM = DreamConfig(layer=None, n_images=2, octaves=2, octave_scale=1.4, steps=5,
@@ -62,7 +62,7 @@ def test_pixel_model_gives_the_logits_of_the_normalised_input():
         expected = model.inner(by_hand.permute(0, 3, 1, 2))
         torch.testing.assert_close(model(uint8.permute(0, 3, 1, 2).float() / 255), expected,
                                    atol=1e-5, rtol=1e-5)
-    np.testing.assert_array_equal(to_uint8(uint8.permute(0, 3, 1, 2).float() / 255),
+    np.testing.assert_array_equal(rgb_uint8(uint8.permute(0, 3, 1, 2).float() / 255),
                                   uint8.numpy())
 
 

@@ -13,7 +13,7 @@ from convscope.config.sections import TrainConfig
 from convscope.nn.models import load_model
 from convscope.nn.train import train_demo_model
 from convscope.synthesis.checkpoints import demo_checkpoint_epochs, demo_checkpoint_paths
-from convscope.synthesis.common import sample_images
+from convscope.synthesis.images import sample_images
 from convscope.synthesis.evolution import parse_units, run_evolution, top_activations
 from synthesis_helpers import demo_manifest, demo_weights, sections
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from convscope.nn.models import load_model
-from convscope.synthesis.common import sample_images
+from convscope.synthesis.images import sample_images
 from convscope.synthesis.inversion import feature_loss, invert, layer_features, run_inversion
 from synthesis_helpers import demo_manifest, demo_weights, sections
 

@@ -467,13 +467,13 @@ def run_filters(
 ) -> pd.DataFrame:
     """The filters stage: load the model on the CPU, then `write_filter_figures`.
 
-    ``weights_file`` is the checkpoint (`convscope.nn.models.load_model`;
+    ``weights_file`` is the checkpoint (`convscope.nn.models.load_stage_model`;
     None only for a torchvision model with cached weights). The other
     arguments are those of `write_filter_figures`.
     """
-    from convscope.nn.models import load_model
+    from convscope.nn.models import load_stage_model
 
-    model = load_model(model_cfg, weights_file, in_channels=preprocess.channels)
+    model = load_stage_model(model_cfg, weights_file, preprocess)[0]
     return write_filter_figures(model, filters, layers, preprocess, out_dir,
                                 shard_paths=shard_paths, manifest_csv=manifest_csv,
                                 stats_csv=stats_csv)

@@ -32,17 +32,20 @@ import re
 import warnings
 import zipfile
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from convscope.data.preprocess import REC601
+from convscope.config.sections import PreprocessConfig
+from convscope.data.preprocess import REC601, prepare_uint8
 
 __all__ = [
     "ImageReadError",
     "MAX_IMAGE_PIXELS",
     "PIXEL_ATTRIBUTE_NAMES",
     "load_image",
+    "read_prepared",
     "pixel_attributes",
     "square_crop_box",
     "make_thumbnail",
@@ -332,6 +335,15 @@ def _check_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
     return image
+
+
+def read_prepared(paths: Sequence[str | os.PathLike], slots: Sequence[int],
+                  preprocess: PreprocessConfig) -> np.ndarray:
+    """(N, h, w, C) uint8 model-input pixels of the images (read, then resized, cropped and
+    converted to the model's channels by `convscope.data.preprocess.prepare_uint8`; before
+    the mean/std)."""
+    return np.stack([prepare_uint8(load_image(str(path), int(slot)), preprocess)
+                     for path, slot in zip(paths, slots)])
 
 
 def pixel_attributes(image: np.ndarray) -> dict[str, float]:

@@ -9,16 +9,23 @@
 - `attribution_stage`, `units_stage`: the workflow's entry points.
 """
 
-from convscope.explain.attribution import (METHODS, FunctionalReluError, backprop_ready,
-                                           deconvnet_map, gradcam_map, guided_backprop_map,
-                                           guided_gradcam_map, occlusion_map, occlusion_maps,
-                                           saliency_map,
-                                           strongest_feature_maps, zf_occlusion_map)
-from convscope.explain.attribution_stage import run_explain_attribution
-from convscope.explain.image_sets import (IMAGE_SET_COLUMNS, read_predictions, run_explain_images,
-                                          select_images)
-from convscope.explain.reconstruct import crop_box, reconstruct_units
-from convscope.explain.units_stage import choose_units, run_explain_units
+import importlib
+
+# Public name -> the module that defines it. Imported on first use (PEP 562), so the
+# workflow can read `convscope.explain.columns` while it parses without importing torch
+# and captum.
+_HOMES = {
+    "attribution": ["METHODS", "FunctionalReluError", "backprop_ready", "saliency_map",
+                    "deconvnet_map", "guided_backprop_map", "gradcam_map", "guided_gradcam_map",
+                    "occlusion_map", "occlusion_maps", "strongest_feature_maps",
+                    "zf_occlusion_map"],
+    "attribution_stage": ["run_explain_attribution"],
+    "image_sets": ["IMAGE_SET_COLUMNS", "read_predictions", "run_explain_images",
+                   "select_images"],
+    "reconstruct": ["crop_box", "reconstruct_units"],
+    "units_stage": ["choose_units", "run_explain_units"],
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "METHODS", "FunctionalReluError", "backprop_ready", "saliency_map", "deconvnet_map",
@@ -27,3 +34,15 @@ __all__ = [
     "select_images", "crop_box", "reconstruct_units", "choose_units", "run_explain_images",
     "run_explain_attribution", "run_explain_units",
 ]
+
+
+def __getattr__(name: str):
+    if name in _HOME_OF:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOME_OF[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

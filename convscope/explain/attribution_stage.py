@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -35,16 +34,18 @@ from tqdm.auto import tqdm
 
 from convscope.analysis.common import class_name, save_placeholder
 from convscope.config.sections import ExplainAttributionConfig, ModelConfig, PreprocessConfig
+from convscope.data.images import read_prepared
 from convscope.data.preprocess import input_hw
 from convscope.explain import attribution as attr
-from convscope.explain.inputs import (display_rgb, load_explain_model, occluder_fill, read_pixels,
-                                      spatial_layers, to_input)
+from convscope.explain.inputs import display_rgb, occluder_fill, spatial_layers, to_input
 from convscope.explain.panels import (class_map_figure, heat_cell, image_cell, labelled_grid,
                                       overlay_cell)
 from convscope.nn.device import resolve_device
 from convscope.nn.layers import check_layer_names
-from convscope.store.atomic import atomic_path, save_image, write_json
+from convscope.nn.models import load_stage_model
+from convscope.store.atomic import atomic_path, save_image
 from convscope.store.paths import resolved_paths
+from convscope.store.summary import figure_entry, write_summary
 
 __all__ = ["explain_layers", "attribution_batch", "run_explain_attribution"]
 
@@ -193,7 +194,7 @@ def _explain_all(model, ready, table: pd.DataFrame, attribution: ExplainAttribut
     for start in tqdm(range(0, len(table), batch_size), desc="attribution", unit="batch",
                       file=sys.stderr):
         batch = table.iloc[start:start + batch_size]
-        pixels = read_pixels(batch["path"], batch["slot"], preprocess)
+        pixels = read_prepared(batch["path"], batch["slot"], preprocess)
         x = to_input(pixels, preprocess, device)
         targets = {kind: torch.tensor(_target_ids(batch, kind), device=device)
                    for kind in ("true", "predicted")}
@@ -249,7 +250,7 @@ def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: Pr
     table["path"] = resolved_paths(table["path"].astype(str), Path(classes_json).parent)
     class_names = [str(n) for n in json.loads(Path(classes_json).read_text())]
     torch_device = resolve_device(device, "explain.device")
-    model = load_explain_model(model_cfg, weights_file, preprocess, torch_device)
+    model = load_stage_model(model_cfg, weights_file, preprocess, torch_device)[0]
     chosen = explain_layers(attribution, model_info_json, layers)
     check_layer_names(model, list(chosen), key="explain.attribution.gradcam_layer / zf_layer")
     needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam"} & set(attribution.methods)
@@ -277,30 +278,25 @@ def _write_attribution_summary(summary_json, table: pd.DataFrame,
                                chosen: tuple[str, str], panels_dir: Path,
                                class_gradcam_png) -> None:
     root = Path(summary_json).parent
-    rel = lambda p: Path(os.path.relpath(p, root)).as_posix()  # noqa: E731
     cfg = attribution
-    figures = [{"path": rel(class_gradcam_png), "title": "Mean Grad-CAM per class",
-                "caption": f"Grad-CAM at {chosen[0]}, averaged over the explained images of "
-                           "each class."}]
+    figures = [figure_entry(class_gradcam_png, root, "Mean Grad-CAM per class",
+                            f"Grad-CAM at {chosen[0]}, averaged over the explained images of "
+                            "each class.")]
     for _, row in table.head(_PANELS_IN_SUMMARY).iterrows():
-        figures.append({"path": rel(panels_dir / f"row-{int(row['index']):05d}.png"),
-                        "title": f"Image {int(row['index'])}", "caption": str(row["reason"])})
-    write_json(summary_json, {
-        "stage": "explain_attribution",
-        "title": "Attribution maps",
-        "caption": ("Which pixels each class score depends on, for the images chosen by "
-                    "explain.images: per image, one row per target class (true, predicted) with "
-                    "saliency (|gradient|), deconvnet, guided backprop, Grad-CAM at "
-                    f"{chosen[0]}, guided Grad-CAM, occlusion (drop of the class probability when "
-                    "a grey square hides the pixel; red = the class needs it) and the Zeiler & "
-                    f"Fergus occlusion of the strongest feature map of {chosen[1]}. Each map is "
-                    "scaled to its own maximum; raw maps are in maps.h5."),
-        "numbers": [{"label": "images explained", "value": str(len(table))},
-                    {"label": "methods", "value": ", ".join(cfg.methods)},
-                    {"label": "Grad-CAM layer", "value": chosen[0]},
-                    {"label": "occluder", "value": (f"{cfg.occlusion_size} px, stride "
-                                                    f"{cfg.occlusion_stride}, "
-                                                    f"grey {cfg.occlusion_fill}")}],
-        "figures": figures,
-        "tables": [],
-    })
+        figures.append(figure_entry(panels_dir / f"row-{int(row['index']):05d}.png", root,
+                                    f"Image {int(row['index'])}", str(row["reason"])))
+    write_summary(
+        summary_json, "explain_attribution", "Attribution maps",
+        ("Which pixels each class score depends on, for the images chosen by "
+         "explain.images: per image, one row per target class (true, predicted) with "
+         "saliency (|gradient|), deconvnet, guided backprop, Grad-CAM at "
+         f"{chosen[0]}, guided Grad-CAM, occlusion (drop of the class probability when "
+         "a grey square hides the pixel; red = the class needs it) and the Zeiler & "
+         f"Fergus occlusion of the strongest feature map of {chosen[1]}. Each map is "
+         "scaled to its own maximum; raw maps are in maps.h5."),
+        numbers=[("images explained", len(table)),
+                 ("methods", ", ".join(cfg.methods)),
+                 ("Grad-CAM layer", chosen[0]),
+                 ("occluder", (f"{cfg.occlusion_size} px, stride {cfg.occlusion_stride}, "
+                               f"grey {cfg.occlusion_fill}"))],
+        figures=figures)

@@ -38,10 +38,12 @@ from convscope.config.counts import clip_count
 from convscope.config.sections import CorrespondenceConfig, ModelConfig, PreprocessConfig
 from convscope.data.preprocess import to_model_input
 from convscope.explain.columns import part_boxes
-from convscope.explain.forward import chosen_layers, explain_model, layer_outputs
+from convscope.explain.forward import chosen_layers, layer_outputs
 from convscope.explain.sample import class_rows, read_sample
 from convscope.explain.transforms import occlude
-from convscope.store.atomic import write_json, write_text
+from convscope.nn.models import load_stage_model
+from convscope.store.atomic import write_text
+from convscope.store.summary import figure_entry, write_summary
 
 __all__ = ["DELTA_COLUMNS", "sign_delta", "scale_boxes", "random_boxes", "grey_fill",
            "correspondence_table", "plot_examples", "run_explain_correspondence"]
@@ -147,30 +149,26 @@ def plot_examples(images: Sequence[np.ndarray], part: np.ndarray, rand: np.ndarr
     save_figure(fig, path)
 
 
-def _summary(table: pd.DataFrame, class_label: str, delta_csv: str, examples_png: str,
-             summary_json: str) -> dict:
+def _write_summary(table: pd.DataFrame, class_label: str, delta_csv: str, examples_png: str,
+                   summary_json: str) -> dict:
     base = Path(summary_json).parent
-    numbers = [{"label": "class", "value": class_label},
-               {"label": "images", "value": str(int(table["n_images"].iloc[0]))}]
+    numbers = [("class", class_label), ("images", int(table["n_images"].iloc[0]))]
     for layer, rows in table.groupby("layer", sort=False):
         part = rows.loc[rows["occluder"] == "part", "delta"].item()
         rand = rows.loc[rows["occluder"] == "random", "delta"].item()
-        numbers.append({"label": f"Δ {layer} (part / random)",
-                        "value": f"{part:.3f} / {rand:.3f}"})
-    return {
-        "stage": "explain_correspondence",
-        "title": "Correspondence of an occluded part",
-        "caption": ("The same part of every image of one class is covered by a grey box, and, as a "
-                    "baseline, boxes of the same size at random positions. Δ is the mean fraction "
-                    "of feature entries whose change has a different sign in two images (Zeiler & "
-                    "Fergus 2013, Sec. 5, Table 1): lower than random means the layer changes "
-                    "consistently when that part is hidden, i.e. it encodes the part."),
-        "numbers": numbers,
-        "figures": [{"path": os.path.relpath(examples_png, base), "title": "occluded examples",
-                     "caption": "original, part occluded and one random occluder per image"}],
-        "tables": [{"path": os.path.relpath(delta_csv, base), "title": "sign consistency Δ",
-                    "caption": "per layer: part occluder vs random occluders (mean, std)"}],
-    }
+        numbers.append((f"Δ {layer} (part / random)", f"{part:.3f} / {rand:.3f}"))
+    return write_summary(
+        summary_json, "explain_correspondence", "Correspondence of an occluded part",
+        ("The same part of every image of one class is covered by a grey box, and, as a "
+         "baseline, boxes of the same size at random positions. Δ is the mean fraction "
+         "of feature entries whose change has a different sign in two images (Zeiler & "
+         "Fergus 2013, Sec. 5, Table 1): lower than random means the layer changes "
+         "consistently when that part is hidden, i.e. it encodes the part."),
+        numbers=numbers,
+        figures=[figure_entry(examples_png, base, "occluded examples",
+                              "original, part occluded and one random occluder per image")],
+        tables=[figure_entry(delta_csv, base, "sign consistency Δ",
+                             "per layer: part occluder vs random occluders (mean, std)")])
 
 
 def run_explain_correspondence(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
@@ -188,7 +186,8 @@ def run_explain_correspondence(model_cfg: ModelConfig, weights_file: str | os.Pa
     key = "explain.correspondence"
     candidates, class_names, class_id = class_rows(manifest_csv, key, "part_columns",
                                                    section.part_columns, section.target_class, 1)
-    model, device = explain_model(model_cfg, weights_file, preprocess, device)
+    model, device = load_stage_model(model_cfg, weights_file, preprocess, device,
+                                     key="explain.device")
     names = chosen_layers(model, section.layers, layers, f"{key}.layers")
     count = clip_count(f"{key}.n_images", section.n_images, len(candidates),
                        "images of the class with the part columns")
@@ -203,6 +202,6 @@ def run_explain_correspondence(model_cfg: ModelConfig, weights_file: str | os.Pa
                                  batch_size, device)
     write_text(delta_csv, table.to_csv(index=False))
     plot_examples(images, part, random_sets[0], fill, rows["index"].tolist(), examples_png)
-    write_json(summary_json, _summary(table, class_name(class_names, class_id), delta_csv,
-                                      examples_png, summary_json))
+    _write_summary(table, class_name(class_names, class_id), delta_csv, examples_png,
+                   summary_json)
     logger.info("correspondence: class %s, %d images, %d layers", class_id, len(rows), len(names))

@@ -1,7 +1,7 @@
-"""The model for an explanation stage, and its layer outputs over batches of images.
+"""Layer outputs of an explanation stage's model over batches of images.
 
-Shared by the invariance, correspondence and keypoint stages: load the model on
-the configured device (`convscope.nn.device.resolve_device`), check the layer
+Shared by the invariance, correspondence and keypoint stages (which load the
+model with `convscope.nn.models.load_stage_model`): check the layer
 names of a config key, and run batches of prepared images through it keeping
 the chosen layers' outputs (`convscope.nn.hooks.capture_tensors`) and the
 class probabilities.
@@ -9,7 +9,6 @@ class probabilities.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 
@@ -17,22 +16,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from convscope.config.sections import ModelConfig, PreprocessConfig
-from convscope.nn.device import resolve_device
 from convscope.nn.hooks import capture_tensors
 from convscope.nn.layers import check_layer_names
-from convscope.nn.models import load_model
 
-__all__ = ["explain_model", "chosen_layers", "layer_outputs"]
-
-
-def explain_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-                  preprocess: PreprocessConfig, device: str,
-                  key: str = "explain.device") -> tuple[nn.Module, torch.device]:
-    """The model in eval mode on the device named by config ``key`` (``auto``: CUDA if present)."""
-    where = resolve_device(device, key)
-    model = load_model(model_cfg, weights_file, in_channels=preprocess.channels, device=where)
-    return model, where
+__all__ = ["chosen_layers", "layer_outputs"]
 
 
 def chosen_layers(model: nn.Module, layers: Sequence[str] | None,

@@ -1,4 +1,4 @@
-"""What the explanation stages share: the model ready for attribution, image batches, layers."""
+"""What the explanation stages share: image batches, the occluder, spatial layers."""
 
 from __future__ import annotations
 
@@ -9,34 +9,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from convscope.config.sections import ModelConfig, PreprocessConfig
-from convscope.data.images import load_image
-from convscope.data.preprocess import normalize, prepare_uint8
+from convscope.config.sections import PreprocessConfig
+from convscope.data.preprocess import normalize
 
-__all__ = ["load_explain_model", "read_pixels", "to_input", "occluder_fill", "spatial_layers",
+__all__ = ["to_input", "occluder_fill", "spatial_layers",
            "display_rgb"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_explain_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-                       preprocess: PreprocessConfig, device: torch.device) -> nn.Module:
-    """The configured model with its weights, in eval mode on ``device``, weights without gradients."""
-    from convscope.nn.models import load_model
-
-    model = load_model(model_cfg, weights_file, in_channels=preprocess.channels, device=device)
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model
-
-
-def read_pixels(paths: Sequence[str], slots: Sequence[int],
-                preprocess: PreprocessConfig) -> np.ndarray:
-    """(N, h, w, C) uint8 model-input pixels (resized, cropped, before normalisation) of the images."""
-    return np.stack([prepare_uint8(load_image(str(path), int(slot)), preprocess)
-                     for path, slot in zip(paths, slots)])
 
 
 def to_input(pixels: np.ndarray, preprocess: PreprocessConfig,

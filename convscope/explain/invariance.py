@@ -37,10 +37,12 @@ from convscope.config.counts import clip_count
 from convscope.config.sections import InvarianceConfig, ModelConfig, PreprocessConfig
 from convscope.data.manifest import read_manifest
 from convscope.data.preprocess import to_model_input
-from convscope.explain.forward import chosen_layers, explain_model, layer_outputs
+from convscope.explain.forward import chosen_layers, layer_outputs
 from convscope.explain.sample import read_sample
 from convscope.explain.transforms import IDENTITY, TRANSFORMS, transform_image
-from convscope.store.atomic import write_json, write_text
+from convscope.nn.models import load_stage_model
+from convscope.store.atomic import write_text
+from convscope.store.summary import figure_entry, write_summary
 
 __all__ = ["CURVE_COLUMNS", "transform_amounts", "normalised_distances", "invariance_curves",
            "plot_transform", "run_explain_invariance"]
@@ -135,27 +137,23 @@ def plot_transform(curves: pd.DataFrame, kind: str, layers: Sequence[str],
     save_figure(fig, path)
 
 
-def _summary(curves: pd.DataFrame, figures: Mapping[str, str], curves_csv: str,
-             summary_json: str, n_images: int) -> dict:
+def _write_summary(curves: pd.DataFrame, figures: Mapping[str, str], curves_csv: str,
+                   summary_json: str, n_images: int) -> dict:
     base = Path(summary_json).parent
-    rel = lambda p: os.path.relpath(p, base)  # noqa: E731
-    return {
-        "stage": "explain_invariance",
-        "title": "Invariance to translation, scale and rotation",
-        "caption": ("Each sampled image is translated vertically, scaled and rotated (the original "
-                    "image, before preprocessing). Curves show, per layer, the Euclidean distance "
-                    "between the original's and the transformed image's features divided by the "
-                    "original's feature norm (0 = unchanged), and the true-class probability; "
-                    "grey: one image, red: the mean (Zeiler & Fergus 2013, Fig. 5)."),
-        "numbers": [{"label": "images", "value": str(n_images)},
-                    {"label": "layers", "value": ", ".join(curves["layer"].unique())}],
-        "figures": [{"path": rel(path), "title": kind.replace("_", " "),
-                     "caption": "feature distance and true-class probability vs "
-                                + kind.replace("_", " ")}
-                    for kind, path in figures.items()],
-        "tables": [{"path": rel(curves_csv), "title": "invariance curves",
-                    "caption": "one row per image, transform, amount and layer"}],
-    }
+    return write_summary(
+        summary_json, "explain_invariance", "Invariance to translation, scale and rotation",
+        ("Each sampled image is translated vertically, scaled and rotated (the original "
+         "image, before preprocessing). Curves show, per layer, the Euclidean distance "
+         "between the original's and the transformed image's features divided by the "
+         "original's feature norm (0 = unchanged), and the true-class probability; "
+         "grey: one image, red: the mean (Zeiler & Fergus 2013, Fig. 5)."),
+        numbers=[("images", n_images), ("layers", ", ".join(curves["layer"].unique()))],
+        figures=[figure_entry(path, base, kind.replace("_", " "),
+                              "feature distance and true-class probability vs "
+                              + kind.replace("_", " "))
+                 for kind, path in figures.items()],
+        tables=[figure_entry(curves_csv, base, "invariance curves",
+                             "one row per image, transform, amount and layer")])
 
 
 def run_explain_invariance(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
@@ -169,7 +167,8 @@ def run_explain_invariance(model_cfg: ModelConfig, weights_file: str | os.PathLi
     ``section`` is ``explain.invariance``; ``device`` and ``batch_size`` are
     ``explain.device`` and ``explain.batch_size``; ``layers`` the analysed layers.
     """
-    model, device = explain_model(model_cfg, weights_file, preprocess, device)
+    model, device = load_stage_model(model_cfg, weights_file, preprocess, device,
+                                     key="explain.device")
     names = chosen_layers(model, section.layers, layers, "explain.invariance.layers")
     manifest, _ = read_manifest(manifest_csv)
     labelled = manifest[manifest["label"] >= 0]
@@ -183,5 +182,5 @@ def run_explain_invariance(model_cfg: ModelConfig, weights_file: str | os.PathLi
     for kind in TRANSFORMS:
         plot_transform(curves, kind, names, figures[kind])
     write_text(curves_csv, curves.to_csv(index=False))
-    write_json(summary_json, _summary(curves, figures, curves_csv, summary_json, len(rows)))
+    _write_summary(curves, figures, curves_csv, summary_json, len(rows))
     logger.info("invariance: %d images, %d layers, %d rows", len(rows), len(names), len(curves))

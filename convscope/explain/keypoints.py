@@ -38,11 +38,13 @@ from convscope.config.counts import clip_count
 from convscope.config.sections import KeypointsConfig, ModelConfig, PreprocessConfig
 from convscope.data.preprocess import input_hw, to_model_input
 from convscope.explain.columns import keypoints_xy
-from convscope.explain.forward import chosen_layers, explain_model, layer_outputs
+from convscope.explain.forward import chosen_layers, layer_outputs
 from convscope.explain.sample import class_rows, read_sample
 from convscope.explain.transforms import input_to_original, original_to_input
+from convscope.nn.models import load_stage_model
 from convscope.nn.receptive_field import ReceptiveField, receptive_fields
-from convscope.store.atomic import write_json, write_text
+from convscope.store.atomic import write_text
+from convscope.store.summary import figure_entry, write_summary
 
 __all__ = ["PIXELS", "PAIR_COLUMNS", "PCK_COLUMNS", "cell_centres", "nearest_cells",
            "match_cells", "pixel_patches", "transfer_keypoints", "pck_table", "sample_pairs",
@@ -209,31 +211,27 @@ def plot_panels(images_a, images_b, pairs: pd.DataFrame, points_a: np.ndarray,
     save_figure(fig, path)
 
 
-def _summary(pck: pd.DataFrame, class_label: str, paths: Mapping[str, str]) -> dict:
+def _write_summary(pck: pd.DataFrame, class_label: str, paths: Mapping[str, str]) -> dict:
     base = Path(paths["summary"]).parent
-    rel = lambda p: os.path.relpath(p, base)  # noqa: E731
     middle = sorted(pck["threshold"].unique())[len(pck["threshold"].unique()) // 2]
-    numbers = [{"label": "class", "value": class_label},
-               {"label": "pairs", "value": str(int(pck["n_pairs"].iloc[0]))}]
+    numbers = [("class", class_label), ("pairs", int(pck["n_pairs"].iloc[0]))]
     for _, row in pck[pck["threshold"] == middle].iterrows():
-        numbers.append({"label": f"PCK@{middle:g} {row['layer']}", "value": f"{row['pck']:.2f}"})
-    return {
-        "stage": "explain_keypoints",
-        "title": "Keypoint transfer by feature matching",
-        "caption": ("For pairs of images of one class, the feature vector at image A's keypoint is "
-                    "searched for among all positions of image B's feature map at each layer; the "
-                    "best match's receptive-field centre is the transferred keypoint (Long et al. "
-                    "2014). PCK@a: the fraction of pairs whose error is at most a times the larger "
-                    f"side of image B; '{PIXELS}' is the same search on raw pixel patches."),
-        "numbers": numbers,
-        "figures": [{"path": rel(paths["panels"]), "title": "example transfers",
-                     "caption": "A's keypoint (yellow +); in B the true keypoint (green "
-                                "circle) and each layer's transfer (crosses)"}],
-        "tables": [{"path": rel(paths["pck"]), "title": "PCK per layer",
-                    "caption": "fraction of correct transfers per layer and threshold"},
-                   {"path": rel(paths["pairs"]), "title": "transfers",
-                    "caption": "one row per pair and layer: true and predicted keypoint in B"}],
-    }
+        numbers.append((f"PCK@{middle:g} {row['layer']}", f"{row['pck']:.2f}"))
+    return write_summary(
+        paths["summary"], "explain_keypoints", "Keypoint transfer by feature matching",
+        ("For pairs of images of one class, the feature vector at image A's keypoint is "
+         "searched for among all positions of image B's feature map at each layer; the "
+         "best match's receptive-field centre is the transferred keypoint (Long et al. "
+         "2014). PCK@a: the fraction of pairs whose error is at most a times the larger "
+         f"side of image B; '{PIXELS}' is the same search on raw pixel patches."),
+        numbers=numbers,
+        figures=[figure_entry(paths["panels"], base, "example transfers",
+                              "A's keypoint (yellow +); in B the true keypoint (green "
+                              "circle) and each layer's transfer (crosses)")],
+        tables=[figure_entry(paths["pck"], base, "PCK per layer",
+                             "fraction of correct transfers per layer and threshold"),
+                figure_entry(paths["pairs"], base, "transfers",
+                             "one row per pair and layer: true and predicted keypoint in B")])
 
 
 def run_explain_keypoints(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
@@ -251,7 +249,8 @@ def run_explain_keypoints(model_cfg: ModelConfig, weights_file: str | os.PathLik
     key = "explain.keypoints"
     candidates, class_names, class_id = class_rows(manifest_csv, key, "point_columns",
                                                    section.point_columns, section.target_class, 2)
-    model, device = explain_model(model_cfg, weights_file, preprocess, device)
+    model, device = load_stage_model(model_cfg, weights_file, preprocess, device,
+                                     key="explain.device")
     names = chosen_layers(model, section.layers, layers, f"{key}.layers")
     count = min(len(candidates), max(2, 2 * section.n_pairs))
     rows, images = read_sample(candidates, count, section.seed, f"{key}.n_pairs", minimum=2)
@@ -273,5 +272,5 @@ def run_explain_keypoints(model_cfg: ModelConfig, weights_file: str | os.PathLik
     plot_panels([images[i] for i in a], [images[i] for i in b], pairs, points[a], section.panels,
                 panels_png)
     paths = {"pck": pck_csv, "pairs": pairs_csv, "panels": panels_png, "summary": summary_json}
-    write_json(summary_json, _summary(pck, class_name(class_names, class_id), paths))
+    _write_summary(pck, class_name(class_names, class_id), paths)
     logger.info("keypoints: class %s, %d pairs, layers %s", class_id, len(pairs_ab), names)

@@ -9,7 +9,8 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
-from convscope.render.grids import caption_font, fit_in_square, scale_to_unit, to_rgb_uint8
+from convscope.render.grids import (caption_font, fit_in_square, scale_to_unit, to_rgb_uint8,
+                                    to_uint8)
 
 __all__ = ["heat_cell", "overlay_cell", "image_cell", "signed_rgb_cell", "labelled_grid",
            "class_map_figure"]
@@ -34,7 +35,7 @@ def heat_cell(values: np.ndarray, cell_px: int, signed: bool = False) -> Image.I
         peak = float(values.max()) if values.size else 0.0
         unit = values / peak if peak > 0 else np.zeros_like(values)
         cmap = colormaps["inferno"]
-    rgb = (cmap(np.clip(unit, 0, 1))[..., :3] * 255).round().astype(np.uint8)
+    rgb = to_uint8(cmap(np.clip(unit, 0, 1))[..., :3])
     return image_cell(rgb, cell_px)
 
 

@@ -2,52 +2,37 @@
 
 from __future__ import annotations
 
-import logging
-
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from convscope.config.counts import clip_count
-from convscope.data.images import ImageReadError, load_image
 from convscope.data.manifest import read_manifest
+from convscope.data.sample import readable_sample
 from convscope.explain.columns import check_columns, choose_class
 
 __all__ = ["class_rows", "read_sample"]
 
-logger = logging.getLogger(__name__)
-
 
 def read_sample(rows: pd.DataFrame, count: int, seed: int, key: str,
                 minimum: int = 1) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """The first ``count`` readable images of a seeded permutation of ``rows``.
+    """The first ``count`` readable images of a seeded permutation of ``rows``
+    (`convscope.data.sample.readable_sample`).
 
-    Unreadable images are skipped with a warning. When fewer than ``count`` can be read,
-    all readable ones are used, with one warning naming config ``key``
-    (`convscope.config.counts.clip_count`); ValueError naming ``key`` when fewer than
-    ``minimum``.
+    When fewer than ``count`` can be read, all readable ones are used, with one warning
+    naming config ``key`` (`convscope.config.counts.clip_count`); ValueError naming ``key``
+    when fewer than ``minimum``.
 
     Returns:
         (the chosen rows in sampling order, their (H, W, 3) uint8 original images).
     """
-    order = np.random.default_rng(seed).permutation(len(rows))
-    chosen, images = [], []
-    for position in order:
-        row = rows.iloc[int(position)]
-        try:
-            images.append(load_image(row["path"], int(row["slot"])))
-        except ImageReadError as err:
-            logger.warning("image %s (%s) skipped: %s", row["index"], row["path"], err)
-            continue
-        chosen.append(int(position))
-        if len(images) == count:
-            break
+    chosen, images = readable_sample(rows, count, seed)
     if len(images) < minimum:
         raise ValueError(f"config key {key!r}: at least {minimum} readable images are needed but "
                          f"only {len(images)} of the {len(rows)} candidate images could be read")
     clip_count(key, count, len(images), "readable images")
-    return rows.iloc[chosen].reset_index(drop=True), images
+    return chosen, images
 
 
 def class_rows(manifest_csv, key: str, columns_key: str, columns: Sequence[str] | None,

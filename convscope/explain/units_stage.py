@@ -16,7 +16,6 @@ model-input pixels).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,17 +27,19 @@ from tqdm.auto import tqdm
 
 from convscope.analysis.layer_names import layer_file_names
 from convscope.config.sections import ExplainReconstructionsConfig, ModelConfig, PreprocessConfig
+from convscope.data.images import read_prepared
 from convscope.data.preprocess import input_hw
 from convscope.explain.attribution import backprop_ready
-from convscope.explain.inputs import (display_rgb, load_explain_model, read_pixels, spatial_layers,
-                                      to_input)
+from convscope.explain.inputs import display_rgb, spatial_layers, to_input
 from convscope.explain.panels import image_cell, labelled_grid, signed_rgb_cell
 from convscope.explain.reconstruct import RECONSTRUCTION_METHODS, crop_box, reconstruct_units
 from convscope.nn.device import resolve_device
+from convscope.nn.models import load_stage_model
 from convscope.nn.receptive_field import ReceptiveField
-from convscope.store.atomic import atomic_path, save_image, write_json
+from convscope.store.atomic import atomic_path, save_image
 from convscope.store.paths import resolved_paths
 from convscope.store.shards import layer_key
+from convscope.store.summary import figure_entry, write_summary
 
 __all__ = ["choose_units", "run_explain_units"]
 
@@ -95,7 +96,7 @@ def _reconstruct_layer(model, layer: str, rows: pd.DataFrame, manifest: pd.DataF
     crops = {}
     for start in range(0, n, batch_size):
         part = slice(start, min(n, start + batch_size))
-        pixels = read_pixels(lookup["path"].to_numpy()[part], slots[part], preprocess)
+        pixels = read_prepared(lookup["path"].to_numpy()[part], slots[part], preprocess)
         x = to_input(pixels, preprocess, device)
         index = {k: torch.tensor(rows[k].to_numpy(np.int64)[part], device=device)
                  for k in ("channel", "fy", "fx")}
@@ -140,18 +141,17 @@ def _write_layer_figures(layer: str, crops: dict, rows: pd.DataFrame, cell_px: i
     grid = layer_dir / "grid.png"
     save_image(grid, labelled_grid(f"{layer}: top images, deconvnet, guided backprop", header,
                                    grid_rows, cell_px))
-    rel = lambda p: Path(os.path.relpath(p, root)).as_posix()  # noqa: E731
     units = {}
     for channel, grid_row in zip(channels, grid_rows):
         path = layer_dir / f"unit-{channel:03d}.png"
         save_image(path, labelled_grid(f"{layer} channel {channel}", header, [grid_row], cell_px))
-        units[str(channel)] = [{"path": rel(path),
-                                "title": "deconvnet and guided backprop reconstructions",
-                                "caption": "Per top image: the receptive-field patch, the deconvnet "
-                                           "and the guided-backprop projection of the unit's maximum."}]
-    figure = {"path": rel(grid), "title": f"Reconstructions of {layer}",
-              "caption": f"Rows: units of {layer}; per top image the patch, the deconvnet and the "
-                         "guided-backprop reconstruction (Zeiler & Fergus 2013, Fig. 2)."}
+        units[str(channel)] = [figure_entry(
+            path, root, "deconvnet and guided backprop reconstructions",
+            "Per top image: the receptive-field patch, the deconvnet and the guided-backprop "
+            "projection of the unit's maximum.")]
+    figure = figure_entry(grid, root, f"Reconstructions of {layer}",
+                          f"Rows: units of {layer}; per top image the patch, the deconvnet and "
+                          "the guided-backprop reconstruction (Zeiler & Fergus 2013, Fig. 2).")
     return figure, units
 
 
@@ -176,7 +176,7 @@ def run_explain_units(model_cfg: ModelConfig, weights_file, preprocess: Preproce
     model_info = json.loads(Path(model_info_json).read_text())
     chosen = choose_units(reconstructions, topk, spatial_layers(model_info_json, layers or []))
     torch_device = resolve_device(device, "explain.device")
-    model = backprop_ready(load_explain_model(model_cfg, weights_file, preprocess, torch_device))
+    model = backprop_ready(load_stage_model(model_cfg, weights_file, preprocess, torch_device)[0])
     names = list(dict.fromkeys(chosen["layer"]))
     dirs = layer_file_names(names)
     root = Path(summary_json).parent
@@ -191,18 +191,14 @@ def run_explain_units(model_cfg: ModelConfig, weights_file, preprocess: Preproce
                                                         reconstructions.cell_px,
                                                         Path(figures_dir) / dirs[layer], root)
             figures.append(figure)
-    write_json(summary_json, {
-        "stage": "explain_units",
-        "title": "Unit reconstructions",
-        "caption": ("What in its top images drives a unit: the unit's activation at its maximum "
-                    "projected back to pixels with the deconvnet (Zeiler & Fergus 2013) and guided "
-                    "backprop (Springenberg et al. 2014), cropped to its receptive field and shown "
-                    "beside the image patch. Grey: 0; colours: the sign and size of the projection, "
-                    "each scaled to its own maximum. Raw projections are in reconstructions.h5."),
-        "numbers": [{"label": "units", "value": str(sum(len(v) for v in units.values()))},
-                    {"label": "reconstructions", "value": str(len(chosen))}],
-        "figures": figures,
-        "tables": [],
-        "units": units,
-    })
+    write_summary(
+        summary_json, "explain_units", "Unit reconstructions",
+        ("What in its top images drives a unit: the unit's activation at its maximum "
+         "projected back to pixels with the deconvnet (Zeiler & Fergus 2013) and guided "
+         "backprop (Springenberg et al. 2014), cropped to its receptive field and shown "
+         "beside the image patch. Grey: 0; colours: the sign and size of the projection, "
+         "each scaled to its own maximum. Raw projections are in reconstructions.h5."),
+        numbers=[("units", sum(len(v) for v in units.values())),
+                 ("reconstructions", len(chosen))],
+        figures=figures, units=units)
     return chosen

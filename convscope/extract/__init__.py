@@ -8,6 +8,6 @@
 """
 
 from convscope.extract.pipeline import ImageFailure, extract_shard, n_shards, shard_rows
-from convscope.store.index import shard_identity
+from convscope.extract.index import shard_identity
 
 __all__ = ["ImageFailure", "extract_shard", "n_shards", "shard_rows", "shard_identity"]

@@ -41,8 +41,8 @@ from convscope.extract.loader import (DeviceDecoder, make_loader, merge_chunks, 
                                       resolve_decode)
 from convscope.extract.summarize import ActivationSummaries, summarize_activations
 from convscope.nn.device import resolve_device
-from convscope.nn.models import codes_module_name, load_model
-from convscope.store.index import shard_identity
+from convscope.nn.models import codes_module_name, load_stage_model
+from convscope.extract.index import shard_identity
 from convscope.store.rows import n_shards, shard_rows
 from convscope.store.shards import layer_key, write_shard
 
@@ -168,7 +168,7 @@ def extract_shard(manifest_csv: str | Path, model_info: dict, shard_id: int,
     Args:
         model_info: `convscope.nn.model_info.describe_model` output for this model and layers.
         weights_file: the model's checkpoint (None: torchvision's cached weights).
-        network: the model already built (else ``load_model(model, weights_file)``); the
+        network: the model already built (else ``load_stage_model(model, weights_file, preprocess)``); the
             shard's identity is still that of ``model`` and ``weights_file``.
     Returns:
         a small dict of what was done (images, failures, seconds, images per second).
@@ -179,7 +179,7 @@ def extract_shard(manifest_csv: str | Path, model_info: dict, shard_id: int,
     if device.type == "cuda":  # autotuned kernels may differ between runs: keep results equal
         torch.backends.cudnn.benchmark = False
     if network is None:
-        network = load_model(model, weights_file, in_channels=int(preprocess.channels))
+        network = load_stage_model(model, weights_file, preprocess)[0]
     network = network.eval().to(device).to(memory_format=torch.channels_last)
     codes = codes_module_name(network, codes_layer)
     decode = resolve_decode(extract.decode, device)

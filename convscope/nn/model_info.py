@@ -20,7 +20,7 @@ from convscope.config.sections import ModelConfig, PreprocessConfig
 from convscope.data.preprocess import as_preprocess_config, input_hw
 from convscope.nn.hooks import capture_tensors
 from convscope.nn.layers import check_layer_names, module_names
-from convscope.nn.models import codes_module_name, load_model, model_identity
+from convscope.nn.models import codes_module_name, load_stage_model, model_identity
 from convscope.nn.receptive_field import receptive_fields
 from convscope.store.atomic import write_text
 
@@ -117,11 +117,11 @@ def write_model_info(model: ModelConfig, preprocess: PreprocessConfig, layers: S
     """Load the configured model from ``weights_file``, describe it and write ``out_json``.
 
     ``weights_file`` None means torchvision's cached weights (see
-    `convscope.nn.models.load_model`). The JSON is `describe_model`'s
+    `convscope.nn.models.load_stage_model`). The JSON is `describe_model`'s
     description plus ``model`` (`convscope.nn.models.model_identity`), written
     atomically; one line per layer is printed. Returns the description.
     """
-    network = load_model(model, weights_file, in_channels=int(preprocess.channels))
+    network = load_stage_model(model, weights_file, preprocess)[0]
     info = describe_model(network, preprocess, layers, codes_layer)
     info["model"] = model_identity(model, weights_file)
     write_text(out_json, json.dumps(info, indent=2))

@@ -15,15 +15,15 @@ from __future__ import annotations
 import importlib
 import os
 from collections import OrderedDict
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from convscope.config.sections import ModelConfig
+from convscope.nn.device import resolve_device
 from convscope.nn.layers import check_layer_names, module_names
-from convscope.store.hashes import sha256_of_file
+from convscope.store.hashes import file_sha256
 
 __all__ = [
     "ModelError",
@@ -31,8 +31,8 @@ __all__ = [
     "build_model",
     "load_checkpoint",
     "load_model",
+    "load_stage_model",
     "codes_module_name",
-    "file_sha256",
     "model_identity",
 ]
 
@@ -213,6 +213,21 @@ def load_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | None, *
     return model.eval().to(device)
 
 
+def load_stage_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
+                     preprocess, device: str | torch.device = "cpu",
+                     key: str = "device") -> tuple[nn.Module, torch.device]:
+    """The model a stage works with: `load_model` for ``preprocess.channels`` input channels,
+    in eval mode, its parameters without gradients (a stage never trains it).
+
+    ``device``: a ``torch.device``, or its config name (``auto | cpu | cuda[:N]``, from
+    config ``key``, named when it does not exist). Returns ``(model, device)``.
+    """
+    where = device if isinstance(device, torch.device) else resolve_device(device, key)
+    model = load_model(model_cfg, weights_file or None, in_channels=int(preprocess.channels),
+                       device=where)
+    return model.requires_grad_(False), where
+
+
 def _demo_num_classes(path: str | os.PathLike | None) -> int | None:
     """Output classes of a demo checkpoint (rows of ``fc.weight``); None without one."""
     if path and Path(path).exists():
@@ -237,19 +252,6 @@ def codes_module_name(model: nn.Module, codes_layer: str | None) -> tuple[str, s
         raise ModelError("codes_layer is null but the model has no nn.Linear layer to take the "
                          "penultimate code from; set codes_layer to a module name")
     return linear[-1], "input"
-
-
-@lru_cache(maxsize=16)
-def _sha256_cached(path: str, stat_key: tuple) -> str:
-    return sha256_of_file(path)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, cached in this process per path, size, inode and
-    modification and change times (a file replaced by ``cp -p`` gets a new change time)."""
-    stat = os.stat(path)
-    return _sha256_cached(str(path), (stat.st_size, stat.st_ino, stat.st_mtime_ns,
-                                      stat.st_ctime_ns))
 
 
 def model_identity(model_cfg: ModelConfig, weights_file: str | os.PathLike | None) -> dict:

@@ -20,9 +20,9 @@ from torch import nn
 from tqdm import tqdm
 
 from convscope.config.sections import PreprocessConfig, TrainConfig
-from convscope.data.images import load_image
+from convscope.data.images import read_prepared
 from convscope.data.manifest import read_manifest
-from convscope.data.preprocess import normalize, prepare_uint8
+from convscope.data.preprocess import normalize
 from convscope.nn.models import DemoCNN
 from convscope.store.atomic import atomic_path, write_text
 
@@ -35,8 +35,7 @@ def load_split(manifest: pd.DataFrame, preprocess: PreprocessConfig, split: str
                ) -> tuple[np.ndarray, np.ndarray]:
     """Preprocessed uint8 images (N, H, W, C) and int64 labels (N,) of the rows of one split."""
     rows = manifest[manifest["split"] == split]
-    images = np.stack([prepare_uint8(load_image(path, slot), preprocess)
-                       for path, slot in zip(rows["path"], rows["slot"])])
+    images = read_prepared(rows["path"], rows["slot"], preprocess)
     return images, rows["label"].to_numpy(np.int64)
 
 

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageFont
 
-__all__ = ["GREY_RGB", "scale_to_unit", "to_rgb_uint8", "upscale_nearest", "fit_in_square",
-           "tile_grid", "caption_font"]
+__all__ = ["GREY_RGB", "scale_to_unit", "to_uint8", "to_rgb_uint8", "upscale_nearest",
+           "fit_in_square", "tile_grid", "caption_font"]
 
 #: Fill of an empty cell (nothing to show there).
 GREY_RGB = (128, 128, 128)
@@ -48,9 +48,15 @@ def scale_to_unit(values: np.ndarray, scale: str) -> np.ndarray:
     raise ValueError(f"scale must be 'minmax' or 'symmetric', got {scale!r}")
 
 
+def to_uint8(images01: np.ndarray) -> np.ndarray:
+    """Values in 0..1, any shape -> uint8 ``round(255 v)`` (half to even), clipped to 0..255
+    (the inverse of the 1/255 step of `convscope.data.preprocess.normalize`)."""
+    return np.clip(np.rint(np.asarray(images01) * 255.0), 0, 255).astype(np.uint8)
+
+
 def to_rgb_uint8(tile01: np.ndarray) -> np.ndarray:
     """(h, w) or (h, w, 3) values in 0..1 -> (h, w, 3) uint8 (grey tiles repeat the channel)."""
-    tile = np.clip(np.rint(tile01 * 255.0), 0, 255).astype(np.uint8)
+    tile = to_uint8(tile01)
     if tile.ndim == 2:
         tile = np.repeat(tile[..., None], 3, axis=2)
     return tile

@@ -39,9 +39,10 @@ from convscope.analysis.common import class_name, save_figure
 from convscope.config.counts import clip_count
 from convscope.config.sections import AdversarialConfig, ModelConfig, PreprocessConfig
 from convscope.store.atomic import write_text
+from convscope.store.h5 import write_h5
+from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import (PixelModel, class_ids, open_stage, read_pixels,
-                                        sample_rows, to_uint8)
-from convscope.synthesis.outputs import figure_entry, write_h5, write_summary
+                                        rgb_uint8, sample_rows)
 
 __all__ = ["TABLE_COLUMNS", "fgsm", "iterative_targeted", "choose_targets", "top_k",
            "attack_table", "run_adversarial"]
@@ -200,8 +201,8 @@ def run_adversarial(model_cfg: ModelConfig, weights_file: str | os.PathLike | No
     before = [a.cpu().numpy() for a in top_k(model, pixels, adversarial.top_k)]
     results = _attack(model, pixels, adversarial, names)
     for result in results.values():
-        result["uint8"] = to_uint8(result["pixels"])
-    originals = to_uint8(pixels)
+        result["uint8"] = rgb_uint8(result["pixels"])
+    originals = rgb_uint8(pixels)
     panels = _write_panels(panels_dir, rows, originals, before, results, names)
     table = attack_table(results, {"fgsm": adversarial.fgsm_epsilon,
                                    "iterative": adversarial.epsilon})

@@ -28,10 +28,11 @@ from convscope.config.sections import DreamConfig, ModelConfig, PreprocessConfig
 from convscope.nn.hooks import capture_tensors
 from convscope.nn.layers import check_layer_names
 from convscope.render.grids import upscale_nearest
+from convscope.store.h5 import write_h5
+from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import (PixelModel, middle_layer, open_stage, read_pixels,
-                                        sample_rows, to_uint8)
-from convscope.synthesis.outputs import (display_factor, figure_entry, save_grid, save_picture,
-                                         side_by_side, write_h5, write_summary)
+                                        rgb_uint8, sample_rows)
+from convscope.synthesis.outputs import display_factor, save_grid, save_picture, side_by_side
 
 __all__ = ["layer_l2", "octave_sizes", "deep_dream", "run_dream"]
 
@@ -107,7 +108,7 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     pixels = read_pixels(manifest, rows, preprocess).to(model.scale.device)
     dreamed = deep_dream(model, layer, pixels, dream, seed)
     before, after = layer_l2(model, layer, pixels).cpu(), layer_l2(model, layer, dreamed).cpu()
-    originals, results = to_uint8(pixels), to_uint8(dreamed)
+    originals, results = rgb_uint8(pixels), rgb_uint8(dreamed)
     factor = display_factor(originals.shape[1])
     Path(images_dir).mkdir(parents=True, exist_ok=True)
     pairs, figures = [], []

@@ -29,9 +29,13 @@ from convscope.config.sections import (EvolutionConfig, ModelConfig, PreprocessC
                                        VisualisationConfig)
 from convscope.data.preprocess import input_hw
 from convscope.nn.hooks import capture_tensors
+from convscope.nn.models import load_stage_model
 from convscope.nn.receptive_field import receptive_fields
-from convscope.synthesis.common import (render_settings, sample_images, synthesis_model,
-                                        to_uint8, write_h5, write_summary)
+from convscope.render.grids import to_uint8
+from convscope.store.h5 import write_h5
+from convscope.store.summary import figure_entry, write_summary
+from convscope.synthesis.common import render_settings
+from convscope.synthesis.images import sample_images
 from convscope.synthesis.render import to_model_space
 from convscope.synthesis.visualise import resolve_units, unit_objective, visualise
 
@@ -144,8 +148,8 @@ def _skipped(evolution_h5, strips_dir, summary_json, reason: str) -> dict:
     save_placeholder(note, reason)
     return write_summary(summary_json, "synthesis_evolution", "Features across training",
                          f"Skipped: {reason}",
-                         figures=[{"path": os.path.relpath(note, Path(summary_json).parent),
-                                   "title": "skipped", "caption": reason}])
+                         figures=[figure_entry(note, Path(summary_json).parent, "skipped",
+                                               reason)])
 
 
 def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: EvolutionConfig,
@@ -168,7 +172,8 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
     names = [Path(path).stem for path in checkpoints]
     per_checkpoint, units = [], None
     for name, path in zip(names, checkpoints):
-        model, device = synthesis_model(model_cfg, path, preprocess, device_name)
+        model, device = load_stage_model(model_cfg, path, preprocess, device_name,
+                                         key="synthesis.device")
         if units is None:
             units = resolve_units(model, parse_units(cfg.units, layers, cfg.units_per_layer),
                                   layers, 0, preprocess)
@@ -189,9 +194,9 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
         path = os.path.join(strips_dir, f"{safe_layer_name(layer)}-unit-{c:03d}.png")
         _strip(path, names, images[top[u]], box[u], unit_images[u], value[u],
                f"{layer} channel {c}")
-        entry = {"path": os.path.relpath(path, base), "title": f"{layer} channel {c}",
-                 "caption": "columns: checkpoints in training order; rows: the top image of "
-                            "the sample with its receptive field, the patch, the unit image"}
+        entry = figure_entry(path, base, f"{layer} channel {c}",
+                             "columns: checkpoints in training order; rows: the top image of "
+                             "the sample with its receptive field, the patch, the unit image")
         figures.append(entry)
         unit_pages.setdefault(layer, {})[str(c)] = [{**entry, "title": "across training"}]
     return write_summary(
@@ -202,4 +207,4 @@ def run_evolution(model_cfg: ModelConfig, preprocess: PreprocessConfig, cfg: Evo
         "gradient ascent.",
         numbers=[("checkpoints", len(checkpoints)), ("units", len(unit_channel)),
                  ("sample images", len(rows))],
-        figures=figures, units=unit_pages)
+        figures=figures, units=unit_pages or None)

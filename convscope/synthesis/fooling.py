@@ -24,9 +24,10 @@ from convscope.analysis.common import class_name
 from convscope.config.sections import FoolingConfig, ModelConfig, PreprocessConfig
 from convscope.render.grids import upscale_nearest
 from convscope.store.atomic import write_text
-from convscope.synthesis.images import PixelModel, class_ids, open_stage, to_uint8
-from convscope.synthesis.outputs import (display_factor, figure_entry, save_grid, write_h5,
-                                         write_summary)
+from convscope.store.h5 import write_h5
+from convscope.store.summary import figure_entry, write_summary
+from convscope.synthesis.images import PixelModel, class_ids, open_stage, rgb_uint8
+from convscope.synthesis.outputs import display_factor, save_grid
 
 __all__ = ["TABLE_COLUMNS", "fooling_images", "run_fooling"]
 
@@ -97,7 +98,7 @@ def run_fooling(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
                           "top_class": [class_name(names, c) for c in probs.argmax(1).tolist()]},
                          columns=TABLE_COLUMNS)
     write_text(table_csv, table.to_csv(index=False))
-    images = to_uint8(pixels)
+    images = rgb_uint8(pixels)
     factor = display_factor(images.shape[1], 96)
     save_grid(grid_png, [upscale_nearest(im, factor) for im in images], flagged=steps < 0)
     write_h5(h5_path, {"class_id": np.array(wanted), "images": images,

@@ -9,7 +9,6 @@ perturbation's size reads in pixel units (0.03 is about 8/255).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 
@@ -19,13 +18,14 @@ import torch
 from torch import nn
 
 from convscope.config.sections import ModelConfig, PreprocessConfig
-from convscope.data.images import ImageReadError, load_image
+from convscope.data.images import read_prepared
 from convscope.data.preprocess import normalize, prepare_uint8
+from convscope.data.sample import readable_sample
+from convscope.nn.models import load_stage_model
+from convscope.render.grids import to_uint8
 
-__all__ = ["PixelModel", "load_pixel_model", "read_pixels", "sample_rows", "check_rows",
-           "to_uint8", "middle_layer", "class_ids", "open_stage"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["PixelModel", "read_pixels", "sample_rows", "sample_images", "check_rows",
+           "rgb_uint8", "middle_layer", "class_ids", "open_stage"]
 
 
 class PixelModel(nn.Module):
@@ -51,26 +51,13 @@ class PixelModel(nn.Module):
         return self.inner(pixels * self.scale + self.offset)
 
 
-def load_pixel_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
-                     preprocess: PreprocessConfig, device: torch.device) -> PixelModel:
-    """The configured model (eval mode, gradients of its weights off) as a `PixelModel`."""
-    from convscope.nn.models import load_model
-
-    model = load_model(model_cfg, weights_file, in_channels=preprocess.channels)
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return PixelModel(model, preprocess).to(device).eval()
-
-
 def read_pixels(manifest: pd.DataFrame, rows: Sequence[int],
                 preprocess: PreprocessConfig) -> torch.Tensor:
     """(len(rows), C, H, W) float32 pixels in 0..1 of the given manifest rows (``index``
     column), prepared as extraction does (`prepare_uint8`: resize, crop, channels)."""
-    by_index = manifest.set_index("index")
-    images = [prepare_uint8(load_image(str(by_index.at[int(r), "path"]),
-                                       int(by_index.at[int(r), "slot"])), preprocess)
-              for r in rows]
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    by_index = manifest.set_index("index").loc[[int(r) for r in rows]]
+    images = read_prepared(by_index["path"], by_index["slot"], preprocess)
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2)
     return (batch.to(torch.float32) / 255.0).contiguous()
 
 
@@ -85,30 +72,35 @@ def check_rows(manifest: pd.DataFrame, rows: Sequence[int], key: str) -> None:
 
 def sample_rows(manifest: pd.DataFrame, n: int, seed: int) -> np.ndarray:
     """A seeded sample of ``n`` readable manifest rows (all readable ones when fewer),
-    sorted, from the test split when the manifest has one. Unreadable images (recorded as
-    failed by extraction too) are skipped with a warning in the log."""
-    pool = manifest.loc[manifest["split"] == "test", "index"]
+    sorted, from the test split when the manifest has one (`readable_sample`)."""
+    pool = manifest[manifest["split"] == "test"]
     if pool.empty:
-        pool = manifest["index"]
-    pool = np.sort(pool.to_numpy(np.int64))
-    by_index = manifest.set_index("index")
-    chosen = []
-    for row in np.random.default_rng(seed).permutation(pool):
-        if len(chosen) == n:
-            break
-        try:
-            load_image(str(by_index.at[int(row), "path"]), int(by_index.at[int(row), "slot"]))
-        except ImageReadError as error:
-            logger.warning("manifest row %d skipped: %s", int(row), error)
-            continue
-        chosen.append(int(row))
-    return np.sort(np.asarray(chosen, np.int64))
+        pool = manifest
+    chosen, _ = readable_sample(pool.sort_values("index", kind="stable"), n, seed)
+    return np.sort(chosen["index"].to_numpy(np.int64))
 
 
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) pixels in 0..1 -> (N, H, W, 3) uint8 RGB (a grey image is repeated)."""
-    images = (pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    images = images.permute(0, 2, 3, 1).cpu().numpy()
+def sample_images(manifest_csv: str | os.PathLike, n: int, seed: int,
+                  preprocess: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded sample of ``n`` readable manifest rows, prepared as the model sees them
+    (`readable_sample` over every row).
+
+    Returns ``(rows, images)``: (m,) int64 manifest ``index`` values in manifest order and
+    (m, H, W, C) uint8 model-input pixels (before mean/std), m <= n.
+    """
+    from convscope.data.manifest import read_manifest
+
+    chosen, originals = readable_sample(read_manifest(manifest_csv)[0], n, seed)
+    if not originals:
+        raise ValueError(f"no readable image among the rows of {manifest_csv}")
+    keep = np.argsort(chosen["index"].to_numpy(np.int64))
+    return (chosen["index"].to_numpy(np.int64)[keep],
+            np.stack([prepare_uint8(originals[i], preprocess) for i in keep]))
+
+
+def rgb_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) pixels in 0..1 -> (N, H, W, 3) uint8 RGB (`to_uint8`; grey repeated)."""
+    images = to_uint8(pixels.detach().float().permute(0, 2, 3, 1).cpu().numpy())
     return np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images
 
 
@@ -141,10 +133,10 @@ def open_stage(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     """What every synthesis stage starts from: the `PixelModel` on the ``synthesis.device``,
     the manifest and the class names."""
     from convscope.data.manifest import read_manifest
-    from convscope.nn.device import resolve_device
 
-    device = resolve_device(device_name, "synthesis.device")
+    model, device = load_stage_model(model_cfg, weights_file, preprocess, device_name,
+                                     key="synthesis.device")
     manifest, names = read_manifest(manifest_csv)
-    model = load_pixel_model(model_cfg, weights_file, preprocess, device)
+    model = PixelModel(model, preprocess).to(device).eval()
     print(f"model on {device}; {len(manifest)} manifest rows, {len(names)} classes")
     return model, manifest, [str(n) for n in names]

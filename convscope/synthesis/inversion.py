@@ -29,8 +29,11 @@ from convscope.config.counts import clip_count
 from convscope.config.sections import InversionConfig, ModelConfig, PreprocessConfig
 from convscope.nn.hooks import capture_tensors
 from convscope.nn.layers import check_layer_names
-from convscope.synthesis.common import (sample_images, synthesis_model, to_uint8, write_h5,
-                                        write_summary)
+from convscope.nn.models import load_stage_model
+from convscope.render.grids import to_uint8
+from convscope.store.h5 import write_h5
+from convscope.store.summary import figure_entry, write_summary
+from convscope.synthesis.images import sample_images
 from convscope.synthesis.objectives import alpha_norm, feature_match, total_variation
 from convscope.synthesis.render import Rendered, RenderSettings, render, to_model_space
 
@@ -102,7 +105,8 @@ def run_inversion(model_cfg: ModelConfig, weights: str | os.PathLike | None,
     if not layers:
         raise ValueError("config keys 'synthesis.inversion.layers' and 'layers' are both empty; "
                          "name the layers to invert from")
-    model, device = synthesis_model(model_cfg, weights, preprocess, device_name)
+    model, device = load_stage_model(model_cfg, weights, preprocess, device_name,
+                                     key="synthesis.device")
     check_layer_names(model, layers, key="synthesis.inversion.layers")
     rows, originals = sample_images(manifest_csv, cfg.n_images, seed, preprocess)
     clip_count("synthesis.inversion.n_images", cfg.n_images, len(rows), "readable images")
@@ -136,6 +140,6 @@ def run_inversion(model_cfg: ModelConfig, weights: str | os.PathLike | None,
         "of the exact pixels and more of what the network finds relevant. The feature loss is "
         "||phi(x) - phi(x0)||^2 / ||phi(x0)||^2 (a random image's in brackets).",
         numbers=numbers,
-        figures=[{"path": os.path.relpath(figure_png, os.path.dirname(os.path.abspath(
-            summary_json))), "title": "original and reconstructions",
-                  "caption": "columns: the original, then the reconstruction from each layer"}])
+        figures=[figure_entry(figure_png, os.path.dirname(os.path.abspath(summary_json)),
+                              "original and reconstructions",
+                              "columns: the original, then the reconstruction from each layer")])

@@ -1,41 +1,38 @@
-"""Writing the synthesis stages' files: HDF5 arrays, side-by-side pictures, ``summary.json``.
+"""The synthesis stages' pictures: enlarged, side by side, in grids, saved as PNG.
 
-Every file appears atomically (`convscope.store.atomic`); ``summary.json``
-follows the "Stage summaries" contract of docs/design.md, with paths relative
-to the folder that holds it.
+Every file appears atomically (`convscope.store.atomic`). HDF5 arrays and
+``summary.json`` are written by `convscope.store.h5.write_h5` and
+`convscope.store.summary.write_summary`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import h5py
 import numpy as np
 from PIL import Image
 
 from convscope.render.grids import tile_grid, upscale_nearest
-from convscope.store.atomic import atomic_path, save_image, write_json
+from convscope.store.atomic import save_image
 
-__all__ = ["write_h5", "side_by_side", "save_picture", "save_grid", "write_summary", "figure_entry",
+__all__ = ["PNG_MIN_SIDE", "upscaled", "side_by_side", "save_picture", "save_grid",
            "display_factor"]
 
 _GAP_GREY = 255
 
+#: Images smaller than this are enlarged (nearest neighbour) in the PNGs, in pixels.
+PNG_MIN_SIDE = 128
 
-def write_h5(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
-             attrs: Mapping[str, object] | None = None) -> None:
-    """Write ``arrays`` (name -> array; a ``/`` in a name makes groups) and file ``attrs``."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for name, array in arrays.items():
-                array = np.asarray(array)
-                if array.dtype.kind == "U":
-                    array = array.astype(h5py.string_dtype())
-                f.create_dataset(name, data=array)
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """(h, w, 1) grey -> (h, w, 3); RGB unchanged."""
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def upscaled(image: np.ndarray, min_side: int = PNG_MIN_SIDE) -> np.ndarray:
+    """(H, W, C) uint8 -> RGB (H k, W k, 3), k the smallest making the short side >= min_side."""
+    return upscale_nearest(_rgb(image), max(1, -(-min_side // min(image.shape[:2]))))
 
 
 def display_factor(height: int, target_px: int = 128) -> int:
@@ -53,8 +50,9 @@ def side_by_side(images: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
 
 
 def save_picture(path: str | os.PathLike, image: np.ndarray, factor: int = 1) -> None:
-    """Save an (h, w, 3) uint8 image as PNG, enlarged ``factor`` times (nearest neighbour)."""
-    save_image(path, Image.fromarray(upscale_nearest(image, factor)))
+    """Save an (h, w, 3) or (h, w, 1) uint8 image as RGB PNG, atomically, enlarged ``factor``
+    times (nearest neighbour)."""
+    save_image(path, Image.fromarray(np.ascontiguousarray(upscale_nearest(_rgb(image), factor))))
 
 
 def save_grid(path: str | os.PathLike, tiles: Sequence[np.ndarray], flagged=None,
@@ -62,19 +60,3 @@ def save_grid(path: str | os.PathLike, tiles: Sequence[np.ndarray], flagged=None
     """`tile_grid` of equally sized uint8 tiles, saved as PNG (flagged tiles framed red)."""
     flagged = np.zeros(len(tiles), bool) if flagged is None else np.asarray(flagged, bool)
     save_image(path, Image.fromarray(tile_grid(tiles, flagged, 3, ncols=ncols)))
-
-
-def figure_entry(path: str | os.PathLike, folder: str | os.PathLike, title: str,
-                 caption: str = "") -> dict:
-    """One ``figures``/``tables`` entry of a summary, its path relative to ``folder``."""
-    return {"path": Path(os.path.relpath(path, folder)).as_posix(), "title": title,
-            "caption": caption}
-
-
-def write_summary(path: str | os.PathLike, stage: str, title: str, caption: str, *,
-                  numbers: Mapping[str, object] = (), figures: Sequence[dict] = (),
-                  tables: Sequence[dict] = ()) -> None:
-    """Write a stage's ``summary.json`` (docs/design.md, "Stage summaries")."""
-    write_json(path, {"stage": stage, "title": title, "caption": caption,
-                      "numbers": [{"label": k, "value": str(v)} for k, v in dict(numbers).items()],
-                      "figures": list(figures), "tables": list(tables)})

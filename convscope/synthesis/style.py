@@ -32,10 +32,11 @@ from tqdm.auto import tqdm
 from convscope.config.sections import ModelConfig, PreprocessConfig, StyleConfig
 from convscope.nn.hooks import capture_tensors
 from convscope.store.atomic import write_text
+from convscope.store.h5 import write_h5
+from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import (PixelModel, check_rows, middle_layer, open_stage,
-                                        read_pixels, sample_rows, to_uint8)
-from convscope.synthesis.outputs import (display_factor, figure_entry, save_picture,
-                                         side_by_side, write_h5, write_summary)
+                                        read_pixels, rgb_uint8, sample_rows)
+from convscope.synthesis.outputs import display_factor, save_picture, side_by_side
 
 __all__ = ["gram_matrix", "layer_features", "optimise_pixels", "synthesize_texture",
            "style_transfer", "run_style"]
@@ -177,9 +178,9 @@ def run_style(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     texture, texture_curve = synthesize_texture(model, example, style_layers, style, seed)
     transfer, transfer_curve = style_transfer(model, content, style_image, content_layers,
                                               style_layers, style)
-    images = {"example": to_uint8(example)[0], "texture": to_uint8(texture)[0],
-              "content": to_uint8(content)[0], "style": to_uint8(style_image)[0],
-              "transfer": to_uint8(transfer)[0]}
+    images = {"example": rgb_uint8(example)[0], "texture": rgb_uint8(texture)[0],
+              "content": rgb_uint8(content)[0], "style": rgb_uint8(style_image)[0],
+              "transfer": rgb_uint8(transfer)[0]}
     factor = display_factor(images["example"].shape[0])
     save_picture(texture_png, side_by_side([images["example"], images["texture"]]), factor)
     save_picture(transfer_png, side_by_side([images["content"], images["style"],

@@ -31,10 +31,13 @@ from convscope.data.manifest import read_class_names
 from convscope.data.preprocess import input_hw
 from convscope.nn.layers import check_layer_names, listing
 from convscope.nn.model_info import layer_output_shapes
-from convscope.render.grids import tile_grid
-from convscope.synthesis.common import (render_settings, save_png, synthesis_model, to_uint8,
-                                        upscaled, write_h5, write_summary)
+from convscope.nn.models import load_stage_model
+from convscope.render.grids import tile_grid, to_uint8
+from convscope.store.h5 import write_h5
+from convscope.store.summary import figure_entry, write_summary
+from convscope.synthesis.common import render_settings
 from convscope.synthesis.objectives import Objective, channel, class_logit, l2
+from convscope.synthesis.outputs import save_picture, upscaled
 from convscope.synthesis.render import Rendered, RenderSettings, render
 
 __all__ = ["MAX_SUMMARY_FIGURES", "resolve_classes", "resolve_units", "unit_objective",
@@ -133,10 +136,6 @@ def unit_objective(cfg: VisualisationConfig, layer: str) -> Callable[[list[int]]
     return _objective_of(cfg, lambda batch: channel(layer, batch, cfg.objective))
 
 
-def _relative(path, summary_json) -> str:
-    return os.path.relpath(path, os.path.dirname(os.path.abspath(summary_json)))
-
-
 @torch.no_grad()
 def _class_probabilities(model: nn.Module, images01: np.ndarray, ids: Sequence[int],
                          preprocess: PreprocessConfig, device) -> np.ndarray:
@@ -156,7 +155,8 @@ def run_class_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike |
     ``synthesis.device`` and ``synthesis.seed``); writes the stage's files."""
     from convscope.analysis.common import class_name
 
-    model, device = synthesis_model(model_cfg, weights, preprocess, device_name)
+    model, device = load_stage_model(model_cfg, weights, preprocess, device_name,
+                                     key="synthesis.device")
     names = read_class_names(classes_json)
     ids = resolve_classes(cfg.classes, names, _n_outputs(model, preprocess, device))
     rendered = visualise(model, _objective_of(cfg, class_logit), ids, render_settings(cfg),
@@ -167,19 +167,18 @@ def run_class_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike |
     probs = _class_probabilities(model, rendered.images, ids, preprocess, device)
     write_h5(images_h5, {"images": images, "curves": rendered.curves, "class_id": ids,
                          "class_name": labels, "probability": probs})
-    figures = []
+    figures, folder = [], os.path.dirname(os.path.abspath(summary_json))
     for image, class_id, label, prob in zip(images, ids, labels, probs):
         path = os.path.join(png_dir, f"class-{class_id:03d}.png")
-        save_png(path, upscaled(image))
+        save_picture(path, upscaled(image))
         if len(figures) < MAX_SUMMARY_FIGURES:
-            figures.append({"path": _relative(path, summary_json), "title": f"class {label}",
-                            "caption": f"softmax probability of {label}: {prob:.3f}"})
-    save_png(grid_png, _grid(images))
+            figures.append(figure_entry(path, folder, f"class {label}",
+                                        f"softmax probability of {label}: {prob:.3f}"))
+    save_picture(grid_png, _grid(images))
     plot_curves(curves_png, {"class logits": rendered.curves})
-    head = [{"path": _relative(grid_png, summary_json), "title": "all classes",
-             "caption": ", ".join(labels)},
-            {"path": _relative(curves_png, summary_json), "title": "objective per step",
-             "caption": "the class logit of each image at each step"}]
+    head = [figure_entry(grid_png, folder, "all classes", ", ".join(labels)),
+            figure_entry(curves_png, folder, "objective per step",
+                         "the class logit of each image at each step")]
     return write_summary(
         summary_json, "synthesis_classes", "Class-model images",
         "Images made by gradient ascent on each class's logit (Simonyan et al. 2013): what "
@@ -205,12 +204,14 @@ def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | 
                            images_h5, curves_png, png_dir, summary_json) -> dict:
     """One image per unit of ``cfg.units`` (empty: the first ``cfg.units_per_layer`` channels of
     each of ``layers``); writes the stage's files."""
-    model, device = synthesis_model(model_cfg, weights, preprocess, device_name)
+    model, device = load_stage_model(model_cfg, weights, preprocess, device_name,
+                                     key="synthesis.device")
     chosen = resolve_units(model, cfg.units, layers, cfg.units_per_layer, preprocess)
     files = layer_file_names(list(chosen))
     settings = render_settings(cfg)
     all_images, all_curves, unit_layer, unit_channel = [], [], [], []
     figures, units, panels = [], {}, {}
+    folder = os.path.dirname(os.path.abspath(summary_json))
     for layer, channels in chosen.items():
         rendered = visualise(model, unit_objective(cfg, layer), channels, settings,
                              batch_size=cfg.batch_size, preprocess=preprocess, seed=seed,
@@ -224,21 +225,21 @@ def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | 
         units[layer] = {}
         for image, c, curve in zip(images, channels, rendered.curves):
             path = os.path.join(png_dir, files[layer], f"unit-{c:03d}.png")
-            save_png(path, upscaled(image))
-            units[layer][str(c)] = [{
-                "path": _relative(path, summary_json), "title": "unit image (gradient ascent)",
-                "caption": f"image maximising the {cfg.objective} of {layer} channel {c}; "
-                           f"objective {curve[0]:.3g} -> {curve[-1]:.3g}"}]
+            save_picture(path, upscaled(image))
+            units[layer][str(c)] = [figure_entry(
+                path, folder, "unit image (gradient ascent)",
+                f"image maximising the {cfg.objective} of {layer} channel {c}; "
+                f"objective {curve[0]:.3g} -> {curve[-1]:.3g}")]
         grid = os.path.join(png_dir, files[layer], "grid.png")
-        save_png(grid, _grid(images))
-        figures.append({"path": _relative(grid, summary_json), "title": f"{layer}",
-                        "caption": f"channels {', '.join(map(str, channels))}, row by row"})
+        save_picture(grid, _grid(images))
+        figures.append(figure_entry(grid, folder, f"{layer}",
+                                    f"channels {', '.join(map(str, channels))}, row by row"))
     curves = np.concatenate(all_curves)
     write_h5(images_h5, {"images": np.concatenate(all_images), "curves": curves,
                          "layer": unit_layer, "channel": np.asarray(unit_channel, np.int64)})
     plot_curves(curves_png, panels)
-    figures.append({"path": _relative(curves_png, summary_json), "title": "objective per step",
-                    "caption": "each unit's objective at each step, per layer"})
+    figures.append(figure_entry(curves_png, folder, "objective per step",
+                                "each unit's objective at each step, per layer"))
     rose = float(np.mean(curves[:, -1] > curves[:, 0]))
     return write_summary(
         summary_json, "synthesis_units", "Unit images",
@@ -248,4 +249,4 @@ def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | 
         "these inputs (its image stays grey).",
         numbers=[("units", len(unit_channel)), ("steps", cfg.steps),
                  ("units whose objective rose", f"{rose:.0%}")],
-        figures=figures, units=units)
+        figures=figures, units=units or None)

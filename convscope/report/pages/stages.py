@@ -1,5 +1,6 @@
 """One page per explanation/synthesis stage, from its ``summary.json`` (docs/design.md,
-"Stage summaries"), and the per-unit images those stages list for the unit pages."""
+"Stage summaries"; read and checked by `convscope.store.summary`, the schema the stages
+write with), and the per-unit images those stages list for the unit pages."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from pathlib import Path
 
 from convscope.report.assets import SiteWriter
 from convscope.report.pages.tables import csv_table
-from convscope.report.readers import read_json
+from convscope.store.summary import read_summary
 
-__all__ = ["REQUIRED_KEYS", "stage_pages", "write_stage_pages"]
+__all__ = ["stage_pages", "write_stage_pages"]
 
-#: Keys every summary.json must have.
-REQUIRED_KEYS = ("stage", "title", "caption")
 _MAX_TABLE_ROWS = 200
 
 
@@ -29,16 +28,6 @@ def _copy(writer: SiteWriter, summary: Path, stage: str, rel: str) -> str:
     if not source.is_file():
         raise ValueError(f"{summary}: names {rel!r}, but {source} does not exist")
     return writer.copy(source, f"assets/stages/{_safe(stage)}/{rel}")
-
-
-def _read_summary(path: Path) -> dict:
-    """The summary, checked for the required keys."""
-    summary = read_json(path)
-    missing = [key for key in REQUIRED_KEYS if not summary.get(key)]
-    if missing:
-        raise ValueError(f"{path}: stage summary without {', '.join(missing)} (needs "
-                         f"{', '.join(REQUIRED_KEYS)}; see docs/design.md 'Stage summaries')")
-    return summary
 
 
 def _entries(writer, path, stage, items, with_table=False) -> list[dict]:
@@ -58,7 +47,7 @@ def stage_pages(summaries: Sequence[str], writer: SiteWriter) -> tuple[list[dict
     (layer -> channel (int) -> list of ``{"href", "title", "caption", "stage"}``)."""
     pages, unit_images = [], {}
     for path in map(Path, summaries):
-        summary = _read_summary(path)
+        summary = read_summary(path)
         stage = str(summary["stage"])
         pages.append({
             "stage": stage, "title": summary["title"], "caption": summary["caption"],

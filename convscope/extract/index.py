@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 from convscope.config.sections import ModelConfig, PreprocessConfig
 from convscope.config.validate import config_hash
-from convscope.nn.models import file_sha256, model_identity
+from convscope.nn.models import model_identity
 from convscope.store.atomic import write_text
+from convscope.store.hashes import file_sha256
 from convscope.store.shards import check_identity, open_shard, read_attrs, verify_shards
 
 __all__ = ["shard_identity", "write_shard_index"]
