@@ -48,6 +48,6 @@ include: "rules/config_used.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output,
-    default_target: True

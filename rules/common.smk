@@ -4,12 +4,25 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from convscope.config.validate import ConfigError, load_schema, validate_config
-from convscope.preflight import (PreflightError, check_dataset, check_device,
-                                 check_layers_set, check_model, class_names_required)
+from convscope.preflight import (
+    PreflightError,
+    check_dataset,
+    check_device,
+    check_layers_set,
+    check_model,
+    class_names_required,
+)
 from convscope.store.hashes import cached_sha256
-from convscope.explain.columns import DEMO_PART_COLUMNS, DEMO_POINT_COLUMNS, stage_columns
+from convscope.explain.columns import (
+    DEMO_PART_COLUMNS,
+    DEMO_POINT_COLUMNS,
+    stage_columns,
+)
 from convscope.store.rows import n_shards
-from convscope.synthesis.checkpoints import demo_checkpoint_epochs, demo_checkpoint_paths
+from convscope.synthesis.checkpoints import (
+    demo_checkpoint_epochs,
+    demo_checkpoint_paths,
+)
 
 # Validate the config (defaults from the schema) and check the dataset while
 # parsing: cheap, so -n, --unlock and --lint pay almost nothing. Building the
@@ -20,11 +33,15 @@ try:
     _validated = validate_config(config, load_schema())
     config.clear()
     config.update(_validated)
-    if workflow.is_main_process:  # cluster jobs re-read this file; the checks ran already
+    if (
+        workflow.is_main_process
+    ):  # cluster jobs re-read this file; the checks ran already
         check_layers_set(config)
         check_dataset(config)
 except (ConfigError, PreflightError) as exc:
-    sys.exit(f"convscope: {exc}")  # the message alone, no traceback (a WorkflowError shows one)
+    sys.exit(
+        f"convscope: {exc}"
+    )  # the message alone, no traceback (a WorkflowError shows one)
 
 
 onstart:
@@ -82,8 +99,10 @@ def get_extract_settings(wildcards=None, speed=False):
 
 
 #: section -> its speed settings: passed to the jobs as resources, left out of config_used
-SPEED_SETTINGS = {"extract": ("batch_size", "num_workers", "device"),
-                  "explain": ("batch_size", "device")}
+SPEED_SETTINGS = {
+    "extract": ("batch_size", "num_workers", "device"),
+    "explain": ("batch_size", "device"),
+}
 
 
 def get_config_used(wildcards=None):
@@ -114,9 +133,16 @@ def get_stage_rules():
     A new stage is appended to this list; `all` then asks for every output (a deleted file is
     rebuilt), the report gets its ``summary.json`` and its benchmark file."""
     stages = [rules.explain_attribution, rules.explain_units, rules.explain_invariance]
-    stages += [rules.synthesis_classes, rules.synthesis_units, rules.synthesis_inversion,
-               rules.synthesis_evolution, rules.synthesis_dream, rules.synthesis_style,
-               rules.synthesis_adversarial, rules.synthesis_fooling]
+    stages += [
+        rules.synthesis_classes,
+        rules.synthesis_units,
+        rules.synthesis_inversion,
+        rules.synthesis_evolution,
+        rules.synthesis_dream,
+        rules.synthesis_style,
+        rules.synthesis_adversarial,
+        rules.synthesis_fooling,
+    ]
     if explain_stage_runs("correspondence"):
         stages.append(rules.explain_correspondence)
     if explain_stage_runs("keypoints"):
@@ -156,12 +182,20 @@ def get_benchmark_files(wildcards=None):
         files.append(rules.demo_dataset.benchmark)
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
         files.append(rules.train_demo_model.benchmark)
-    files += [rules.manifest.benchmark, rules.model_info.benchmark,
-              *expand(rules.extract.benchmark, shard=shards), rules.shard_index.benchmark,
-              rules.topk_units.benchmark, rules.unit_stats.benchmark, rules.filters.benchmark,
-              rules.performance.benchmark, rules.embedding.benchmark,
-              rules.neighbours.benchmark, rules.config_used.benchmark,
-              rules.explain_images.benchmark]
+    files += [
+        rules.manifest.benchmark,
+        rules.model_info.benchmark,
+        *expand(rules.extract.benchmark, shard=shards),
+        rules.shard_index.benchmark,
+        rules.topk_units.benchmark,
+        rules.unit_stats.benchmark,
+        rules.filters.benchmark,
+        rules.performance.benchmark,
+        rules.embedding.benchmark,
+        rules.neighbours.benchmark,
+        rules.config_used.benchmark,
+        rules.explain_images.benchmark,
+    ]
     return files + [stage.benchmark for stage in get_stage_rules()]
 
 
@@ -174,16 +208,23 @@ _EXPLAIN_COLUMNS = {
 
 def get_explain_section(stage):
     """``explain.<stage>`` (correspondence or keypoints) as the rule's param: null manifest
-    columns become the demo shape's for the demo dataset (`convscope.explain.columns`)."""
+    columns become the demo shape's for the demo dataset (`convscope.explain.columns`).
+    """
     columns_key, units_key, demo_columns = _EXPLAIN_COLUMNS[stage]
-    section = stage_columns(config["explain"][stage], columns_key, units_key,
-                            config["dataset"]["kind"], demo_columns)
+    section = stage_columns(
+        config["explain"][stage],
+        columns_key,
+        units_key,
+        config["dataset"]["kind"],
+        demo_columns,
+    )
     return section if section is not None else config["explain"][stage]
 
 
 def explain_stage_runs(stage):
     """Whether the correspondence / keypoint stage is part of the run: its manifest columns
-    are set, or the dataset is the demo's (whose generator knows where each shape is)."""
+    are set, or the dataset is the demo's (whose generator knows where each shape is).
+    """
     columns_key = _EXPLAIN_COLUMNS[stage][0]
     return bool(get_explain_section(stage)[columns_key])
 
@@ -209,7 +250,8 @@ def _trains_demo_model():
 
 def get_evolution_checkpoints(wildcards=None):
     """Weights files for synthesis_evolution: synthesis.evolution.checkpoints, or for the
-    demo model the training's saved epochs and its final weights; else none (skipped)."""
+    demo model the training's saved epochs and its final weights; else none (skipped).
+    """
     given = config["synthesis"]["evolution"]["checkpoints"]
     if given:
         return list(given)
@@ -220,14 +262,22 @@ def get_evolution_checkpoints(wildcards=None):
 
 def get_evolution_checkpoints_sha256(wildcards=None):
     """SHA-256 of each checkpoint (None while one does not exist yet); see get_weights_sha256."""
-    return [cached_sha256(path, ".snakemake/convscope/sha256-cache.json")
-            if os.path.exists(path) else None for path in get_evolution_checkpoints()]
+    return [
+        (
+            cached_sha256(path, ".snakemake/convscope/sha256-cache.json")
+            if os.path.exists(path)
+            else None
+        )
+        for path in get_evolution_checkpoints()
+    ]
 
 
 def get_evolution_skip_reason(wildcards=None):
     """Why synthesis_evolution has no checkpoints to show (written in its summary)."""
-    return ("synthesis.evolution.checkpoints is empty and the model is not the demo model the "
-            "workflow trains; list the weight files of your model's checkpoints there")
+    return (
+        "synthesis.evolution.checkpoints is empty and the model is not the demo model the "
+        "workflow trains; list the weight files of your model's checkpoints there"
+    )
 
 
 def get_synthesis_layers(stage):
@@ -235,11 +285,14 @@ def get_synthesis_layers(stage):
     from them (its own setting is empty), else None, so that changing ``layers`` reruns only
     the stages that use them. ``stage``: units, inversion, evolution, dream or style."""
     synthesis = config["synthesis"]
-    own = {"units": synthesis["visualisation"]["units"],
-           "inversion": synthesis["inversion"]["layers"],
-           "evolution": synthesis["evolution"]["units"],
-           "dream": synthesis["dream"]["layer"],
-           "style": synthesis["style"]["content_layers"] and synthesis["style"]["style_layers"]}
+    own = {
+        "units": synthesis["visualisation"]["units"],
+        "inversion": synthesis["inversion"]["layers"],
+        "evolution": synthesis["evolution"]["units"],
+        "dream": synthesis["dream"]["layer"],
+        "style": synthesis["style"]["content_layers"]
+        and synthesis["style"]["style_layers"],
+    }
     return None if own[stage] else config["layers"]
 
 
@@ -247,7 +300,9 @@ def get_synthesis_model_info(stage):
     """``results/model/model_info.json`` as an input of a synthesis stage that uses the
     analysed layers (`get_synthesis_layers`), else none: like every rule that uses the
     layers, it then reruns with the model description they change."""
-    return [] if get_synthesis_layers(stage) is None else "results/model/model_info.json"
+    return (
+        [] if get_synthesis_layers(stage) is None else "results/model/model_info.json"
+    )
 
 
 def get_report_inputs(wildcards=None):
@@ -302,9 +357,19 @@ def get_final_output(wildcards=None):
         report_inputs.extend([value] if isinstance(value, str) else list(value))
     produced = []  # inputs the workflow makes itself (the demo's data and model)
     if config["dataset"]["kind"] == "demo":
-        produced += [rules.demo_dataset.output.manifest, rules.demo_dataset.output.images]
+        produced += [
+            rules.demo_dataset.output.manifest,
+            rules.demo_dataset.output.images,
+        ]
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
         produced += [rules.train_demo_model.output.weights, *get_demo_checkpoints()]
     produced += get_stage_outputs()
-    return [rules.report.output.html, *report_inputs, *produced, *rules.manifest.output,
-            rules.model_info.output.info, rules.shard_index.output[0], *get_shard_paths()]
+    return [
+        rules.report.output.html,
+        *report_inputs,
+        *produced,
+        *rules.manifest.output,
+        rules.model_info.output.info,
+        rules.shard_index.output[0],
+        *get_shard_paths(),
+    ]

@@ -6,13 +6,13 @@ rule demo_dataset:
         "logs/demo_dataset.log",
     benchmark:
         "results/benchmarks/demo_dataset.tsv"
-    params:
-        demo=config["dataset"]["demo"],
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        demo=config["dataset"]["demo"],
     script:
         "../scripts/demo_dataset.py"

@@ -25,13 +25,13 @@ rule embedding:
         "logs/embedding/embedding.log",
     benchmark:
         "results/benchmarks/embedding.tsv"
-    params:
-        embedding=config["embedding"],
+    conda:
+        "../envs/analysis.yaml"
     threads: 4
     resources:
         mem_mb=8000,
         runtime=lambda wildcards, attempt: 120 * attempt,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        embedding=config["embedding"],
     script:
         "../scripts/embedding.py"

@@ -22,12 +22,8 @@ rule explain_attribution:
         "logs/explain/explain_attribution.log",
     benchmark:
         "results/benchmarks/explain_attribution.tsv"
-    params:
-        attribution=config["explain"]["attribution"],
-        model=config["model"],
-        preprocess=config["preprocess"],
-        layers=config["layers"],
-        weights_sha256=get_weights_sha256,
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
@@ -36,7 +32,11 @@ rule explain_attribution:
         # trigger: changing them reruns nothing.
         explain_device=config["explain"]["device"],
         explain_batch_size=config["explain"]["batch_size"],
-    conda:
-        "../envs/torch.yaml"
+    params:
+        attribution=config["explain"]["attribution"],
+        model=config["model"],
+        preprocess=config["preprocess"],
+        layers=config["layers"],
+        weights_sha256=get_weights_sha256,
     script:
         "../scripts/explain_attribution.py"

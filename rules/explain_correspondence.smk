@@ -15,19 +15,19 @@ rule explain_correspondence:
         "logs/explain/correspondence.log",
     benchmark:
         "results/benchmarks/explain_correspondence.tsv"
-    params:
-        model=config["model"],
-        weights_sha256=get_weights_sha256,
-        correspondence=get_explain_section("correspondence"),
-        preprocess=config["preprocess"],
-        layers=config["layers"],
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 30 * attempt,
         explain_device=config["explain"]["device"],
         explain_batch_size=config["explain"]["batch_size"],
-    conda:
-        "../envs/torch.yaml"
+    params:
+        model=config["model"],
+        weights_sha256=get_weights_sha256,
+        correspondence=get_explain_section("correspondence"),
+        preprocess=config["preprocess"],
+        layers=config["layers"],
     script:
         "../scripts/explain_correspondence.py"

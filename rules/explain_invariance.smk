@@ -25,12 +25,8 @@ rule explain_invariance:
         "logs/explain/invariance.log",
     benchmark:
         "results/benchmarks/explain_invariance.tsv"
-    params:
-        model=config["model"],
-        weights_sha256=get_weights_sha256,
-        invariance=config["explain"]["invariance"],
-        preprocess=config["preprocess"],
-        layers=config["layers"],
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -38,7 +34,11 @@ rule explain_invariance:
         # speed settings as resources (no rerun trigger), as extract does
         explain_device=config["explain"]["device"],
         explain_batch_size=config["explain"]["batch_size"],
-    conda:
-        "../envs/torch.yaml"
+    params:
+        model=config["model"],
+        weights_sha256=get_weights_sha256,
+        invariance=config["explain"]["invariance"],
+        preprocess=config["preprocess"],
+        layers=config["layers"],
     script:
         "../scripts/explain_invariance.py"

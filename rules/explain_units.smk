@@ -17,12 +17,8 @@ rule explain_units:
         "logs/explain/explain_units.log",
     benchmark:
         "results/benchmarks/explain_units.tsv"
-    params:
-        reconstructions=config["explain"]["reconstructions"],
-        model=config["model"],
-        preprocess=config["preprocess"],
-        layers=config["layers"],
-        weights_sha256=get_weights_sha256,
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=8000,
@@ -31,7 +27,11 @@ rule explain_units:
         # trigger: changing them reruns nothing.
         explain_device=config["explain"]["device"],
         explain_batch_size=config["explain"]["batch_size"],
-    conda:
-        "../envs/torch.yaml"
+    params:
+        reconstructions=config["explain"]["reconstructions"],
+        model=config["model"],
+        preprocess=config["preprocess"],
+        layers=config["layers"],
+        weights_sha256=get_weights_sha256,
     script:
         "../scripts/explain_units.py"

@@ -9,15 +9,8 @@ rule extract:
         "logs/extract/shard-{shard}.log",
     benchmark:
         "results/benchmarks/extract/shard-{shard}.tsv"
-    params:
-        # the weights' content decides, not their modification time (see get_weights_sha256)
-        weights_sha256=get_weights_sha256,
-        shard_id=lambda wildcards: int(wildcards.shard),
-        model=config["model"],
-        extract=get_extract_settings,
-        preprocess=config["preprocess"],
-        layers=config["layers"],
-        codes_layer=config["codes_layer"],
+    conda:
+        "../envs/torch.yaml"
     threads: max(1, config["extract"]["num_workers"])
     resources:
         mem_mb=8000,
@@ -27,7 +20,14 @@ rule extract:
         extract_batch_size=get_extract_settings(speed=True)["batch_size"],
         extract_num_workers=get_extract_settings(speed=True)["num_workers"],
         extract_device=get_extract_settings(speed=True)["device"],
-    conda:
-        "../envs/torch.yaml"
+    params:
+        # the weights' content decides, not their modification time (see get_weights_sha256)
+        weights_sha256=get_weights_sha256,
+        shard_id=lambda wildcards: int(wildcards.shard),
+        model=config["model"],
+        extract=get_extract_settings,
+        preprocess=config["preprocess"],
+        layers=config["layers"],
+        codes_layer=config["codes_layer"],
     script:
         "../scripts/extract.py"

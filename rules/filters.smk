@@ -17,17 +17,17 @@ rule filters:
         "logs/units/filters.log",
     benchmark:
         "results/benchmarks/filters.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         filters=config["filters"],
         layers=config["layers"],
         preprocess=config["preprocess"],
         model=config["model"],
         weights_sha256=get_weights_sha256,
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/filters.py"

@@ -7,6 +7,12 @@ rule model_info:
         "logs/model_info.log",
     benchmark:
         "results/benchmarks/model_info.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=lambda wildcards, attempt: 20 * attempt,
     params:
         # the weights' content decides, not their modification time (see get_weights_sha256)
         weights_sha256=get_weights_sha256,
@@ -14,11 +20,5 @@ rule model_info:
         preprocess=config["preprocess"],
         layers=config["layers"],
         codes_layer=config["codes_layer"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=lambda wildcards, attempt: 20 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/model_info.py"

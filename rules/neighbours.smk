@@ -15,14 +15,14 @@ rule neighbours:
         "logs/neighbours/neighbours.log",
     benchmark:
         "results/benchmarks/neighbours.tsv"
-    params:
-        neighbours=config["neighbours"],
-        preprocess=config["preprocess"],
+    conda:
+        "../envs/analysis.yaml"
     threads: 4
     resources:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 120 * attempt,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        neighbours=config["neighbours"],
+        preprocess=config["preprocess"],
     script:
         "../scripts/neighbours.py"

@@ -44,13 +44,13 @@ rule performance:
         "logs/performance/performance.log",
     benchmark:
         "results/benchmarks/performance.tsv"
-    params:
-        performance=config["performance"],
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        performance=config["performance"],
     script:
         "../scripts/performance.py"

@@ -14,14 +14,14 @@ rule report:
         "logs/report.log",
     benchmark:
         "results/benchmarks/report.tsv"
-    params:
-        report=config["report"],
-        dataset=config["dataset"],
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 20 * attempt,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        report=config["report"],
+        dataset=config["dataset"],
     script:
         "../scripts/report.py"

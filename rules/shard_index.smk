@@ -9,6 +9,12 @@ rule shard_index:
         "logs/shard_index.log",
     benchmark:
         "results/benchmarks/shard_index.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=lambda wildcards, attempt: 10 * attempt,
     params:
         # the weights' content decides, not their modification time (see get_weights_sha256)
         weights_sha256=get_weights_sha256,
@@ -17,11 +23,5 @@ rule shard_index:
         layers=config["layers"],
         codes_layer=config["codes_layer"],
         shard_size=config["extract"]["shard_size"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=lambda wildcards, attempt: 10 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/shard_index.py"

@@ -16,17 +16,17 @@ rule synthesis_adversarial:
         "logs/synthesis/adversarial.log",
     benchmark:
         "results/benchmarks/synthesis_adversarial.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         adversarial=config["synthesis"]["adversarial"],
         device=config["synthesis"]["device"],
         preprocess=config["preprocess"],
         model=config["model"],
         weights_sha256=get_weights_sha256,
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/synthesis_adversarial.py"

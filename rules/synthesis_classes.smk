@@ -16,6 +16,12 @@ rule synthesis_classes:
         "logs/synthesis/classes.log",
     benchmark:
         "results/benchmarks/synthesis_classes.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         weights_sha256=get_weights_sha256,
         model=config["model"],
@@ -23,11 +29,5 @@ rule synthesis_classes:
         visualisation=config["synthesis"]["visualisation"],
         device=config["synthesis"]["device"],
         seed=config["synthesis"]["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=lambda wildcards, attempt: 60 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/synthesis_classes.py"

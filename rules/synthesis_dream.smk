@@ -17,6 +17,12 @@ rule synthesis_dream:
         "logs/synthesis/dream.log",
     benchmark:
         "results/benchmarks/synthesis_dream.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         dream=config["synthesis"]["dream"],
         device=config["synthesis"]["device"],
@@ -25,11 +31,5 @@ rule synthesis_dream:
         preprocess=config["preprocess"],
         model=config["model"],
         weights_sha256=get_weights_sha256,
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/synthesis_dream.py"

@@ -16,6 +16,12 @@ rule synthesis_evolution:
         "logs/synthesis/evolution.log",
     benchmark:
         "results/benchmarks/synthesis_evolution.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         checkpoints_sha256=get_evolution_checkpoints_sha256,
         skip_reason=get_evolution_skip_reason,
@@ -26,11 +32,5 @@ rule synthesis_evolution:
         visualisation=config["synthesis"]["visualisation"],
         device=config["synthesis"]["device"],
         seed=config["synthesis"]["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=lambda wildcards, attempt: 60 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/synthesis_evolution.py"

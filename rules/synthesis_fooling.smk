@@ -15,6 +15,12 @@ rule synthesis_fooling:
         "logs/synthesis/fooling.log",
     benchmark:
         "results/benchmarks/synthesis_fooling.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         fooling=config["synthesis"]["fooling"],
         device=config["synthesis"]["device"],
@@ -22,11 +28,5 @@ rule synthesis_fooling:
         preprocess=config["preprocess"],
         model=config["model"],
         weights_sha256=get_weights_sha256,
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/synthesis_fooling.py"

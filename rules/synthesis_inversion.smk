@@ -15,6 +15,12 @@ rule synthesis_inversion:
         "logs/synthesis/inversion.log",
     benchmark:
         "results/benchmarks/synthesis_inversion.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         weights_sha256=get_weights_sha256,
         model=config["model"],
@@ -23,11 +29,5 @@ rule synthesis_inversion:
         inversion=config["synthesis"]["inversion"],
         device=config["synthesis"]["device"],
         seed=config["synthesis"]["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=lambda wildcards, attempt: 60 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/synthesis_inversion.py"

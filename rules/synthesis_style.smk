@@ -22,6 +22,12 @@ rule synthesis_style:
         "logs/synthesis/style.log",
     benchmark:
         "results/benchmarks/synthesis_style.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         style=config["synthesis"]["style"],
         device=config["synthesis"]["device"],
@@ -30,11 +36,5 @@ rule synthesis_style:
         preprocess=config["preprocess"],
         model=config["model"],
         weights_sha256=get_weights_sha256,
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/synthesis_style.py"

@@ -16,6 +16,12 @@ rule synthesis_units:
         "logs/synthesis/units.log",
     benchmark:
         "results/benchmarks/synthesis_units.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     params:
         weights_sha256=get_weights_sha256,
         model=config["model"],
@@ -24,11 +30,5 @@ rule synthesis_units:
         visualisation=config["synthesis"]["visualisation"],
         device=config["synthesis"]["device"],
         seed=config["synthesis"]["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=lambda wildcards, attempt: 120 * attempt,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/synthesis_units.py"

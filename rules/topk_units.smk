@@ -17,14 +17,14 @@ rule topk_units:
         "logs/units/topk_units.log",
     benchmark:
         "results/benchmarks/topk_units.tsv"
-    params:
-        units=config["units"],
-        layers=config["layers"],
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 60 * attempt,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        units=config["units"],
+        layers=config["layers"],
     script:
         "../scripts/topk_units.py"

@@ -9,15 +9,15 @@ rule train_demo_model:
         "logs/train_demo_model.log",
     benchmark:
         "results/benchmarks/train_demo_model.tsv"
-    params:
-        train=config["model"]["train"],
-        preprocess=config["preprocess"],
-        checkpoint_epochs=get_demo_checkpoint_epochs(),
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 60 * attempt,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        train=config["model"]["train"],
+        preprocess=config["preprocess"],
+        checkpoint_epochs=get_demo_checkpoint_epochs(),
     script:
         "../scripts/train_demo_model.py"

@@ -5,7 +5,9 @@ rule unit_stats:
         manifest="results/manifest.csv",
     output:
         stats=report(
-            "results/units/stats.csv", caption="../report/unit_stats.rst", category="Units"
+            "results/units/stats.csv",
+            caption="../report/unit_stats.rst",
+            category="Units",
         ),
         summary="results/units/summary.csv",
         plot=report(
@@ -18,13 +20,13 @@ rule unit_stats:
         "logs/units/unit_stats.log",
     benchmark:
         "results/benchmarks/unit_stats.tsv"
-    params:
-        unit_stats=config["unit_stats"],
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 30 * attempt,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        unit_stats=config["unit_stats"],
     script:
         "../scripts/unit_stats.py"
