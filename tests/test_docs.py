@@ -26,6 +26,7 @@ FILE_PATH = re.compile(r"(?<![\w/.<{-])((?:%s)/[\w/.*<>{}-]*[\w*>}])"
                        % "|".join(re.escape(folder) for folder in REPO_FOLDERS))
 DOTTED_MODULE = re.compile(r"(?<![\w.])(convscope(?:\.\w+)+)")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+CITED_SECTION = re.compile(r"docs/design\.md,?\s+[\"']([^\"'\n]+)[\"']")
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 DOTTED_KEY = re.compile(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*){1,2}")
 
@@ -116,6 +117,17 @@ def test_dotted_config_keys_exist(doc):
                       if DOTTED_KEY.fullmatch(span) and span.split(".")[0] in sections
                       and span not in keys})
     assert not unknown, f"{doc.name} names config keys the schema lacks: {unknown}"
+
+
+def test_cited_design_sections_exist():
+    """``docs/design.md, "Stage summaries"`` in code or docs names a heading of design.md."""
+    headings = re.findall(r"^#+ (.+)$", (REPO / "docs" / "design.md").read_text(), re.M)
+    files = [*DOCS, *(REPO / "convscope").rglob("*.py"), *(REPO / "rules").glob("*.smk")]
+    cited = {(str(path.relative_to(REPO)), title) for path in files
+             for title in CITED_SECTION.findall(path.read_text())}
+    missing = sorted((where, title) for where, title in cited
+                     if not any(title.lower() in heading.lower() for heading in headings))
+    assert not missing, f"sections of docs/design.md cited but not there: {missing}"
 
 
 def design_table_modules(text: str) -> list[str]:
