@@ -132,7 +132,8 @@ def test_cited_design_sections_exist():
 
 def design_table_modules(text: str) -> list[str]:
     """The files and folders the first column of design.md's module table names, as paths
-    under ``convscope/`` (``store/h5.py``, ``summary.py`` -> ``store/h5.py``, ``store/summary.py``)."""
+    under ``convscope/``: a bare name is in the folder of the row's first path
+    (``store/h5.py``, ``summary.py`` -> ``store/h5.py``, ``store/summary.py``)."""
     section = text.split("### Modules", 1)[1].split("\n## ", 1)[0]
     names = []
     for row in re.findall(r"^\| (`[^|]*) \|", section, re.M):
