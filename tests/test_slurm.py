@@ -259,9 +259,10 @@ def _assert_h5_equal(local_path: Path, slurm_path: Path) -> None:
             )
 
 
-# JSON keys whose values depend on the run, not its results: wall-clock time, and the
-# manifest hash (the manifest holds absolute image paths, which differ between workdirs).
-_RUN_DEPENDENT_JSON_KEYS = {"seconds", "manifest_sha256"}
+# JSON keys whose values depend on the run, not its results: none since results hold no
+# wall-clock time and store paths inside results/ relative to it (the manifest hash is the
+# same in every folder; tests/test_reproducible.py compares two folders byte for byte).
+_RUN_DEPENDENT_JSON_KEYS: set[str] = set()
 
 
 def _assert_json_close(local_value, slurm_value, where: str) -> None:
