@@ -33,15 +33,13 @@ try:
     _validated = validate_config(config, load_schema())
     config.clear()
     config.update(_validated)
-    if (
-        workflow.is_main_process
-    ):  # cluster jobs re-read this file; the checks ran already
+    # cluster jobs re-read this file; the checks ran already
+    if workflow.is_main_process:
         check_layers_set(config)
         check_dataset(config)
 except (ConfigError, PreflightError) as exc:
-    sys.exit(
-        f"convscope: {exc}"
-    )  # the message alone, no traceback (a WorkflowError shows one)
+    # the message alone, no traceback (a WorkflowError shows one)
+    sys.exit(f"convscope: {exc}")
 
 
 onstart:
