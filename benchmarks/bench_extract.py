@@ -418,7 +418,7 @@ def report(result: dict) -> str:
     return _table(rows)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--model", default="resnet50", help="torchvision model name, or demo")
@@ -439,7 +439,24 @@ def main(argv=None) -> dict:
                         help="comma list of extract.decode values to run extraction with "
                              "(e.g. cpu,gpu), each reported with its ratio")
     parser.add_argument("--json-out", default=None, help="also write the results here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def prepare_data(work: Path, n_images: int, image_hw: tuple[int, int]) -> Path:
+    """The synthetic JPEGs and their manifest in ``work``, reused when already made there."""
+    csv = work / "manifest.csv"
+    stamp = work / "dataset.json"
+    wanted = {"n_images": n_images, "image_size": list(image_hw)}
+    tic = time.perf_counter()
+    if not (csv.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted):
+        make_dataset(work, n_images, image_hw, processes=os.cpu_count() or 1)
+        stamp.write_text(json.dumps(wanted))
+    print(f"data ready in {time.perf_counter() - tic:.1f} s: {csv}", file=sys.stderr)
+    return csv
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
 
     import convscope
     from convscope.nn.device import resolve_device
@@ -450,14 +467,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.data_dir) if args.data_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        csv = work / "manifest.csv"
-        stamp = work / "dataset.json"
-        wanted = {"n_images": args.n_images, "image_size": list(image_hw)}
-        tic = time.perf_counter()
-        if not (csv.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted):
-            make_dataset(work, args.n_images, image_hw, processes=os.cpu_count() or 1)
-            stamp.write_text(json.dumps(wanted))
-        print(f"data ready in {time.perf_counter() - tic:.1f} s: {csv}", file=sys.stderr)
+        csv = prepare_data(work, args.n_images, image_hw)
         model_cfg, layers, weights = make_model_config(args.model, Path(tmp))
         config = build_config(args, model_cfg, layers)
         model_info = describe_model(_load(config, weights, "cpu"), config["preprocess"],

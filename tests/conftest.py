@@ -74,3 +74,20 @@ def planned_jobs(output: str) -> dict[str, int]:
         counts[parts[0]] = int(parts[1])
     counts.pop("all", None)
     return counts
+
+
+def write_two_image_folder(root: Path, weights: Path) -> None:
+    """A new user's smallest dataset: two random 32 px images in an ImageFolder layout
+    (classes ``a`` and ``b``) under ``root``, and a seeded 2-class demo CNN at ``weights``."""
+    import torch
+    from PIL import Image
+
+    from convscope.nn.models import DemoCNN
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            root / cls / "0.png")
+    torch.manual_seed(0)
+    torch.save(DemoCNN(num_classes=2).state_dict(), weights)

@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_snakemake
 from convscope.config import ModelConfig, validate_config
 from convscope.config.counts import clip_count
 from convscope.config.sections import InvarianceConfig, PreprocessConfig
@@ -98,31 +97,4 @@ def test_invariance_on_two_images_with_n_images_4_clips_and_runs(tmp_path, caplo
         "config key 'explain.invariance.n_images' is 4 but only 2 usable images are available; "
         "using 2"]
     curves = pd.read_csv(tmp_path / "c.csv")
-    assert sorted(curves["index"].unique()) == [0, 1]
-
-
-@pytest.mark.workflow
-def test_a_two_image_folder_with_default_counts_runs_without_a_traceback(tmp_path):
-    """A new user's first try: two images in an ImageFolder layout, a checkpoint, the
-    schema's defaults otherwise. explain.invariance.n_images (4) is clipped to the 2 images
-    with a warning in the job's log; the job succeeds. Only the stages concerned run."""
-    rng = np.random.default_rng(0)
-    for name in ("circle", "square"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
-            tmp_path / "data" / name / "img0.png")
-    torch.manual_seed(0)
-    torch.save(DemoCNN(num_classes=2).state_dict(), tmp_path / "demo.pt")
-    (tmp_path / "config.yaml").write_text(
-        "dataset: {kind: folder, path: data}\n"
-        "model: {kind: demo, weights: demo.pt}\n"
-        "preprocess: {input_size: 32, resize: 32}\n"
-        "layers: [relu1, relu2, relu3, relu4]\n")
-    run_snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "2",
-                  "results/explain/invariance/summary.json")
-    log = (tmp_path / "logs" / "explain" / "invariance.log").read_text()
-    assert "Traceback" not in log
-    assert ("config key 'explain.invariance.n_images' is 4 but only 2 usable images are "
-            "available; using 2") in log
-    curves = pd.read_csv(tmp_path / "results" / "explain" / "invariance" / "curves.csv")
     assert sorted(curves["index"].unique()) == [0, 1]

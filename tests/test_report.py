@@ -529,25 +529,19 @@ def test_tiny_datasets_still_give_a_report(tmp_path, n_images):
 
 @pytest.mark.workflow
 def test_workflow_on_two_images_builds_the_report(tmp_path):
-    """A 2-image folder dataset end to end: no traceback; the report says what was skipped."""
-    import torch
+    """A 2-image folder dataset end to end: no traceback; the report says what was skipped;
+    a count larger than the dataset (explain.invariance.n_images at its default, 4) is
+    clipped to the 2 images with one warning naming the key, in the job's log."""
     import yaml
-    from PIL import Image
 
-    from conftest import TINY_CONFIG, run_snakemake
-    from convscope.nn.models import DemoCNN
+    from conftest import TINY_CONFIG, run_snakemake, write_two_image_folder
 
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "imgs" / cls).mkdir(parents=True)
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-            tmp_path / "imgs" / cls / "0.png")
-    torch.manual_seed(0)
-    torch.save(DemoCNN(num_classes=2).state_dict(), tmp_path / "w.pt")
+    write_two_image_folder(tmp_path / "imgs", tmp_path / "w.pt")
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config["dataset"] = {"kind": "folder", "path": "imgs"}
     config["model"] = {"kind": "demo", "weights": "w.pt", "num_classes": 2}
     config["synthesis"]["visualisation"]["classes"] = "all"  # the tiny config names demo classes
+    del config["explain"]["invariance"]["n_images"]  # the schema's default, 4
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
     run_snakemake(tmp_path, "--configfile", "cfg.yaml", "--cores", "2")
     html = (tmp_path / "results" / "report" / "index.html").read_text()
@@ -555,3 +549,9 @@ def test_workflow_on_two_images_builds_the_report(tmp_path):
     assert "neighbours.k is 8 but the dataset has 2 readable image(s)" in html
     assert "t-SNE needs at least 4 images" in (tmp_path / "logs" / "embedding" /
                                                 "embedding.log").read_text()
+    log = (tmp_path / "logs" / "explain" / "invariance.log").read_text()
+    assert "Traceback" not in log
+    assert ("config key 'explain.invariance.n_images' is 4 but only 2 usable images are "
+            "available; using 2") in log
+    curves = pd.read_csv(tmp_path / "results" / "explain" / "invariance" / "curves.csv")
+    assert sorted(curves["index"].unique()) == [0, 1]

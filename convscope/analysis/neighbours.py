@@ -63,9 +63,8 @@ from PIL import Image, ImageDraw
 
 from convscope.analysis.common import class_name, class_names
 from convscope.analysis.input_pixels import InputPixels
-from convscope.analysis.knn import (METRICS, PIXEL_SPACES, SPACES, TIE_BREAK, knn_accuracy,
-                                    knn_over_shards, knn_search, space_features,
-                                    space_features_name, space_metric, vote)
+from convscope.analysis.knn import (TIE_BREAK, knn_accuracy, knn_over_shards,
+                                    space_features_name, space_metric)
 from convscope.config.sections import NeighboursConfig, PreprocessConfig
 from convscope.nn.device import resolve_device
 from convscope.render.grids import caption_font
@@ -73,23 +72,7 @@ from convscope.render.mosaic import gather_thumbs
 from convscope.store.atomic import atomic_path, save_image, write_text
 from convscope.store.shards import read_concat
 
-__all__ = [
-    "SPACES",
-    "PIXEL_SPACES",
-    "TIE_BREAK",
-    "METRICS",
-    "space_metric",
-    "space_features_name",
-    "space_features",
-    "InputPixels",
-    "knn_search",
-    "knn_over_shards",
-    "vote",
-    "knn_accuracy",
-    "sample_queries",
-    "render_panels",
-    "run_neighbours",
-]
+__all__ = ["sample_queries", "render_panels", "run_neighbours"]
 
 logger = logging.getLogger(__name__)
 

@@ -52,11 +52,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from convscope.analysis.accuracy import (METRICS, Z_95, accuracy_summary, confusion_table,
-                                         per_attribute_table, per_class_table, wilson_interval)
+from convscope.analysis.accuracy import (METRICS, accuracy_summary, confusion_table,
+                                         per_attribute_table, per_class_table)
 from convscope.analysis.common import duplicate_paths, save_figure, save_placeholder
-from convscope.analysis.comparison import (AGREEMENT, EXAMPLES_PER_KIND, compare_tables,
-                                           other_predictions, render_comparison_panel,
+from convscope.analysis.comparison import (AGREEMENT, compare_tables, other_predictions,
                                            write_comparison_panel)
 from convscope.config.sections import PerformanceConfig
 from convscope.data.manifest import MANIFEST_COLUMNS, read_manifest
@@ -64,21 +63,7 @@ from convscope.store.atomic import atomic_path, write_text
 from convscope.store.paths import stored_paths
 from convscope.store.shards import iter_shards, open_shard
 
-__all__ = [
-    "Z_95",
-    "SPLIT_CHOICES",
-    "wilson_interval",
-    "accuracy_summary",
-    "load_predictions",
-    "per_class_table",
-    "per_attribute_table",
-    "confusion_table",
-    "other_predictions",
-    "compare_tables",
-    "render_comparison_panel",
-    "EXAMPLES_PER_KIND",
-    "run_performance",
-]
+__all__ = ["SPLIT_CHOICES", "load_predictions", "run_performance"]
 
 logger = logging.getLogger(__name__)
 
