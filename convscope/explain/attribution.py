@@ -12,6 +12,7 @@ What comes from Captum (``captum.attr``) and what is written here:
   ``relu_attributions=True``, upsampled bilinearly to the input
   (``LayerAttribution.interpolate``); guided Grad-CAM: Captum ``GuidedGradCam``
   (bilinear), absolute value's maximum over channels ours.
+- integrated gradients, SmoothGrad and LRP (zennit): `convscope.explain.attribution_paths`.
 - occlusion (Zeiler & Fergus 2013, Fig. 7 d/e) and zf_occlusion (Fig. 7 b, the
   total activation of the strongest feature map of one layer): by hand in
   `convscope.explain.occlusion` with Captum ``Occlusion``'s semantics, because
@@ -53,7 +54,8 @@ __all__ = ["GRADIENT_METHODS", "METHODS", "FunctionalReluError", "backprop_ready
 logger = logging.getLogger(__name__)
 
 #: Methods that explain a class score through gradients.
-GRADIENT_METHODS = ("saliency", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
+GRADIENT_METHODS = ("saliency", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam",
+                    "integrated_gradients", "smoothgrad", "lrp")
 #: Every method, in the order of the panels.
 METHODS = (*GRADIENT_METHODS, "occlusion", "zf_occlusion")
 

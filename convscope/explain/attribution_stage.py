@@ -37,6 +37,7 @@ from convscope.config.sections import ExplainAttributionConfig, ModelConfig, Pre
 from convscope.data.images import read_prepared
 from convscope.data.preprocess import input_hw
 from convscope.explain import attribution as attr
+from convscope.explain import attribution_paths as paths
 from convscope.explain.inputs import display_rgb, occluder_fill, spatial_layers, to_input
 from convscope.explain.panels import (class_map_figure, heat_cell, image_cell, labelled_grid,
                                       overlay_cell)
@@ -52,7 +53,7 @@ __all__ = ["explain_layers", "attribution_batch", "run_explain_attribution"]
 logger = logging.getLogger(__name__)
 
 _PANEL_PX = 96
-_SIGNED = {"occlusion", "zf_occlusion"}
+_SIGNED = {"occlusion", "zf_occlusion", *paths.SIGNED_METHODS}
 _PANELS_IN_SUMMARY = 12
 
 
@@ -76,8 +77,15 @@ def _target_ids(table: pd.DataFrame, kind: str) -> np.ndarray:
 
 
 def _method_map(method: str, model, ready, x: torch.Tensor, target: torch.Tensor,
-                gradcam_layer: str) -> torch.Tensor:
-    """One gradient map (n, H, W) of ``method`` for the classes ``target``."""
+                gradcam_layer: str, cfg: ExplainAttributionConfig | None = None,
+                fill: torch.Tensor | None = None) -> torch.Tensor:
+    """One gradient map (n, H, W) of ``method`` for the classes ``target``.
+
+    ``cfg`` (the settings of integrated gradients and SmoothGrad) and ``fill`` (the (C,)
+    normalised grey, integrated gradients' baseline) are needed by those two methods only.
+    """
+    if method in ("integrated_gradients", "smoothgrad", "lrp"):
+        return _path_map(method, model, ready, x, target, cfg, fill)
     if method == "saliency":
         return attr.saliency_map(model, x, target)
     if method == "deconvnet":
@@ -90,6 +98,19 @@ def _method_map(method: str, model, ready, x: torch.Tensor, target: torch.Tensor
         return attr.guided_gradcam_map(ready, gradcam_layer, x, target)
     raise ValueError(f"explain.attribution.methods: {method!r} is unknown; valid: "
                      f"{', '.join(attr.METHODS)}")
+
+
+def _path_map(method: str, model, ready, x: torch.Tensor, target: torch.Tensor,
+              cfg: ExplainAttributionConfig, fill: torch.Tensor) -> torch.Tensor:
+    """Integrated gradients, SmoothGrad or LRP (`convscope.explain.attribution_paths`)."""
+    if method == "integrated_gradients":
+        return paths.integrated_gradients_map(model, x, target, baseline=fill, steps=cfg.ig_steps,
+                                              internal_batch_size=cfg.samples_per_pass)
+    if method == "smoothgrad":
+        return paths.smoothgrad_map(model, x, target, samples=cfg.smoothgrad_samples,
+                                    noise=cfg.smoothgrad_noise,
+                                    samples_per_pass=cfg.samples_per_pass)
+    return paths.lrp_map(ready, x, target)
 
 
 def attribution_batch(model, ready, x: torch.Tensor, targets: dict[str, torch.Tensor],
@@ -105,7 +126,7 @@ def attribution_batch(model, ready, x: torch.Tensor, targets: dict[str, torch.Te
     cfg = attribution
     occlusion = dict(size=cfg.occlusion_size, stride=cfg.occlusion_stride, fill=fill,
                      positions_per_pass=cfg.occlusion_batch_size)
-    maps = {f"{method}/{kind}": _method_map(method, model, ready, x, target, layers[0])
+    maps = {f"{method}/{kind}": _method_map(method, model, ready, x, target, layers[0], cfg, fill)
             for kind, target in targets.items() for method in cfg.methods
             if method not in ("occlusion", "zf_occlusion")}
     zf_layer, channels = None, None
@@ -253,7 +274,7 @@ def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: Pr
     model = load_stage_model(model_cfg, weights_file, preprocess, torch_device)[0]
     chosen = explain_layers(attribution, model_info_json, layers)
     check_layer_names(model, list(chosen), key="explain.attribution.gradcam_layer / zf_layer")
-    needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam"} & set(attribution.methods)
+    needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam", "lrp"} & set(attribution.methods)
     ready = attr.backprop_ready(model) if needs_ready else model
     hw = input_hw(preprocess)
     panels_dir = Path(panels_dir)
