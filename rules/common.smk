@@ -145,6 +145,12 @@ def get_stage_rules():
         stages.append(rules.explain_correspondence)
     if explain_stage_runs("keypoints"):
         stages.append(rules.explain_keypoints)
+    if config["explain"]["faithfulness"]["enabled"]:
+        stages.append(rules.explain_faithfulness)
+    if config["similarity"]["cka"]["enabled"]:
+        stages.append(rules.cka)
+    if config["similarity"]["probes"]["enabled"]:
+        stages.append(rules.probes)
     return stages
 
 
@@ -267,6 +273,28 @@ def get_evolution_checkpoints_sha256(wildcards=None):
             else None
         )
         for path in get_evolution_checkpoints()
+    ]
+
+
+def get_cka_checkpoints(wildcards=None):
+    """The checkpoints the cka stage compares the model with (those of synthesis_evolution,
+    without the final weights, which are the model itself), or none when
+    similarity.cka.checkpoints is off."""
+    if not config["similarity"]["cka"]["checkpoints"]:
+        return []
+    final = rules.train_demo_model.output.weights if _trains_demo_model() else None
+    return [path for path in get_evolution_checkpoints() if path != final]
+
+
+def get_cka_checkpoints_sha256(wildcards=None):
+    """SHA-256 of each checkpoint of the cka stage (None while one does not exist yet)."""
+    return [
+        (
+            cached_sha256(path, ".snakemake/convscope/sha256-cache.json")
+            if os.path.exists(path)
+            else None
+        )
+        for path in get_cka_checkpoints()
     ]
 
 

@@ -65,11 +65,23 @@ STAGES: dict[str, Stage] = {
         "set by itself for the demo dataset)"),
     **{f"synthesis/{name}": Stage(f"synthesis/{name}", rule, _ALWAYS.format(key))
        for name, (rule, key) in _SYNTHESIS_RULES.items()},
+    "explain/faithfulness": Stage(
+        "explain/faithfulness", "explain_faithfulness",
+        "enabled by `explain.faithfulness.enabled` (on by default); it also writes "
+        "explain/faithfulness.csv and explain/mprt.csv"),
+    "compare": Stage("compare", "cka", "enabled by `similarity.cka.enabled` (on by default)"),
+    "probes": Stage("probes", "probes", "enabled by `similarity.probes.enabled` (on by default)"),
 }
+
+#: files a stage writes outside its folder -> the stage
+_LOOSE_FILES = {"explain/faithfulness.csv": "explain/faithfulness",
+                "explain/mprt.csv": "explain/faithfulness"}
 
 
 def stage_of(relative: str) -> str:
     """The stage writing ``relative`` (a path under results/), e.g. "units/stats.csv" -> "units"."""
+    if Path(relative).as_posix() in _LOOSE_FILES:
+        return _LOOSE_FILES[Path(relative).as_posix()]
     parts = Path(relative).parts
     for depth in (2, 1):
         name = "/".join(parts[:depth])
