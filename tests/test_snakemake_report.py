@@ -21,7 +21,8 @@ BENCHMARKED = ["demo_dataset", "train_demo_model", "manifest", "model_info", "sh
                "topk_units", "unit_stats", "filters", "performance", "embedding",
                "neighbours", "config_used",
                "explain_images", "explain_attribution", "explain_units", "explain_invariance",
-               "explain_correspondence", "explain_keypoints",
+               "explain_correspondence", "explain_keypoints", "explain_faithfulness", "cka",
+               "probes",
                "synthesis_classes", "synthesis_units", "synthesis_inversion", "synthesis_evolution",
                "synthesis_dream", "synthesis_style", "synthesis_adversarial", "synthesis_fooling"]
 
