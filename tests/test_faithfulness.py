@@ -149,3 +149,17 @@ def test_lrp_flat_rule_of_a_single_dense_layer_spreads_the_score_evenly():
     score = model(x).gather(1, target[:, None])[:, 0]
     # the first layer gets the flat rule: every input gets score / inputs, summed over 2 channels
     np.testing.assert_allclose(maps, (2 * score / 32)[:, None, None].expand(2, 4, 4), rtol=1e-5)
+
+
+def test_lrp_runs_on_a_resnet_with_in_place_relus_and_leaves_it_unchanged():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval().requires_grad_(False)
+    assert paths.is_resnet(model) and model.relu.inplace
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 32, 32)
+    maps = paths.lrp_map(model, x, torch.tensor([0, 2]))
+    assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all() and maps.abs().sum() > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.relu.inplace

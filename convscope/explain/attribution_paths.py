@@ -20,6 +20,8 @@ What comes from libraries and what is written here:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 from torch import nn
@@ -78,13 +80,17 @@ def is_resnet(model: nn.Module) -> bool:
 def lrp_map(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """LRP relevance of the class score (zennit EpsilonPlusFlat), summed over channels: (N, H, W).
 
-    ``model`` should be a copy (`convscope.explain.attribution.backprop_ready`): zennit's
-    canonizers change it while the relevance is computed and restore it afterwards.
+    Works on a copy of ``model`` whose ``nn.ReLU`` modules are not in place (zennit's
+    canonizers and rule hooks change the copy while the relevance is computed).
     """
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.composites import EpsilonPlusFlat
     from zennit.torchvision import ResNetCanonizer
 
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
     canonizer = ResNetCanonizer() if is_resnet(model) else SequentialMergeBatchNorm()
     composite = EpsilonPlusFlat(canonizers=[canonizer])
     x = inputs.detach().requires_grad_()

@@ -110,7 +110,7 @@ def _path_map(method: str, model, ready, x: torch.Tensor, target: torch.Tensor,
         return paths.smoothgrad_map(model, x, target, samples=cfg.smoothgrad_samples,
                                     noise=cfg.smoothgrad_noise,
                                     samples_per_pass=cfg.samples_per_pass)
-    return paths.lrp_map(ready, x, target)
+    return paths.lrp_map(model, x, target)
 
 
 def attribution_batch(model, ready, x: torch.Tensor, targets: dict[str, torch.Tensor],
@@ -274,7 +274,7 @@ def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: Pr
     model = load_stage_model(model_cfg, weights_file, preprocess, torch_device)[0]
     chosen = explain_layers(attribution, model_info_json, layers)
     check_layer_names(model, list(chosen), key="explain.attribution.gradcam_layer / zf_layer")
-    needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam", "lrp"} & set(attribution.methods)
+    needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam"} & set(attribution.methods)
     ready = attr.backprop_ready(model) if needs_ready else model
     hw = input_hw(preprocess)
     panels_dir = Path(panels_dir)

@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ["method", "image_id", "deletion_auc", "insertion_auc", "road_morf", "road_lerf"]
 MPRT_COLUMNS = ["method", "layer", "spearman"]
-_NEEDS_READY = {"deconvnet", "guided_backprop", "guided_gradcam", "lrp"}
+_NEEDS_READY = {"deconvnet", "guided_backprop", "guided_gradcam"}
 
 
 def scored_maps(methods, targets) -> tuple[list[str], str]:
