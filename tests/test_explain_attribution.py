@@ -225,13 +225,16 @@ def test_attribution_batch_reads_only_its_section_and_the_batch_size_changes_no_
     from convscope.explain.attribution_stage import attribution_batch
 
     section = validate_config({"explain": {"attribution": {
-        "methods": ["saliency", "gradcam", "occlusion", "zf_occlusion"], "targets": ["true"],
-        "occlusion_size": 3, "occlusion_stride": 2}}})["explain"]["attribution"]
+        "methods": ["saliency", "gradcam", "integrated_gradients", "smoothgrad", "lrp",
+                    "occlusion", "zf_occlusion"], "targets": ["true"],
+        "occlusion_size": 3, "occlusion_stride": 2, "ig_steps": 8, "smoothgrad_samples": 4,
+        "samples_per_pass": 3}}})["explain"]["attribution"]
     attribution = ExplainAttributionConfig.from_dict(section)
     model, x = _tiny(), _inputs(n=3)
     target, fill = torch.tensor([0, 2, 1]), torch.tensor([0.1, -0.1], dtype=torch.float64)
     whole = attribution_batch(model, model, x, {"true": target}, attribution, ("relu2", "relu2"), fill)
-    assert set(whole) == {"saliency/true", "gradcam/true", "occlusion/true", "zf_occlusion",
+    assert set(whole) == {"saliency/true", "gradcam/true", "integrated_gradients/true",
+                          "smoothgrad/true", "lrp/true", "occlusion/true", "zf_occlusion",
                           "zf_channel"}
     inputs = x.clone().requires_grad_()
     (grad,) = torch.autograd.grad(model(inputs)[torch.arange(3), target].sum(), inputs)

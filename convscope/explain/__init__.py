@@ -4,9 +4,11 @@
 - `attribution`: saliency, deconvnet, guided backprop, Grad-CAM, guided Grad-CAM,
   occlusion and the Zeiler & Fergus occlusion of one batch (Captum where it has the method);
 - `occlusion`: the batched occlusion sweep (several readouts per forward pass);
+- `attribution_paths`: integrated gradients, SmoothGrad (Captum) and LRP (zennit);
+- `faithfulness`, `road`: deletion / insertion, ROAD, the randomisation test;
 - `reconstruct`: one unit's activation projected back to pixels;
 - `panels`: the figures; `inputs`: model, pixels and layers shared by the stages;
-- `attribution_stage`, `units_stage`: the workflow's entry points.
+- `attribution_stage`, `units_stage`, `faithfulness_stage`: the workflow's entry points.
 """
 
 import importlib
@@ -20,6 +22,8 @@ _HOMES = {
                     "occlusion_map", "occlusion_maps", "strongest_feature_maps",
                     "zf_occlusion_map"],
     "attribution_stage": ["run_explain_attribution"],
+    "attribution_paths": ["integrated_gradients_map", "smoothgrad_map", "lrp_map"],
+    "faithfulness_stage": ["run_explain_faithfulness"],
     "image_sets": ["IMAGE_SET_COLUMNS", "read_predictions", "run_explain_images",
                    "select_images"],
     "reconstruct": ["crop_box", "reconstruct_units"],
@@ -32,7 +36,8 @@ __all__ = [
     "guided_backprop_map", "gradcam_map", "guided_gradcam_map", "occlusion_map", "occlusion_maps",
     "strongest_feature_maps", "zf_occlusion_map", "IMAGE_SET_COLUMNS", "read_predictions",
     "select_images", "crop_box", "reconstruct_units", "choose_units", "run_explain_images",
-    "run_explain_attribution", "run_explain_units",
+    "run_explain_attribution", "run_explain_units", "integrated_gradients_map", "smoothgrad_map",
+    "lrp_map", "run_explain_faithfulness",
 ]
 
 
