@@ -141,8 +141,8 @@ def _plot(curves: dict, mprt: pd.DataFrame, steps: int, path) -> None:
     for method, rows in mprt.groupby("method", sort=False):
         axes[2].plot(range(len(rows)), rows["spearman"], marker="o", label=method)
         axes[2].set_xticks(range(len(rows)), rows["layer"], rotation=60, fontsize=7)
-    axes[2].set(title="randomisation test (lower = depends on the model)",
-                ylabel="Spearman with trained map", xlabel="randomised down to")
+    axes[2].set(ylabel="Spearman with trained map", xlabel="randomised down to")
+    axes[2].set_title("randomisation test (lower = model-dependent)", fontsize=10)
     axes[0].legend(fontsize=7)
     save_figure(fig, path)
 
