@@ -152,10 +152,10 @@ def test_lrp_flat_rule_of_a_single_dense_layer_spreads_the_score_evenly():
 
 
 def test_lrp_runs_on_a_resnet_with_in_place_relus_and_leaves_it_unchanged():
-    import torchvision
+    from torchvision.models.resnet import BasicBlock, ResNet
 
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=3).eval().requires_grad_(False)
+    torch.manual_seed(0)  # a torchvision ResNet with one BasicBlock per stage
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=3).eval().requires_grad_(False)
     assert paths.is_resnet(model) and model.relu.inplace
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(2, 3, 32, 32)
