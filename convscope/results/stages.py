@@ -65,6 +65,10 @@ STAGES: dict[str, Stage] = {
         "set by itself for the demo dataset)"),
     **{f"synthesis/{name}": Stage(f"synthesis/{name}", rule, _ALWAYS.format(key))
        for name, (rule, key) in _SYNTHESIS_RULES.items()},
+    "dissect": Stage("dissect", "dissect (and demo_concepts for the demo's masks)",
+                     "enabled by `dissect.enabled` (concept masks from `dissect.concepts`, "
+                     "or the demo dataset's own)"),
+    "ablation": Stage("ablation", "ablation", "enabled by `ablation.enabled`"),
 }
 
 
