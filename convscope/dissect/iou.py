@@ -77,14 +77,14 @@ class ConceptTally:
             return
         up = F.interpolate(maps[None].float(), size=tuple(size), mode="bilinear",
                            align_corners=False)[0]
-        active = (up > self.thresholds[:, None, None]).reshape(len(self.thresholds), -1)
-        active = active.double().numpy()
+        # 0/1 in float32: one image's counts (< 2^24 pixels) are exact; summed in float64
+        active = (up > self.thresholds[:, None, None]).reshape(len(self.thresholds), -1).float()
         if masks:
             ids = np.array(sorted(masks), dtype=np.int64)
-            labels = np.stack([masks[i].reshape(-1) for i in ids]).astype(np.float64)
-            self.intersection[:, ids] += active @ labels.T
-            self.label_area[ids] += labels.sum(axis=1)
-        area = active.sum(axis=1)
+            labels = torch.from_numpy(np.stack([masks[i].reshape(-1) for i in ids])).float()
+            self.intersection[:, ids] += (active @ labels.T).double().numpy()
+            self.label_area[ids] += labels.sum(dim=1).double().numpy()
+        area = active.sum(dim=1).double().numpy()
         for category in annotated:
             if category in self.category_names:
                 self.unit_area[:, self.category_names.index(category)] += area
