@@ -9,7 +9,7 @@ import torch
 from convscope.dissect.ablation import LayerAblator, class_curves, unit_effects
 from convscope.nn.models import DemoCNN
 
-K = 10
+K = 10  # classes of the demo model
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def setup():
     return model, inputs, labels
 
 
-def _brute(model, inputs, labels, layer, keep_vectors):
+def _brute(model, inputs, labels, layer, keep_vectors, n_classes=K):
     """Plain torch: per keep-vector, one hook that multiplies the layer's output, one forward."""
     module = model.get_submodule(layer)
     base = model(inputs).numpy()
@@ -30,7 +30,7 @@ def _brute(model, inputs, labels, layer, keep_vectors):
     def score(logits):
         pred = logits.argmax(1)
         acc = []
-        for c in range(K):
+        for c in range(n_classes):
             pos = labels.numpy() == c
             acc.append(np.nan if not pos.any() else
                        ((pred[pos] == c).mean() + (pred[~pos] != c).mean()) / 2)
@@ -43,7 +43,7 @@ def _brute(model, inputs, labels, layer, keep_vectors):
         handle.remove()
         delta_acc.append(score(logits) - score(base))
         delta_logit.append([np.nan if not (labels == c).any() else
-                            (logits - base)[labels.numpy() == c, c].mean() for c in range(K)])
+                            (logits - base)[labels.numpy() == c, c].mean() for c in range(n_classes)])
     return np.array(delta_acc), np.array(delta_logit)
 
 
@@ -87,10 +87,26 @@ def test_curves_equal_brute_force(setup):
     assert {r[0] for r in rows} == {0, 1, 2, 3}
     pred = model(inputs).argmax(1).numpy()
     for c, mode, n, accuracy in rows:
-        order = sorted(units, key=lambda u: (delta_logit[u, c], u))[:n]
+        row_of = {u: i for i, u in enumerate(units)}  # rows of delta_logit follow `units`
+        order = sorted(units, key=lambda u: (delta_logit[row_of[u], c], u))[:n]
         keep = torch.ones(ablator.channels) if mode == "remove" else torch.zeros(ablator.channels)
         keep[order] = 0.0 if mode == "remove" else 1.0
         change, _ = _brute(model, inputs, labels, "relu3", [keep])
         pos = labels.numpy() == c  # _brute gives the change: add the baseline back
         base = ((pred[pos] == c).mean() + (pred[~pos] != c).mean()) / 2
         assert accuracy == pytest.approx(change[0, c] + base, abs=1e-12)
+
+
+def test_model_without_final_linear_layer_uses_forward_passes():
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(),
+                                torch.nn.Conv2d(6, 4, 1), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten()).eval().requires_grad_(False)
+    inputs, labels = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    ablator = LayerAblator(model, "1", inputs, batch_size=12, device=torch.device("cpu"))
+    assert not ablator.closed_form and ablator.method.startswith("forward passes")
+    _, delta_logit = unit_effects(ablator, [2], labels, 4)
+    keep = torch.ones(6)
+    keep[2] = 0
+    _, expected = _brute(model, inputs, labels, "1", [keep], n_classes=4)
+    np.testing.assert_allclose(delta_logit, expected, rtol=1e-4, atol=1e-6)
