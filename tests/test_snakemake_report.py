@@ -23,7 +23,8 @@ BENCHMARKED = ["demo_dataset", "train_demo_model", "manifest", "model_info", "sh
                "explain_images", "explain_attribution", "explain_units", "explain_invariance",
                "explain_correspondence", "explain_keypoints",
                "synthesis_classes", "synthesis_units", "synthesis_inversion", "synthesis_evolution",
-               "synthesis_dream", "synthesis_style", "synthesis_adversarial", "synthesis_fooling"]
+               "synthesis_dream", "synthesis_style", "synthesis_adversarial", "synthesis_fooling",
+               "demo_concepts", "dissect", "ablation"]
 
 # The wrapped outputs: a path inside the tiny run -> the category the report files it under.
 REPORTED = {
@@ -39,6 +40,8 @@ REPORTED = {
     "results/performance/per_class.csv": "Performance",
     "results/performance/confusion.png": "Performance",
     "results/performance/comparison.png": "Performance",
+    "results/dissect/detectors.png": "Dissection",
+    "results/ablation/curves.png": "Dissection",
 }
 
 
