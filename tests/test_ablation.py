@@ -83,8 +83,8 @@ def test_curves_equal_brute_force(setup):
     ablator = LayerAblator(model, "relu3", inputs, batch_size=224, device=torch.device("cpu"))
     units = list(range(0, ablator.channels, 4))
     _, delta_logit = unit_effects(ablator, units, labels, K)
-    rows = class_curves(ablator, units, delta_logit, labels, K, [1, 3])
-    assert {r[0] for r in rows} == {0, 1, 2, 3}
+    rows = class_curves(ablator, units, delta_logit, labels, K, [2, 99])  # 99: dropped
+    assert {r[0] for r in rows} == {0, 1, 2, 3} and {r[2] for r in rows} == {2}
     pred = model(inputs).argmax(1).numpy()
     for c, mode, n, accuracy in rows:
         row_of = {u: i for i, u in enumerate(units)}  # rows of delta_logit follow `units`

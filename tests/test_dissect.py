@@ -155,5 +155,8 @@ def test_bad_masks(tmp_path):
     pd.DataFrame({"image": ["a.jpg"], "object": ["missing.png"]}).to_csv(index, index=False)
     with pytest.raises(ConceptError, match="do not exist: .*missing.png"):
         read_concepts(index, ["a"])
+    pd.DataFrame({"image": ["a.jpg"], "scene": ["x.png"]}).to_csv(index, index=False)
+    with pytest.raises(ConceptError, match=r"column\(s\) scene of .* no category of labels.csv"):
+        read_concepts(index, ["a"])
     with pytest.raises(ConceptError, match="does not exist"):
         read_concepts(tmp_path / "nowhere", ["a"])

@@ -77,6 +77,10 @@ class Concepts:
                     raise ConceptError(f"dissect.concepts: mask {path} holds the value {number}, "
                                        f"which labels.csv does not list")
                 cid = self.numbers[int(number)]
+                if self.categories[cid] != category:
+                    raise ConceptError(f"dissect.concepts: mask {path} (column {category!r}) holds "
+                                       f"{self.names[cid]!r}, a concept of category "
+                                       f"{self.categories[cid]!r} in labels.csv")
                 masks[cid] = masks.get(cid, False) | (values == number)
         if not self.files.get(stem) and self.categories and "mask" in self.categories:
             annotated.add("mask")
@@ -130,6 +134,11 @@ def _read_index(index_csv: Path) -> Concepts:
     if "image" not in index.columns:
         raise ConceptError(f"dissect.concepts: {index_csv} has no column 'image'")
     categories = [c for c in index.columns if c != "image"]
+    unknown = sorted(set(categories) - set(labels["category"].astype(str)))
+    if unknown:
+        raise ConceptError(f"dissect.concepts: column(s) {_listing(unknown)} of {index_csv} are "
+                           f"no category of labels.csv; its categories: "
+                           f"{_listing(set(labels['category'].astype(str)), 20)}")
     files: dict[str, list] = {}
     absent = []
     for _, row in index.iterrows():
