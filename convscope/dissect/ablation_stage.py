@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from convscope.analysis.common import save_figure
+from convscope.config.counts import clip_count
 from convscope.config.sections import AblationConfig, ModelConfig, PreprocessConfig
 from convscope.data.manifest import read_manifest
 from convscope.data.preprocess import to_model_input
@@ -52,6 +53,7 @@ def held_out_sample(manifest_csv, section: AblationConfig):
                                    int(section.seed))
     if not images:
         raise ValueError("ablation: none of the held-out images could be read")
+    clip_count("ablation.n_images", int(section.n_images), len(images), "readable held-out images")
     return rows, images, names, note
 
 
