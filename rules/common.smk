@@ -13,6 +13,7 @@ from convscope.preflight import (
     class_names_required,
 )
 from convscope.store.hashes import cached_sha256
+from convscope.analysis.layer_names import layer_file_names
 from convscope.explain.columns import (
     DEMO_PART_COLUMNS,
     DEMO_POINT_COLUMNS,
@@ -151,7 +152,69 @@ def get_stage_rules():
         stages.append(rules.cka)
     if config["similarity"]["probes"]["enabled"]:
         stages.append(rules.probes)
+    if config["dissect"]["enabled"]:
+        get_dissect_concepts()  # stops here, before any job, without masks to read
+        stages.append(rules.dissect)
+    if config["ablation"]["enabled"]:
+        stages.append(rules.ablation)
     return stages
+
+
+def get_stage_layers(stage):
+    """The layers of the dissect / ablation stage: its own ``layers``, else the analysed ones."""
+    return list(config[stage]["layers"] or config["layers"] or [])
+
+
+def get_layer_files(stage):
+    """File-name-safe names of the stage's layers (`layer_file_names`), in order."""
+    names = layer_file_names(get_stage_layers(stage))
+    return [names[layer] for layer in get_stage_layers(stage)]
+
+
+def get_layer_folders(stage, folder, suffix=""):
+    """Layer -> ``<folder>/<safe name><suffix>`` for the stage's layers."""
+    names = layer_file_names(get_stage_layers(stage))
+    return {layer: f"{folder}/{name}{suffix}" for layer, name in names.items()}
+
+
+def uses_demo_concepts():
+    """Whether the dissect stage reads the demo dataset's own masks (no dissect.concepts)."""
+    return (
+        config["dissect"]["enabled"]
+        and not config["dissect"]["concepts"]
+        and config["dataset"]["kind"] == "demo"
+    )
+
+
+def get_dissect_concepts(wildcards=None):
+    """The concept masks of the dissect stage: ``dissect.concepts``, or the demo's index."""
+    if config["dissect"]["concepts"]:
+        return config["dissect"]["concepts"]
+    if config["dataset"]["kind"] == "demo":
+        return rules.demo_concepts.output.index
+    sys.exit(
+        "convscope: dissect.enabled is true but dissect.concepts is not set; give a "
+        "Broden-style index.csv or a folder of concept folders (only the demo dataset "
+        "brings its own masks)"
+    )
+
+
+def get_ablation_dissect_summaries(wildcards=None):
+    """Layer -> the dissect stage's summary.csv, for the layers both stages analyse (the
+    ablation's units table joins each unit's concept label); empty without dissect."""
+    if not config["dissect"]["enabled"]:
+        return {}
+    folders = get_layer_folders("dissect", "results/dissect")
+    return {
+        layer: os.path.join(folders[layer], "summary.csv")
+        for layer in get_stage_layers("ablation")
+        if layer in folders
+    }
+
+
+def get_ablation_dissect_input(wildcards=None):
+    """The dissect summaries the ablation stage reads (`get_ablation_dissect_summaries`)."""
+    return list(get_ablation_dissect_summaries().values())
 
 
 def get_stage_summaries(wildcards=None):
@@ -186,6 +249,8 @@ def get_benchmark_files(wildcards=None):
         files.append(rules.demo_dataset.benchmark)
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
         files.append(rules.train_demo_model.benchmark)
+    if uses_demo_concepts():
+        files.append(rules.demo_concepts.benchmark)
     files += [
         rules.manifest.benchmark,
         rules.model_info.benchmark,
@@ -389,6 +454,8 @@ def get_final_output(wildcards=None):
         ]
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
         produced += [rules.train_demo_model.output.weights, *get_demo_checkpoints()]
+    if uses_demo_concepts():
+        produced += list(rules.demo_concepts.output)
     produced += get_stage_outputs()
     return [
         rules.report.output.html,

@@ -209,7 +209,10 @@ def test_config_yaml_holds_the_demo_settings_and_nothing_else():
     with open(REPO / "config" / "config.yaml") as fh:
         embedded = yaml.safe_load(fh)
     assert embedded == {"dataset": {"kind": "demo"}, "model": {"kind": "demo"},
-                        "preprocess": DEMO_PREPROCESS, "layers": DEMO_LAYERS}
+                        "preprocess": DEMO_PREPROCESS, "layers": DEMO_LAYERS,
+                        "dissect": {"enabled": True, "n_images": 400,
+                                    "image_concepts": ["background"]},
+                        "ablation": {"enabled": True, "n_images": 300}}
     assert (REPO / "config" / "schema.yaml").resolve() == (
         REPO / "convscope" / "config" / "schema.yaml").resolve()
 

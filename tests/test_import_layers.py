@@ -5,7 +5,7 @@ those inside functions included), so it sees imports a test run would never
 execute. Layers, bottom to top (docs/design.md draws them):
 
     store  <  config  <  data  <  nn  <  stats, render  <  extract, analysis
-           <  explain, synthesis, preflight  <  report
+           <  explain, synthesis, dissect, preflight  <  report, results
 
 Top-level modules (``logs``, ``__init__``) are helpers any layer may use.
 """
@@ -120,3 +120,14 @@ def test_ground_layers_import_no_higher_layer():
               for low in GROUND for high, files in graph.get(low, {}).items()
               if high not in LOWER[low] and high != "logs"]
     assert not upward, "ground layers import upward:\n" + "\n".join(upward)
+
+
+#: subpackages beside each other at the explain/synthesis layer: what they may not import
+ABOVE = {"dissect": {"report", "results", "synthesis", "preflight"}}
+
+
+def test_explain_layer_imports_nothing_above_it():
+    graph = import_graph()
+    wrong = [f"{low} -> {high}" for low, banned in ABOVE.items()
+             for high in graph.get(low, {}) if high in banned]
+    assert not wrong, "imports above the explain/synthesis layer: " + ", ".join(wrong)

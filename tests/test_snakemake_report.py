@@ -24,7 +24,8 @@ BENCHMARKED = ["demo_dataset", "train_demo_model", "manifest", "model_info", "sh
                "explain_correspondence", "explain_keypoints", "explain_faithfulness", "cka",
                "probes",
                "synthesis_classes", "synthesis_units", "synthesis_inversion", "synthesis_evolution",
-               "synthesis_dream", "synthesis_style", "synthesis_adversarial", "synthesis_fooling"]
+               "synthesis_dream", "synthesis_style", "synthesis_adversarial", "synthesis_fooling",
+               "demo_concepts", "dissect", "ablation"]
 
 # The wrapped outputs: a path inside the tiny run -> the category the report files it under.
 REPORTED = {
@@ -40,6 +41,8 @@ REPORTED = {
     "results/performance/per_class.csv": "Performance",
     "results/performance/confusion.png": "Performance",
     "results/performance/comparison.png": "Performance",
+    "results/dissect/detectors.png": "Dissection",
+    "results/ablation/curves.png": "Dissection",
 }
 
 

@@ -23,7 +23,10 @@ SHARDS = [f"results/features/shard-{i:05d}.h5" for i in range(3)]  # 120 images,
 ANALYSES = {"topk_units": 1, "unit_stats": 1, "filters": 1, "performance": 1, "embedding": 1,
             "neighbours": 1, "cka": 1, "probes": 1, "report": 1}
 # stages that read the model and the manifest but not the shards
-MODEL_READERS = {"explain_invariance": 1, "explain_correspondence": 1, "explain_keypoints": 1}
+MODEL_READERS = {"explain_invariance": 1, "explain_correspondence": 1, "explain_keypoints": 1,
+                 "dissect": 1}
+# the ablation stage reads the model and units/topk.csv (its units' top images)
+TOPK_READERS = {"ablation": 1}
 # stages that read the shards (the image set) and the weights
 EXPLAIN = {"explain_images": 1, "explain_attribution": 1, "explain_units": 1,
            "explain_faithfulness": 1}
@@ -67,7 +70,7 @@ def test_weights_with_older_mtime_but_new_content_rerun_everything_after_them(ru
     shutil.copy2(replacement, weights)
     assert weights.stat().st_mtime_ns == older
     assert _planned(run_copy) == {"model_info": 1, "extract": 3, "shard_index": 1, **ANALYSES,
-                                  **MODEL_READERS, **EXPLAIN, **SYNTHESIS}
+                                  **MODEL_READERS, **EXPLAIN, **SYNTHESIS, **TOPK_READERS}
 
 
 def test_deleted_intermediates_are_rebuilt_and_a_damaged_shard_stops_with_its_log(run_copy):
@@ -82,10 +85,11 @@ def test_deleted_intermediates_are_rebuilt_and_a_damaged_shard_stops_with_its_lo
         shutil.move(saved / Path(rel).name, run_copy / rel)
 
     delete(SHARDS[1])
-    assert _planned(run_copy) == {"extract": 1, "shard_index": 1, **ANALYSES, **EXPLAIN}
+    assert _planned(run_copy) == {"extract": 1, "shard_index": 1, **ANALYSES, **EXPLAIN,
+                                  **TOPK_READERS}
     restore(SHARDS[1])
     delete("results/features/index.json")
-    assert _planned(run_copy) == {"shard_index": 1, **ANALYSES, **EXPLAIN}
+    assert _planned(run_copy) == {"shard_index": 1, **ANALYSES, **EXPLAIN, **TOPK_READERS}
     restore("results/features/index.json")
     # the manifest is a checkpoint: what follows it is planned once it is rebuilt
     delete("results/manifest.csv")

@@ -105,6 +105,7 @@ CLASS_NAMES: dict[str, str] = {
     "synthesis.inversion": "InversionConfig", "synthesis.evolution": "EvolutionConfig",
     "synthesis.dream": "DreamConfig", "synthesis.style": "StyleConfig",
     "synthesis.adversarial": "AdversarialConfig", "synthesis.fooling": "FoolingConfig",
+    "dissect": "DissectConfig", "ablation": "AblationConfig",
 }
 
 _JSON_TYPES = {"integer": int, "number": float, "string": str, "boolean": bool,

@@ -52,6 +52,7 @@ __all__ = [
     "hue_to_colour",
     "render_demo_image",
     "generate_demo_dataset",
+    "write_demo_concepts",
 ]
 
 DEMO_CLASSES: tuple[str, ...] = (
@@ -292,6 +293,12 @@ def render_demo_image(rng: np.random.Generator, shape: str, image_size: int) -> 
     The factors dict has the keys of `DEMO_ATTRIBUTES` (see the module
     docstring). All randomness comes from ``rng``.
     """
+    image, factors, _ = _render(rng, shape, image_size)
+    return image, factors
+
+
+def _render(rng: np.random.Generator, shape: str, image_size: int) -> tuple[np.ndarray, dict, np.ndarray]:
+    """`render_demo_image` and the shape's (S, S) float32 coverage (0..1) in the image."""
     if shape not in _SHAPES:
         raise ValueError(f"unknown demo shape {shape!r}; valid: {', '.join(DEMO_CLASSES)}")
     image_size = int(image_size)
@@ -317,7 +324,8 @@ def render_demo_image(rng: np.random.Generator, shape: str, image_size: int) -> 
     radius = shape_size * image_size / 2.0
     centre = np.array([pos_x, pos_y]) * image_size
     layers = [(_rotate(polygon, rotation) * radius + centre, fill) for polygon, fill in _SHAPES[shape]]
-    canvas = _composite(canvas, _coverage(layers, image_size), shape_colour)
+    shape_coverage = _coverage(layers, image_size)
+    canvas = _composite(canvas, shape_coverage, shape_colour)
 
     image = np.clip(np.rint(canvas * 255.0), 0, 255).astype(np.uint8)
     factors = {
@@ -330,7 +338,7 @@ def render_demo_image(rng: np.random.Generator, shape: str, image_size: int) -> 
         "background": background,
         "clutter": clutter,
     }
-    return image, factors
+    return image, factors, shape_coverage
 
 
 def _stratified_split(labels: np.ndarray, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -397,3 +405,46 @@ def generate_demo_dataset(
     with atomic_path(manifest_csv) as tmp:
         manifest.to_csv(tmp, index=False)
     return manifest
+
+
+def write_demo_concepts(demo: DemoDatasetConfig, index_csv: str | os.PathLike,
+                        labels_csv: str | os.PathLike, masks_dir: str | os.PathLike) -> None:
+    """Exact concept masks of the demo dataset, Broden-style, for the dissect stage.
+
+    Every image is drawn again from its seed (the same bytes as `generate_demo_dataset`)
+    keeping the shape's coverage; a pixel belongs to the shape where the coverage is at
+    least 0.5. Writes ``masks_dir/<image>_shape.png`` and ``<image>_colour.png`` (8-bit
+    label maps: the concept number of the shape class or of its colour bin there, 0
+    elsewhere), ``labels_csv`` (``number, name, category``: shapes 1..10, colours after
+    them) and ``index_csv`` (``image`` = the image file name, ``shape``, ``colour`` = its
+    mask files relative to the index's folder).
+    """
+    _check_settings(demo)
+    n_images, image_size, seed = int(demo.n_images), int(demo.image_size), int(demo.seed)
+    masks_dir = Path(masks_dir)
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    prefix = Path(os.path.relpath(masks_dir, Path(index_csv).parent)).as_posix()
+    numbers = {("shape", name): i + 1 for i, name in enumerate(DEMO_CLASSES)}
+    numbers.update({("colour", name): len(DEMO_CLASSES) + i + 1
+                    for i, name in enumerate(COLOUR_NAMES)})
+    labels, _ = _plan(demo)
+    width = max(5, len(str(n_images - 1)))
+    rows = []
+    for i in range(n_images):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, i)))
+        shape = DEMO_CLASSES[labels[i]]
+        _, factors, coverage = _render(rng, shape, image_size)
+        inside = coverage >= 0.5
+        row = {"image": f"{i:0{width}d}.png"}
+        for category, name in (("shape", shape), ("colour", factors["colour"])):
+            mask_name = f"{i:0{width}d}_{category}.png"
+            label_map = np.where(inside, numbers[(category, name)], 0).astype(np.uint8)
+            Image.fromarray(label_map).save(masks_dir / mask_name, format="PNG")
+            row[category] = f"{prefix}/{mask_name}"
+        rows.append(row)
+    table = pd.DataFrame([{"number": number, "name": name, "category": category}
+                          for (category, name), number in numbers.items()])
+    with atomic_path(labels_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(index_csv) as tmp:
+        pd.DataFrame(rows, columns=["image", "shape", "colour"]).to_csv(tmp, index=False)

@@ -71,6 +71,10 @@ STAGES: dict[str, Stage] = {
         "explain/faithfulness.csv and explain/mprt.csv"),
     "compare": Stage("compare", "cka", "enabled by `similarity.cka.enabled` (on by default)"),
     "probes": Stage("probes", "probes", "enabled by `similarity.probes.enabled` (on by default)"),
+    "dissect": Stage("dissect", "dissect (and demo_concepts for the demo's masks)",
+                     "enabled by `dissect.enabled` (concept masks from `dissect.concepts`, "
+                     "or the demo dataset's own)"),
+    "ablation": Stage("ablation", "ablation", "enabled by `ablation.enabled`"),
 }
 
 #: files a stage writes outside its folder -> the stage
