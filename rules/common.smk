@@ -3,6 +3,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
+from convscope.config.auto import weights_file as model_weights_file
 from convscope.config.validate import ConfigError, load_schema, validate_config
 from convscope.preflight import (
     PreflightError,
@@ -64,9 +65,10 @@ def get_dataset_source(wildcards=None):
 
 
 def get_weights_input(wildcards=None):
-    """The model's weights file as a rule input (none for torchvision's cache)."""
+    """The model's weights file as a rule input (none for torchvision's default cached
+    weights; the cached file for torchvision weights named by enum)."""
     if config["model"]["weights"]:
-        return config["model"]["weights"]
+        return model_weights_file(config)
     if config["model"]["kind"] == "demo":
         return rules.train_demo_model.output.weights
     return []
