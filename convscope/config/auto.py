@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["AUTO_KEYS", "FACTS_CACHE", "names_weights_enum", "is_weights_enum", "wants_facts",
+           "no_transforms_message",
            "missing_auto_keys", "model_facts", "apply_model_facts", "weights_file"]
 
 #: the preprocess keys ``preprocess: auto`` fills (those the user set win)
@@ -44,13 +45,26 @@ def is_weights_enum(model: dict) -> bool:
 
 def missing_auto_keys(raw: dict) -> list[str]:
     """The `AUTO_KEYS` ``preprocess: auto`` must fill in a raw config (before defaults): none
-    without auto; ``preprocess: auto`` (a string) becomes ``{auto: true}`` in place."""
+    without auto. ``preprocess: auto`` (a string) and ``preprocess.auto`` (a boolean) are
+    removed in place: the validated config holds the values taken, not where they came from."""
     if raw.get("preprocess") == "auto":
         raw["preprocess"] = {"auto": True}
     section = raw.get("preprocess")
-    if not isinstance(section, dict) or section.get("auto") is not True:
+    if not isinstance(section, dict) or not isinstance(section.get("auto"), bool):
+        return []  # (a non-boolean auto is left to the schema, which names it)
+    if not section.pop("auto"):
         return []
     return [key for key in AUTO_KEYS if key not in section]
+
+
+def no_transforms_message(kind) -> str:
+    """Why ``preprocess: auto`` cannot be had for a model of ``kind`` (not timm, no weights
+    named by enum), and what to do instead."""
+    how = ("its weights are a file, whose transforms torchvision cannot know (name the weights "
+           "instead, e.g. model.weights: IMAGENET1K_V2)" if kind == "torchvision"
+           else f"model.kind {kind!r} carries no transforms")
+    return (f"config key 'preprocess' is auto, but {how}; set preprocess.input_size, resize, "
+            "crop, mean and std explicitly (as the model was trained)")
 
 
 def wants_facts(config: dict, missing_auto: list[str]) -> bool:
@@ -109,6 +123,9 @@ def apply_model_facts(config: dict, missing_auto: list[str]) -> None:
     from the model's facts (in place); `ValueError` when they cannot be had."""
     if not wants_facts(config, missing_auto):
         return
+    model = config["model"]
+    if missing_auto and model.get("kind") != "timm" and not is_weights_enum(model):
+        raise ValueError(no_transforms_message(model.get("kind")))
     facts = model_facts(config["model"], preprocess=bool(missing_auto))
     given = facts.get("preprocess", {})
     for key in missing_auto:

@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from convscope.config.auto import names_weights_enum
+from convscope.config.auto import names_weights_enum, no_transforms_message
 
 __all__ = ["ZooError", "build_timm", "torchvision_weights",
            "cached_weights_file", "model_facts"]
@@ -145,11 +145,7 @@ def model_facts(model_cfg: dict, preprocess: bool = True) -> dict:
     elif preprocess and kind == "timm":
         facts["preprocess"] = _timm_preprocess(model_cfg)
     elif preprocess:
-        how = ("its weights are a file, whose transforms torchvision cannot know (name the "
-               "weights instead, e.g. model.weights: IMAGENET1K_V2)" if kind == "torchvision"
-               else f"model.kind {kind!r} carries no transforms")
-        raise ZooError(f"config key 'preprocess' is auto, but {how}; set preprocess.input_size, "
-                       "resize, crop, mean and std explicitly (as the model was trained)")
+        raise ZooError(no_transforms_message(kind))
     return facts
 
 
