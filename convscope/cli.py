@@ -243,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--weights", help="weights file, or torchvision weights (IMAGENET1K_V2)")
     init.add_argument("--data", required=True, help="image folder, manifest or array file")
     init.add_argument("--layers", nargs="+", help="analysed layers (default: a guess)")
-    init.add_argument("--out", default="convscope.yaml", help="config file written")
+    init.add_argument("--out", default="my.yaml", help="config file written")
     init.add_argument("--force", action="store_true", help="overwrite --out")
     init.set_defaults(run=_init)
     report = sub.add_parser("report", help="regenerate the report only (via snakemake)")

@@ -195,6 +195,7 @@ def get_benchmark_files(wildcards=None):
         rules.neighbours.benchmark,
         rules.config_used.benchmark,
         rules.explain_images.benchmark,
+        rules.export.benchmark,
     ]
     return files + [stage.benchmark for stage in get_stage_rules()]
 
@@ -364,6 +365,7 @@ def get_final_output(wildcards=None):
     if config["model"]["kind"] == "demo" and not config["model"]["weights"]:
         produced += [rules.train_demo_model.output.weights, *get_demo_checkpoints()]
     produced += get_stage_outputs()
+    produced += list(rules.export.output)
     return [
         rules.report.output.html,
         *report_inputs,

@@ -102,7 +102,11 @@ def model_facts(model: dict, preprocess: bool) -> dict:
     process; `ValueError` with its message when the model cannot give them."""
     key = _cache_key(model, preprocess)
     use_disk = Path(".snakemake").is_dir()
-    cached = _memory.get(key) or (_read_cache().get(key) if use_disk else None)
+    on_disk = _read_cache() if use_disk else {}
+    # an answer with the preprocessing holds the rest too
+    keys = [key] if preprocess else [_cache_key(model, True), key]
+    cached = next((found for k in keys for found in (_memory.get(k), on_disk.get(k))
+                   if found is not None), None)
     if cached is None or "weights_file" in cached.get("facts", {}) \
             and not Path(cached["facts"]["weights_file"]).is_file():
         cached = _ask_child(model, preprocess)
