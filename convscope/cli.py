@@ -222,11 +222,12 @@ def _report(args) -> int:
     snakefile = Path("Snakefile")
     if not snakefile.exists():
         snakefile = Path(__file__).resolve().parent.parent / "Snakefile"
-    command = [shutil.which("snakemake") or "snakemake", "--snakefile", str(snakefile),
-               "--cores", str(args.cores), "--forcerun", "report", "--allowed-rules", "report"]
+    # the target first: --forcerun, --allowed-rules and --configfile take several values
+    command = [shutil.which("snakemake") or "snakemake", "results/report/index.html",
+               "--snakefile", str(snakefile), "--cores", str(args.cores), *args.snakemake_args,
+               "--forcerun", "report", "--allowed-rules", "report"]
     if args.configfile:
         command += ["--configfile", args.configfile]
-    command += [*args.snakemake_args, "results/report/index.html"]
     print(" ".join(command), file=sys.stderr)
     return subprocess.run(command, check=False, env=dict(os.environ)).returncode
 

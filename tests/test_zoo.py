@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+import yaml
 from PIL import Image
 
 from convscope.config import ExtractConfig, ModelConfig, PreprocessConfig, validate_config
@@ -182,3 +183,36 @@ def test_timm_not_installed_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
     with pytest.raises(ModelError, match=r"pip install 'convscope\[timm\]'"):
         build_model(model_config(kind="timm", name="resnet10t"))
+
+
+@pytest.mark.workflow
+def test_workflow_runs_a_timm_model_with_preprocess_auto(tmp_path):
+    """Parsed torch-free (preprocess: auto resolved in a child process), checked in onstart,
+    extracted; results/config.yaml and the shards hold the values taken from timm."""
+    from timm.data import resolve_data_config
+
+    from conftest import run_snakemake
+
+    for cls in ("a", "b"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((40, 44, 3), 40 * i + 60 * (cls == "b"), np.uint8)).save(
+                tmp_path / "images" / cls / f"{i}.png")
+    torch.manual_seed(0)
+    safetensors_torch.save_file(timm.create_model("resnet10t", num_classes=2).state_dict(),
+                                str(tmp_path / "net.safetensors"))
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump({
+        "dataset": {"kind": "folder", "path": "images", "class_names": ["a", "b"]},
+        "model": {"kind": "timm", "name": "resnet10t", "weights": "net.safetensors",
+                  "num_classes": 2},
+        "preprocess": {"auto": True, "input_size": 32, "resize": 36},
+        "layers": ["layer1", "layer4"],
+        "extract": {"shard_size": 4, "num_workers": 0, "batch_size": 4}}))
+    run_snakemake(tmp_path, "results/features/index.json", "results/config.yaml",
+                  "--configfile", "my.yaml", "--cores", "2")
+    data = resolve_data_config({}, model=timm.create_model("resnet10t", pretrained=False))
+    used = yaml.safe_load((tmp_path / "results" / "config.yaml").read_text())["preprocess"]
+    assert used == {"input_size": 32, "resize": 36, "channels": 3, "crop": "center",
+                    "mean": list(data["mean"]), "std": list(data["std"])}
+    with h5py.File(tmp_path / "results" / "features" / "shard-00001.h5", "r") as f:
+        assert f["codes"].shape == (2, 512)
