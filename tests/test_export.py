@@ -8,9 +8,12 @@ import json
 import h5py
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from conftest import TINY_CONFIG
+
+pytestmark = pytest.mark.workflow  # reads the session's tiny run
 
 
 def _shards(run):
