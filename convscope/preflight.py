@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from convscope.config.auto import is_weights_enum
 from convscope.nn.layers import did_you_mean as _hint
 from convscope.nn.layers import listing as _listing
 
@@ -206,13 +207,14 @@ def _model_or_error(config: dict):
     model_cfg = ModelConfig.from_dict(config["model"])
     in_channels = int(config["preprocess"]["channels"])
     weights = model_cfg.weights
-    if weights and not Path(weights).is_file():
+    if weights and not Path(weights).is_file() and not is_weights_enum(config["model"]):
         what = "is a folder, not a file" if Path(weights).is_dir() else "does not exist"
         raise PreflightError(f"config key 'model.weights': {weights} {what} (give a checkpoint "
                              "file: a state dict, or a dict holding one under 'state_dict')")
-    if model_cfg.kind == "torchvision" and not model_cfg.name:
-        raise PreflightError("config key 'model.name' must name a torchvision model when "
-                             "model.kind is 'torchvision' (e.g. resnet18)")
+    if model_cfg.kind in ("torchvision", "timm") and not model_cfg.name:
+        example = "resnet18" if model_cfg.kind == "torchvision" else "convnext_tiny"
+        raise PreflightError(f"config key 'model.name' must name a {model_cfg.kind} model when "
+                             f"model.kind is {model_cfg.kind!r} (e.g. {example})")
     try:
         if weights or model_cfg.kind == "torchvision":
             return load_model(model_cfg, weights, in_channels=in_channels)
@@ -223,8 +225,8 @@ def _model_or_error(config: dict):
         raise PreflightError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the user's factory or kwargs failed
         what = {"custom": f"model.factory {model_cfg.factory!r}",
-                "torchvision": f"model.name {model_cfg.name!r}"}.get(model_cfg.kind,
-                                                                    "the demo model")
+                "torchvision": f"model.name {model_cfg.name!r}",
+                "timm": f"timm model.name {model_cfg.name!r}"}.get(model_cfg.kind, "the demo model")
         raise PreflightError(f"{what} with model.factory_kwargs "
                              f"{dict(model_cfg.factory_kwargs)} could not be built: "
                              f"{type(exc).__name__}: {exc}") from None

@@ -3,6 +3,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
+from convscope.config.auto import weights_file as model_weights_file
 from convscope.config.validate import ConfigError, load_schema, validate_config
 from convscope.preflight import (
     PreflightError,
@@ -65,9 +66,10 @@ def get_dataset_source(wildcards=None):
 
 
 def get_weights_input(wildcards=None):
-    """The model's weights file as a rule input (none for torchvision's cache)."""
+    """The model's weights file as a rule input (none for torchvision's default cached
+    weights; the cached file for torchvision weights named by enum)."""
     if config["model"]["weights"]:
-        return config["model"]["weights"]
+        return model_weights_file(config)
     if config["model"]["kind"] == "demo":
         return rules.train_demo_model.output.weights
     return []
@@ -264,6 +266,7 @@ def get_benchmark_files(wildcards=None):
         rules.neighbours.benchmark,
         rules.config_used.benchmark,
         rules.explain_images.benchmark,
+        rules.export.benchmark,
     ]
     return files + [stage.benchmark for stage in get_stage_rules()]
 
@@ -457,6 +460,7 @@ def get_final_output(wildcards=None):
     if uses_demo_concepts():
         produced += list(rules.demo_concepts.output)
     produced += get_stage_outputs()
+    produced += list(rules.export.output)
     return [
         rules.report.output.html,
         *report_inputs,

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.workflow
 
 SHARDS = [f"results/features/shard-{i:05d}.h5" for i in range(3)]  # 120 images, shards of 50
 ANALYSES = {"topk_units": 1, "unit_stats": 1, "filters": 1, "performance": 1, "embedding": 1,
-            "neighbours": 1, "cka": 1, "probes": 1, "report": 1}
+            "neighbours": 1, "cka": 1, "probes": 1, "export": 1, "report": 1}
 # stages that read the model and the manifest but not the shards
 MODEL_READERS = {"explain_invariance": 1, "explain_correspondence": 1, "explain_keypoints": 1,
                  "dissect": 1}

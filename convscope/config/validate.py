@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from convscope.config.aliases import resolve_aliases
+from convscope.config.auto import apply_model_facts, missing_auto_keys
 
 __all__ = ["ConfigError", "SCHEMA_PATH", "load_schema", "validate_config", "load_config",
            "config_hash", "merge_configs", "describe_config", "write_config_used"]
@@ -75,16 +76,24 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Return a copy of ``config`` with defaults filled, or raise `ConfigError`.
 
+    ``preprocess: auto`` keys and the class names of torchvision weights named by enum are
+    read from the model (`convscope.config.auto`, in a child process: torch stays unimported).
+
     Every problem found is listed, one per line.
     """
     schema = schema or load_schema()
     config = copy.deepcopy(dict(config))
     resolve_aliases(config, schema, ConfigError)
+    missing_auto = missing_auto_keys(config)
     _fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid config:\n" + "\n".join(_describe(e, schema) for e in errors))
+    try:
+        apply_model_facts(config, missing_auto)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     _normalise(config)
     _fill_seeds(config, schema, config.get("seed"))
     return config

@@ -6,8 +6,14 @@ Three kinds of model:
 - ``torchvision``: any classification model of ``torchvision.models`` by name,
   with weights from a file or torchvision's own weights if already in the
   local cache (nothing is downloaded);
+- ``timm``: a timm architecture by name (`convscope.nn.zoo`), never pretrained,
+  with weights from a file;
 - ``custom``: ``package.module:factory`` returning an ``nn.Module``, plus a
   checkpoint file.
+
+Weights files are ``.safetensors`` or torch files for every kind; a torchvision model's
+``model.weights`` may instead name its weights (``IMAGENET1K_V2``), read from the local
+torch cache.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from convscope.config.auto import names_weights_enum
 from convscope.config.sections import ModelConfig
 from convscope.nn.device import resolve_device
 from convscope.nn.layers import check_layer_names, module_names
+from convscope.nn.zoo import ZooError, build_timm, cached_weights_file, torchvision_weights
 from convscope.store.hashes import file_sha256
 
 __all__ = [
@@ -116,6 +124,11 @@ def build_model(model_cfg: ModelConfig, num_classes: int | None = None,
         kwargs = dict(model_cfg.factory_kwargs or {})
         kwargs.setdefault("num_classes", model_cfg.num_classes or 1000)
         return torchvision.models.get_model(name, weights=None, **kwargs)
+    if kind == "timm":
+        try:
+            return build_timm(model_cfg.name, n_classes, in_channels, model_cfg.factory_kwargs)
+        except ZooError as exc:
+            raise ModelError(str(exc)) from None
     if kind == "custom":
         spec = model_cfg.factory
         if not spec:
@@ -127,7 +140,7 @@ def build_model(model_cfg: ModelConfig, num_classes: int | None = None,
             raise ModelError(f"model.factory {spec!r} returned {type(model).__name__}, "
                              "not a torch.nn.Module")
         return model
-    raise ModelError(f"model.kind {kind!r} is unknown; valid: demo, torchvision, custom")
+    raise ModelError(f"model.kind {kind!r} is unknown; valid: demo, torchvision, timm, custom")
 
 
 def _state_dict_from(obj, path) -> dict:
@@ -144,16 +157,30 @@ def _state_dict_from(obj, path) -> dict:
                      "under 'state_dict' / 'model')")
 
 
+def _read_weights(path: Path):
+    """The object in a weights file: ``.safetensors`` (a dict of tensors) or a torch file."""
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ModelError(f"model weights file {path} is a .safetensors file, which needs the "
+                             "safetensors package: pip install safetensors") from None
+        reader = load_file
+    else:
+        def reader(p, device):
+            return torch.load(p, map_location=device, weights_only=True)
+    try:
+        return reader(path, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ModelError(f"cannot read model weights file {path}: {exc}") from exc
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load a state dict file into ``model``; mismatches raise `ModelError` naming the keys."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model weights file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ModelError(f"cannot read model weights file {path}: {exc}") from exc
-    state = _state_dict_from(obj, path)
+    state = _state_dict_from(_read_weights(path), path)
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = OrderedDict((k[len("module."):], v) for k, v in state.items())
     own = model.state_dict()
@@ -173,6 +200,21 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                          + " | ".join(parts))
     model.load_state_dict(state)
     return model
+
+
+def _weights_path(model_cfg: ModelConfig, weights_file):
+    """The weights file to read: ``weights_file``; for a torchvision model, its weights named
+    by enum (or its default ones when none is given) from the local torch cache."""
+    if model_cfg.kind != "torchvision":
+        return weights_file
+    if weights_file is None:
+        return _torchvision_cached_weights(model_cfg.name)
+    if names_weights_enum(weights_file):
+        try:
+            return cached_weights_file(torchvision_weights(model_cfg.name, str(weights_file)))
+        except ZooError as exc:
+            raise ModelError(str(exc)) from None
+    return weights_file
 
 
 def _torchvision_cached_weights(name: str):
@@ -204,9 +246,7 @@ def load_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | None, *
     if num_classes is None and model_cfg.kind == "demo" and not model_cfg.num_classes:
         num_classes = _demo_num_classes(weights_file)
     model = build_model(model_cfg, num_classes=num_classes, in_channels=in_channels)
-    path = weights_file
-    if path is None and model_cfg.kind == "torchvision":
-        path = _torchvision_cached_weights(model_cfg.name)
+    path = _weights_path(model_cfg, weights_file)
     if path is None:
         raise ModelError("model.weights is not set; give the checkpoint file of your model")
     load_checkpoint(model, path)
@@ -256,9 +296,7 @@ def codes_module_name(model: nn.Module, codes_layer: str | None) -> tuple[str, s
 
 def model_identity(model_cfg: ModelConfig, weights_file: str | os.PathLike | None) -> dict:
     """What identifies the model a shard came from: kind, name, weights hash."""
-    path = weights_file
-    if path is None and model_cfg.kind == "torchvision":
-        path = _torchvision_cached_weights(model_cfg.name)
+    path = _weights_path(model_cfg, weights_file)
     return {
         "kind": model_cfg.kind,
         "name": model_cfg.name or model_cfg.factory or "DemoCNN",

@@ -52,6 +52,8 @@ STAGES: dict[str, Stage] = {
     "embedding": Stage("embedding", "embedding", _ALWAYS.format("embedding")),
     "neighbours": Stage("neighbours", "neighbours", _ALWAYS.format("neighbours")),
     "performance": Stage("performance", "performance", _ALWAYS.format("performance")),
+    "export": Stage("export", "export", "runs in every full run; its neighbours column follows "
+                    "`neighbours.k`"),
     "explain": Stage("explain", "explain_images", _ALWAYS.format("explain.images")),
     **{f"explain/{name}": Stage(f"explain/{name}", rule, _ALWAYS.format(key))
        for name, (rule, key) in _EXPLAIN_RULES.items()},
