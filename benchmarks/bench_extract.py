@@ -102,7 +102,8 @@ def make_dataset(root: Path, n_images: int, image_hw: tuple[int, int], n_classes
     return csv
 
 
-def make_model_config(name: str, folder: Path) -> tuple[dict, list[str], Path]:
+def make_model_config(name: str, folder: Path, in_channels: int = 3
+                      ) -> tuple[dict, list[str], Path]:
     """Model section, layer names and a weights file of a randomly initialised model."""
     from convscope.config import ModelConfig, validate_config
     from convscope.nn.models import build_model
@@ -114,7 +115,8 @@ def make_model_config(name: str, folder: Path) -> tuple[dict, list[str], Path]:
     else:
         model_cfg = {"kind": "torchvision", "name": name}
         layers = _RESNET_LAYERS if name.startswith(("resnet", "resnext", "wide_resnet")) else None
-    model = build_model(ModelConfig.from_dict(validate_config({"model": model_cfg})["model"]))
+    model = build_model(ModelConfig.from_dict(validate_config({"model": model_cfg})["model"]),
+                        in_channels=in_channels)
     if layers is None:  # the last four top-level children that are not the head
         children = [n for n, m in model.named_children()
                     if not isinstance(m, (torch.nn.Linear, torch.nn.Dropout))]
@@ -512,7 +514,7 @@ def main(argv=None) -> dict:
         work = Path(args.data_dir) if args.data_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         csv = prepare_data(work, args.n_images, image_hw, args.image_format, args.grey)
-        model_cfg, layers, weights = make_model_config(args.model, Path(tmp))
+        model_cfg, layers, weights = make_model_config(args.model, Path(tmp), 1 if args.grey else 3)
         config = build_config(args, model_cfg, layers)
         model_info = describe_model(_load(config, weights, "cpu"), config["preprocess"],
                                     config["layers"], config["codes_layer"])

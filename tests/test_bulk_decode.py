@@ -105,3 +105,27 @@ def test_draft_decodes_smaller_and_keeps_file_size(files):
     image, size = load_image_scaled(files[4], -1, side)  # EXIF-turned
     assert image.shape == (64, 48, 3) and size == (192, 256)
     assert draft_side(as_preprocess_config({"input_size": 24, "resize": None, "crop": "center"}), THUMB) is None
+
+
+def test_array_rows_read_at_once_equal_row_by_row(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, size=(5, 12, 10), dtype=np.uint8)
+    floats = rng.random((4, 12, 10, 3)).astype(np.float32) * 7.0  # scaled per image
+    np.savez(tmp_path / "grey.npz", images=grey)
+    with h5py.File(tmp_path / "floats.h5", "w") as f:
+        f["images"] = floats
+    paths = [str(tmp_path / "grey.npz")] * 3 + [str(tmp_path / "floats.h5")] * 3
+    np.savez(tmp_path / "other.npz", images=grey)
+    paths.append(str(tmp_path / "other.npz"))  # a file of its own: the others are read at once
+    slots = [4, 0, 4, 3, 1, 2, 9]  # repeated, unordered, and one out of range
+    got = decode_chunk(paths, slots, PRE_GREY, THUMB)
+    assert "out of range" in got[-1]["failed"]
+    for path, slot, item in zip(paths[:-1], slots[:-1], got[:-1]):
+        image = load_image(path, slot)
+        np.testing.assert_array_equal(item["image"], prepare_uint8(image, PRE_GREY))
+        np.testing.assert_array_equal(item["thumb"], make_thumbnail(image, THUMB))
+        expected = pixel_attributes(image)
+        np.testing.assert_allclose(item["attrs"], [expected[k] for k in PIXEL_ATTRIBUTE_NAMES],
+                                   rtol=1e-6, atol=1e-7)

@@ -15,9 +15,10 @@ pixel attributes (or the reason it failed). Two things keep this cheap:
   the tolerances in benchmarks/README.md (tests/test_bulk_decode.py). Off with
   ``extract.jpeg_draft: false``; never used with ``crop: center`` and no
   ``resize`` (the crop then takes original pixels).
-- **Bulk arrays.** Images of one shape in a chunk (all of them in a dataset of
-  small images of one size) are cropped, converted and described as one array
-  (`pixel_attributes_batch`), not one by one.
+- **Bulk arrays.** Rows of one array file (``.npz`` / ``.h5``) in a chunk are read in
+  one call (`convscope.data.images.load_array_rows`); images of one shape in a chunk
+  (all of them in a dataset of small images of one size) are cropped, converted and
+  described as one array (`pixel_attributes_batch`), not one by one.
 
 Without draft mode every value equals the single-image functions of
 `convscope.data.images` and `convscope.data.preprocess` (pixel attributes to float64
@@ -33,7 +34,8 @@ import torch
 from PIL import Image
 
 from convscope.config.sections import PreprocessConfig
-from convscope.data.images import ImageReadError, load_image_scaled, make_thumbnail
+from convscope.data.images import (ImageReadError, load_array_rows, load_image_scaled,
+                                   make_thumbnail)
 from convscope.data.preprocess import (REC601, as_preprocess_config, crop_or_pad, geometry,
                                        input_hw, resized_wh, to_channels)
 
@@ -104,9 +106,29 @@ def prepare_batch(images: np.ndarray, size: tuple[int, int],
     return to_channels(crop_or_pad(batch, left, top, in_h, in_w), cfg.channels).numpy()
 
 
-def _load(paths: Sequence[str], slots: Sequence[int], side: int | None):
-    loaded, failed = {}, {}
+def _load_arrays(paths: Sequence[str], slots: Sequence[int]) -> dict:
+    """Array rows read file by file at once (positions -> (image, size)); a file with any
+    unreadable row is left to `load_image_scaled`, row by row."""
+    by_file: dict[str, list[int]] = {}
     for i, (path, slot) in enumerate(zip(paths, slots)):
+        if int(slot) >= 0:
+            by_file.setdefault(path, []).append(i)
+    loaded = {}
+    for path, members in by_file.items():
+        try:
+            rows = load_array_rows(path, [int(slots[i]) for i in members])
+        except ImageReadError:
+            continue
+        size = (rows.shape[2], rows.shape[1])
+        loaded.update((i, (row, size)) for i, row in zip(members, rows))
+    return loaded
+
+
+def _load(paths: Sequence[str], slots: Sequence[int], side: int | None):
+    loaded, failed = _load_arrays(paths, slots), {}
+    for i, (path, slot) in enumerate(zip(paths, slots)):
+        if i in loaded:
+            continue
         try:
             loaded[i] = load_image_scaled(path, int(slot), side)
         except ImageReadError as exc:

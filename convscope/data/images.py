@@ -46,6 +46,7 @@ __all__ = [
     "PIXEL_ATTRIBUTE_NAMES",
     "load_image",
     "load_image_scaled",
+    "load_array_rows",
     "read_prepared",
     "pixel_attributes",
     "square_crop_box",
@@ -320,6 +321,27 @@ def _load_array_row(path: str, slot: int) -> np.ndarray:
         raise ImageReadError(f"cannot read array file ({type(error).__name__}: {error})", path, slot) from error
     except Exception as error:
         raise ImageReadError(_decoder_reason(error), path, slot) from error
+
+
+def load_array_rows(path: str | os.PathLike, slots: Sequence[int]) -> np.ndarray:
+    """Rows ``slots`` of one ``.npz`` / ``.h5`` file read at once, as (n, H, W, 3) uint8 RGB
+    (`load_image`'s rules, row by row). Raises `ImageReadError` when any of them cannot be
+    read; `load_image` then tells which and why."""
+    path, slots = os.fspath(path), np.asarray(slots, dtype=np.int64)
+    if os.path.splitext(path)[1].lower() not in _ARRAY_SUFFIXES or not os.path.isfile(path):
+        raise ImageReadError("not an array file", path)
+    try:
+        images = _open_array_file(path).images
+        if slots.size == 0 or slots.min() < 0 or slots.max() >= images.shape[0]:
+            raise ImageReadError("slot out of range", path)
+        _check_size(images.shape[2], images.shape[1])
+        unique, where = np.unique(slots, return_inverse=True)  # h5py reads increasing rows
+        rows = np.asarray(images[unique])[where]
+        return np.stack([_array_to_rgb(row) for row in rows])
+    except ImageReadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - reported row by row by the caller
+        raise ImageReadError(f"cannot read array file ({type(error).__name__})", path) from error
 
 
 def load_image(path: str | os.PathLike, slot: int = -1) -> np.ndarray:
