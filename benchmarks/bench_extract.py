@@ -285,6 +285,16 @@ def per_image_costs(config: dict, manifest_csv: Path, n_sample: int, chunk: int 
     return out
 
 
+def worker_costs(config: dict, manifest_csv: Path, n_sample: int) -> dict:
+    """`per_image_costs` with one torch thread, as in a loader worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return per_image_costs(config, manifest_csv, n_sample)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_extract(config: dict, manifest_csv: Path, model_info: dict, weights: Path,
                 out_dir: Path, device: torch.device, name: str = "shard-00000.h5") -> dict:
     from convscope.extract.pipeline import extract_shard
@@ -536,7 +546,7 @@ def main(argv=None) -> dict:
         n_batches = args.bare_batches or max(10, -(-args.n_images // args.batch_size))
         result.update(bare_and_hooked_forward(config, model_info, weights, device, n_batches,
                                               warmup=3))
-        result.update(per_image_costs(config, csv, args.cost_sample))
+        result.update(worker_costs(config, csv, args.cost_sample))
         result.update(loader_only(config, csv, pin_memory=device.type == "cuda"))
         result.update(run_extract(config, csv, model_info, weights, Path(tmp), device))
         if args.decode:
