@@ -52,18 +52,20 @@ def run(folder: Path, cores: int) -> None:
         subprocess.run(command, check=True, env=env, cwd=folder, stdout=log, stderr=log)
 
 
-def read_stage(folder: Path, pattern: str) -> tuple[float, float]:
-    """(wall seconds, peak max_rss MB) of a stage; shards: seconds summed, peak the max."""
-    seconds, peak = 0.0, 0.0
+def read_stage(folder: Path, pattern: str) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak max_rss MB) of a stage; shards: seconds summed, peak
+    the max. On a shared machine CPU seconds are the steadier measure of work."""
+    seconds, cpu, peak = 0.0, 0.0, 0.0
     files = sorted(folder.glob(pattern))
     if not files:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     for path in files:
         with path.open() as handle:
             row = next(csv.DictReader(handle, delimiter="\t"))
         seconds += float(row["s"])
+        cpu += float(row["cpu_time"]) if row.get("cpu_time") not in (None, "", "NA") else 0.0
         peak = max(peak, float(row["max_rss"]) if row["max_rss"] not in ("", "NA") else 0.0)
-    return seconds, peak
+    return seconds, cpu, peak
 
 
 def main(argv=None) -> None:
@@ -73,24 +75,33 @@ def main(argv=None) -> None:
     parser.add_argument("--shard-size", type=int, default=500)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--work", default="/tmp/convscope_scaling")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only print the table of sizes already run in --work")
     args = parser.parse_args(argv)
     factors = [int(f) for f in args.factors.split(",")]
     table = {}
     for factor in factors:
         folder = Path(args.work) / f"x{factor}"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_config(folder, args.base * factor, args.shard_size)
-        run(folder, args.cores)
+        if not args.table_only:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_config(folder, args.base * factor, args.shard_size)
+            run(folder, args.cores)
         table[factor] = {stage: read_stage(folder, pattern) for stage, pattern in STAGES.items()}
         print(f"x{factor} done", file=sys.stderr, flush=True)
-    first = factors[0]
-    print("| stage | " + " | ".join(f"x{f} ({args.base * f} img) s / MB" for f in factors)
-          + f" | time x{factors[-1]}/x{first} | memory x{factors[-1]}/x{first} |")
+    print_table(table, factors, args.base)
+
+
+def print_table(table: dict, factors: list[int], base: int) -> None:
+    """Markdown table: wall s / CPU s / peak MB per stage and size, and the growth."""
+    first, last = factors[0], factors[-1]
+    print("| stage | " + " | ".join(f"x{f} ({base * f} img): wall s / CPU s / MB"
+                                   for f in factors)
+          + f" | CPU x{last}/x{first} | memory x{last}/x{first} |")
     print("| --- |" + " --- |" * (len(factors) + 2))
     for stage in STAGES:
-        cells = [f"{table[f][stage][0]:.1f} / {table[f][stage][1]:.0f}" for f in factors]
-        (t0, m0), (t1, m1) = table[first][stage], table[factors[-1]][stage]
-        print(f"| {stage} | " + " | ".join(cells) + f" | {t1 / t0:.1f} | {m1 / m0:.2f} |")
+        cells = ["{:.1f} / {:.1f} / {:.0f}".format(*table[f][stage]) for f in factors]
+        (_, c0, m0), (_, c1, m1) = table[first][stage], table[last][stage]
+        print(f"| {stage} | " + " | ".join(cells) + f" | {c1 / c0:.1f} | {m1 / m0:.2f} |")
 
 
 if __name__ == "__main__":
