@@ -17,8 +17,9 @@ pixel attributes (or the reason it failed). Two things keep this cheap:
   ``resize`` (the crop then takes original pixels).
 - **Bulk arrays.** Rows of one array file (``.npz`` / ``.h5``) in a chunk are read in
   one call (`convscope.data.images.load_array_rows`); images of one shape in a chunk
-  (all of them in a dataset of small images of one size) are cropped, converted and
-  described as one array (`pixel_attributes_batch`), not one by one.
+  (all of them in a dataset of small images of one size) are cropped and converted as
+  one array, and small ones (<= 64 x 64 pixels) described as one array
+  (`pixel_attributes_batch`); numpy describes larger ones faster one by one.
 
 Without draft mode every value equals the single-image functions of
 `convscope.data.images` and `convscope.data.preprocess` (pixel attributes to float64
@@ -34,8 +35,8 @@ import torch
 from PIL import Image
 
 from convscope.config.sections import PreprocessConfig
-from convscope.data.images import (ImageReadError, load_array_rows, load_image_scaled,
-                                   make_thumbnail)
+from convscope.data.images import (PIXEL_ATTRIBUTE_NAMES, ImageReadError, load_array_rows,
+                                   load_image_scaled, make_thumbnail, pixel_attributes)
 from convscope.data.preprocess import (REC601, as_preprocess_config, crop_or_pad, geometry,
                                        input_hw, resized_wh, to_channels)
 
@@ -45,8 +46,11 @@ __all__ = ["DRAFT_MARGIN", "draft_side", "pixel_attributes_batch", "prepare_batc
 #: A drafted JPEG keeps at least this many times the pixels the resize and thumbnail need.
 DRAFT_MARGIN: int = 2
 
-#: Pixels (images x height x width) described in one array: bounds a worker's memory.
-_PIXELS_PER_GROUP = 1 << 21
+#: Pixels (images x height x width) prepared in one array: bounds a worker's memory.
+_PIXELS_PER_GROUP = 1 << 18
+#: Images up to this many pixels are described together (`pixel_attributes_batch`); larger
+#: ones one by one, which numpy reduces faster (measured: benchmarks/README.md).
+_BATCH_ATTRS_MAX_PIXELS = 64 * 64
 _REC601 = np.array(REC601, dtype=np.float32)
 
 
@@ -66,8 +70,9 @@ def pixel_attributes_batch(images: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     ``sizes`` (n, 2) are the files' (width, height). Returns (n, 7) float32 in the
     order of `convscope.data.images.PIXEL_ATTRIBUTE_NAMES`.
     """
+    images = images.reshape(len(images), -1, 3)  # reductions along one contiguous axis
     rgb = images.astype(np.float32)
-    axes = (1, 2)
+    axes = 1
     luma = (rgb @ _REC601) / 255.0
     red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     rg = red - green
@@ -104,6 +109,18 @@ def prepare_batch(images: np.ndarray, size: tuple[int, int],
     _, _, left, top = geometry(size[0], size[1], cfg)
     batch = torch.from_numpy(np.ascontiguousarray(images))
     return to_channels(crop_or_pad(batch, left, top, in_h, in_w), cfg.channels).numpy()
+
+
+def _describe(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(n, 7) pixel attributes of images of one file ``size`` (width, height)."""
+    if images.shape[1] * images.shape[2] <= _BATCH_ATTRS_MAX_PIXELS:
+        return pixel_attributes_batch(images, np.array([size] * len(images)))
+    width, height = float(size[0]), float(size[1])  # the file's, not the drafted image's
+    rows = []
+    for image in images:
+        named = dict(pixel_attributes(image), width=width, height=height, aspect=width / height)
+        rows.append([named[k] for k in PIXEL_ATTRIBUTE_NAMES])
+    return np.array(rows, np.float32)
 
 
 def _load_arrays(paths: Sequence[str], slots: Sequence[int]) -> dict:
@@ -166,7 +183,7 @@ def decode_chunk(paths: Sequence[str], slots: Sequence[int],
         size = loaded[members[0]][1]
         try:
             prepared = prepare_batch(images, size, cfg)
-            attrs = pixel_attributes_batch(images, np.array([size] * len(members)))
+            attrs = _describe(images, size)
             for k, i in enumerate(members):
                 out[i] = {"image": prepared[k], "thumb": make_thumbnail(images[k], thumb_px),
                           "attrs": attrs[k]}
