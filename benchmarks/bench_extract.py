@@ -255,7 +255,7 @@ def per_image_costs(config: dict, manifest_csv: Path, n_sample: int, chunk: int 
     """Milliseconds per image of each step a loader worker does (`convscope.data.bulk`, chunks
     of ``chunk`` images), in this one process; ``ms_reference`` (not in the total): the same
     work one image at a time from the fully decoded file, timed in the same run."""
-    from convscope.data.bulk import draft_side, pixel_attributes_batch, prepare_batch
+    from convscope.data.bulk import describe_batch, draft_side, prepare_batch
     from convscope.data.images import load_image_scaled, make_thumbnail
     from convscope.data.manifest import read_manifest
 
@@ -273,7 +273,7 @@ def per_image_costs(config: dict, manifest_csv: Path, n_sample: int, chunk: int 
         t2 = time.perf_counter()
         [make_thumbnail(image, thumb_px) for image in images]
         t3 = time.perf_counter()
-        pixel_attributes_batch(images, sizes)
+        describe_batch(images, tuple(sizes[0]))
         t4 = time.perf_counter()
         totals["decode"] += t1 - tic
         totals["resize_crop"] += t2 - t1

@@ -40,8 +40,8 @@ from convscope.data.images import (PIXEL_ATTRIBUTE_NAMES, ImageReadError, load_a
 from convscope.data.preprocess import (REC601, as_preprocess_config, crop_or_pad, geometry,
                                        input_hw, resized_wh, to_channels)
 
-__all__ = ["DRAFT_MARGIN", "draft_side", "pixel_attributes_batch", "prepare_batch",
-           "decode_chunk"]
+__all__ = ["DRAFT_MARGIN", "draft_side", "pixel_attributes_batch", "describe_batch",
+           "prepare_batch", "decode_chunk"]
 
 #: A drafted JPEG keeps at least this many times the pixels the resize and thumbnail need.
 DRAFT_MARGIN: int = 2
@@ -111,7 +111,7 @@ def prepare_batch(images: np.ndarray, size: tuple[int, int],
     return to_channels(crop_or_pad(batch, left, top, in_h, in_w), cfg.channels).numpy()
 
 
-def _describe(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def describe_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(n, 7) pixel attributes of images of one file ``size`` (width, height)."""
     if images.shape[1] * images.shape[2] <= _BATCH_ATTRS_MAX_PIXELS:
         return pixel_attributes_batch(images, np.array([size] * len(images)))
@@ -183,7 +183,7 @@ def decode_chunk(paths: Sequence[str], slots: Sequence[int],
         size = loaded[members[0]][1]
         try:
             prepared = prepare_batch(images, size, cfg)
-            attrs = _describe(images, size)
+            attrs = describe_batch(images, size)
             for k, i in enumerate(members):
                 out[i] = {"image": prepared[k], "thumb": make_thumbnail(images[k], thumb_px),
                           "attrs": attrs[k]}
