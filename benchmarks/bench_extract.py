@@ -61,7 +61,7 @@ def _write_one_image(job) -> None:
     """One photo-like JPEG: smooth colour field + ellipses/rectangles + grain."""
     from PIL import Image, ImageDraw, ImageFilter
 
-    path, height, width, seed = job
+    path, height, width, seed, grey = job
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
     image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
@@ -75,12 +75,16 @@ def _write_one_image(job) -> None:
     pixels = np.asarray(image, dtype=np.int16)
     grain = rng.normal(0.0, 6.0, size=pixels.shape).astype(np.int16)
     pixels = np.clip(pixels + grain, 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path, quality=90)
+    image = Image.fromarray(pixels)
+    if grey:
+        image = image.convert("L")
+    image.save(path, **({"quality": 90} if path.endswith(".jpg") else {}))
 
 
 def make_dataset(root: Path, n_images: int, image_hw: tuple[int, int], n_classes: int = 10,
-                 processes: int = 4) -> Path:
-    """Write ``n_images`` JPEGs under ``root/images/<class>/`` and the manifest; return its csv."""
+                 processes: int = 4, image_format: str = "jpeg", grey: bool = False) -> Path:
+    """Write ``n_images`` JPEGs (or PNGs) under ``root/images/<class>/`` and the manifest;
+    return its csv."""
     from convscope.data.manifest import build_manifest, write_manifest
 
     images = root / "images"
@@ -88,7 +92,8 @@ def make_dataset(root: Path, n_images: int, image_hw: tuple[int, int], n_classes
     for i in range(n_images):
         folder = images / f"class{i % n_classes:02d}"
         folder.mkdir(parents=True, exist_ok=True)
-        jobs.append((str(folder / f"img{i:06d}.jpg"), image_hw[0], image_hw[1], i))
+        suffix = ".png" if image_format == "png" else ".jpg"
+        jobs.append((str(folder / f"img{i:06d}{suffix}"), image_hw[0], image_hw[1], i, grey))
     with Pool(max(1, processes)) as pool:
         pool.map(_write_one_image, jobs, chunksize=16)
     manifest, class_names = build_manifest("folder", images)
@@ -97,7 +102,8 @@ def make_dataset(root: Path, n_images: int, image_hw: tuple[int, int], n_classes
     return csv
 
 
-def make_model_config(name: str, folder: Path) -> tuple[dict, list[str], Path]:
+def make_model_config(name: str, folder: Path, in_channels: int = 3
+                      ) -> tuple[dict, list[str], Path]:
     """Model section, layer names and a weights file of a randomly initialised model."""
     from convscope.config import ModelConfig, validate_config
     from convscope.nn.models import build_model
@@ -109,7 +115,8 @@ def make_model_config(name: str, folder: Path) -> tuple[dict, list[str], Path]:
     else:
         model_cfg = {"kind": "torchvision", "name": name}
         layers = _RESNET_LAYERS if name.startswith(("resnet", "resnext", "wide_resnet")) else None
-    model = build_model(ModelConfig.from_dict(validate_config({"model": model_cfg})["model"]))
+    model = build_model(ModelConfig.from_dict(validate_config({"model": model_cfg})["model"]),
+                        in_channels=in_channels)
     if layers is None:  # the last four top-level children that are not the head
         children = [n for n, m in model.named_children()
                     if not isinstance(m, (torch.nn.Linear, torch.nn.Dropout))]
@@ -123,18 +130,21 @@ def make_model_config(name: str, folder: Path) -> tuple[dict, list[str], Path]:
 def build_config(args, model_cfg: dict, layers: list[str]) -> dict:
     from convscope.config.validate import validate_config
 
+    channels = 1 if args.grey else 3
     if args.model == "demo":
-        preprocess = {"input_size": 32, "resize": 32, "crop": "center", "channels": 3}
+        side = args.input_size or 32
+        preprocess = {"input_size": side, "resize": side, "crop": "center", "channels": channels}
     else:
-        preprocess = {"input_size": 224, "resize": 256, "crop": "center", "channels": 3,
-                      "mean": _IMAGENET_MEAN, "std": _IMAGENET_STD}
+        side = args.input_size or 224
+        preprocess = {"input_size": side, "resize": side * 8 // 7, "crop": "center",
+                      "channels": channels, "mean": _IMAGENET_MEAN, "std": _IMAGENET_STD}
     return validate_config({
         "model": model_cfg,
         "preprocess": preprocess,
         "layers": layers,
         "extract": {"shard_size": args.n_images, "batch_size": args.batch_size,
                     "precision": args.precision, "device": args.device,
-                    "num_workers": args.num_workers},
+                    "num_workers": args.num_workers, "jpeg_draft": not args.no_jpeg_draft},
     })
 
 
@@ -227,24 +237,43 @@ def loader_only(config: dict, manifest_csv: Path, pin_memory: bool) -> dict:
     return {"loader_ips": n / seconds, "loader_s": seconds, "loader_first_batch_s": first}
 
 
-def per_image_costs(config: dict, manifest_csv: Path, n_sample: int) -> dict:
-    """Milliseconds per image of each step a loader worker does, in this one process."""
+def _reference_costs(config: dict, paths: list[str]) -> float:
+    """Milliseconds per image of the one-by-one, full-decode path (before bulk decoding)."""
     from convscope.data.images import load_image, make_thumbnail, pixel_attributes
-    from convscope.data.manifest import read_manifest
     from convscope.data.preprocess import prepare_uint8
+
+    tic = time.perf_counter()
+    for path in paths:
+        image = load_image(path, -1)
+        prepare_uint8(image, config["preprocess"])
+        make_thumbnail(image, config["extract"]["thumb_px"])
+        pixel_attributes(image)
+    return 1000.0 * (time.perf_counter() - tic) / len(paths)
+
+
+def per_image_costs(config: dict, manifest_csv: Path, n_sample: int, chunk: int = 32) -> dict:
+    """Milliseconds per image of each step a loader worker does (`convscope.data.bulk`, chunks
+    of ``chunk`` images), in this one process; ``ms_reference`` (not in the total): the same
+    work one image at a time from the fully decoded file, timed in the same run."""
+    from convscope.data.bulk import describe_batch, draft_side, prepare_batch
+    from convscope.data.images import load_image_scaled, make_thumbnail
+    from convscope.data.manifest import read_manifest
 
     manifest, _ = read_manifest(manifest_csv)
     paths = manifest["path"].astype(str).tolist()[:n_sample]
+    thumb_px = config["extract"]["thumb_px"]
+    side = draft_side(config["preprocess"], thumb_px) if config["extract"]["jpeg_draft"] else None
     totals = {"decode": 0.0, "resize_crop": 0.0, "thumbnail": 0.0, "pixel_attrs": 0.0}
-    for path in paths:
+    for start in range(0, len(paths), chunk):
         tic = time.perf_counter()
-        image = load_image(path, -1)
+        loaded = [load_image_scaled(path, -1, side) for path in paths[start:start + chunk]]
+        images, sizes = np.stack([im for im, _ in loaded]), np.array([sz for _, sz in loaded])
         t1 = time.perf_counter()
-        prepare_uint8(image, config["preprocess"])
+        prepare_batch(images, tuple(sizes[0]), config["preprocess"])
         t2 = time.perf_counter()
-        make_thumbnail(image, config["extract"]["thumb_px"])
+        [make_thumbnail(image, thumb_px) for image in images]
         t3 = time.perf_counter()
-        pixel_attributes(image)
+        describe_batch(images, tuple(sizes[0]))
         t4 = time.perf_counter()
         totals["decode"] += t1 - tic
         totals["resize_crop"] += t2 - t1
@@ -252,7 +281,18 @@ def per_image_costs(config: dict, manifest_csv: Path, n_sample: int) -> dict:
         totals["pixel_attrs"] += t4 - t3
     out = {f"ms_{k}": 1000.0 * v / len(paths) for k, v in totals.items()}
     out["ms_total"] = sum(out.values())
+    out["ms_reference"] = _reference_costs(config, paths)
     return out
+
+
+def worker_costs(config: dict, manifest_csv: Path, n_sample: int) -> dict:
+    """`per_image_costs` with one torch thread, as in a loader worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return per_image_costs(config, manifest_csv, n_sample)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def run_extract(config: dict, manifest_csv: Path, model_info: dict, weights: Path,
@@ -391,7 +431,7 @@ def report(result: dict) -> str:
         ("precision", r["precision"]),
         ("batch size", str(r["batch_size"])),
         ("workers", f"{r['num_workers']} (of {r['cpu_count']} CPUs)"),
-        ("images", f"{r['n_images']} at {r['image_size']} (H x W) JPEG q90"),
+        ("images", f"{r['n_images']} at {r['image_size']} (H x W) {r['image_format']}"),
         ("bare forward img/s", f"{r['bare_ips']:.0f}"),
         ("forward + hooks img/s", f"{r['hooks_ips']:.0f}"),
         ("loader only img/s", f"{r['loader_ips']:.0f}  (first batch {r['loader_first_batch_s']:.2f} s)"),
@@ -401,7 +441,12 @@ def report(result: dict) -> str:
         ("RATIO extract / bare", f"{r['extract_ips'] / r['bare_ips']:.3f}"),
         ("ratio loader / bare", f"{r['loader_ips'] / r['bare_ips']:.3f}"),
         ("worker ms/img (1 proc)", "  ".join(f"{k[3:]} {v:.2f}" for k, v in r.items()
-                                            if k.startswith("ms_"))),
+                                            if k.startswith("ms_") and k != "ms_reference")),
+        ("worker ms/img X", f"{r['ms_total']:.2f}  (full decode one by one, same run: "
+                            f"{r['ms_reference']:.2f}; x{r['ms_reference'] / r['ms_total']:.1f})"),
+        ("shard fixed cost s", f"{r['extract_wall_s'] - r['extract_loop_s']:.2f}  (model load, "
+                               "shard write: wall - loop; first batch "
+                               f"{r['loader_first_batch_s']:.2f} s)"),
         ("loader bound img/s", f"{1000.0 * r['num_workers_eff'] / r['ms_total']:.0f}  "
                                "(min(workers, CPUs) x 1000 / ms_total)"),
     ]
@@ -427,6 +472,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=sorted(_PRECISIONS), default="bf16")
     parser.add_argument("--num-workers", type=int, default=8)
     parser.add_argument("--image-size", default="375x500", help="HxW of the synthetic JPEGs")
+    parser.add_argument("--image-format", choices=["jpeg", "png"], default="jpeg")
+    parser.add_argument("--grey", action="store_true",
+                        help="greyscale images and a one-channel model (preprocess.channels 1)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="model input side (default: 32 for demo, 224 otherwise)")
+    parser.add_argument("--no-jpeg-draft", action="store_true",
+                        help="extract.jpeg_draft false: decode every JPEG in full")
     parser.add_argument("--data-dir", default=None,
                         help="keep/reuse the images and manifest here (default: a temp folder)")
     parser.add_argument("--bare-batches", type=int, default=None,
@@ -442,14 +494,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def prepare_data(work: Path, n_images: int, image_hw: tuple[int, int]) -> Path:
-    """The synthetic JPEGs and their manifest in ``work``, reused when already made there."""
+def prepare_data(work: Path, n_images: int, image_hw: tuple[int, int], image_format: str = "jpeg",
+                 grey: bool = False) -> Path:
+    """The synthetic images and their manifest in ``work``, reused when already made there."""
     csv = work / "manifest.csv"
     stamp = work / "dataset.json"
     wanted = {"n_images": n_images, "image_size": list(image_hw)}
+    if image_format != "jpeg" or grey:
+        wanted.update(format=image_format, grey=grey)
     tic = time.perf_counter()
     if not (csv.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted):
-        make_dataset(work, n_images, image_hw, processes=os.cpu_count() or 1)
+        make_dataset(work, n_images, image_hw, processes=os.cpu_count() or 1,
+                     image_format=image_format, grey=grey)
         stamp.write_text(json.dumps(wanted))
     print(f"data ready in {time.perf_counter() - tic:.1f} s: {csv}", file=sys.stderr)
     return csv
@@ -467,8 +523,8 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.data_dir) if args.data_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        csv = prepare_data(work, args.n_images, image_hw)
-        model_cfg, layers, weights = make_model_config(args.model, Path(tmp))
+        csv = prepare_data(work, args.n_images, image_hw, args.image_format, args.grey)
+        model_cfg, layers, weights = make_model_config(args.model, Path(tmp), 1 if args.grey else 3)
         config = build_config(args, model_cfg, layers)
         model_info = describe_model(_load(config, weights, "cpu"), config["preprocess"],
                                     config["layers"], config["codes_layer"])
@@ -482,12 +538,15 @@ def main(argv=None) -> dict:
             "batch_size": args.batch_size, "num_workers": args.num_workers,
             "num_workers_eff": max(1, min(args.num_workers, os.cpu_count() or 1)), "cpu_count": os.cpu_count(),
             "n_images": args.n_images, "image_size": f"{image_hw[0]}x{image_hw[1]}",
+            "image_format": ("grey " if args.grey else "") + (
+                "PNG" if args.image_format == "png" else "JPEG q90"),
+            "jpeg_draft": not args.no_jpeg_draft,
             "layers": layers,
         }
         n_batches = args.bare_batches or max(10, -(-args.n_images // args.batch_size))
         result.update(bare_and_hooked_forward(config, model_info, weights, device, n_batches,
                                               warmup=3))
-        result.update(per_image_costs(config, csv, args.cost_sample))
+        result.update(worker_costs(config, csv, args.cost_sample))
         result.update(loader_only(config, csv, pin_memory=device.type == "cuda"))
         result.update(run_extract(config, csv, model_info, weights, Path(tmp), device))
         if args.decode:

@@ -45,6 +45,8 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "PIXEL_ATTRIBUTE_NAMES",
     "load_image",
+    "load_image_scaled",
+    "load_array_rows",
     "read_prepared",
     "pixel_attributes",
     "square_crop_box",
@@ -190,7 +192,27 @@ def _decoder_reason(error: BaseException) -> str:
     return f"cannot decode image ({detail})"
 
 
-def _load_image_file(path: str) -> np.ndarray:
+def _decode_file(path: str, draft_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode (inside `_load_image_file`'s error handling); JPEGs in draft mode when asked."""
+    with warnings.catch_warnings():
+        # We apply our own limit below; Pillow's warning would only be noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            _check_size(*image.size)
+            size, drafted = image.size, False  # the file's size, before any draft
+            if draft_side and image.format == "JPEG":
+                drafted = image.draft(image.mode, (draft_side, draft_side)) is not None
+            if drafted and image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned by 90 deg
+                size = size[::-1]
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if not drafted:
+                size = image.size
+            return _pil_to_rgb(image), (int(size[0]), int(size[1]))
+
+
+def _load_image_file(path: str, draft_side: int | None = None
+                     ) -> tuple[np.ndarray, tuple[int, int]]:
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
@@ -202,14 +224,7 @@ def _load_image_file(path: str) -> np.ndarray:
     if size == 0:
         raise ImageReadError("zero-byte file", path)
     try:
-        with warnings.catch_warnings():
-            # We apply our own limit below; Pillow's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_size(*image.size)
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return _pil_to_rgb(image)
+        return _decode_file(path, draft_side)
     except ImageReadError as error:
         error.path = path
         raise
@@ -308,6 +323,27 @@ def _load_array_row(path: str, slot: int) -> np.ndarray:
         raise ImageReadError(_decoder_reason(error), path, slot) from error
 
 
+def load_array_rows(path: str | os.PathLike, slots: Sequence[int]) -> np.ndarray:
+    """Rows ``slots`` of one ``.npz`` / ``.h5`` file read at once, as (n, H, W, 3) uint8 RGB
+    (`load_image`'s rules, row by row). Raises `ImageReadError` when any of them cannot be
+    read; `load_image` then tells which and why."""
+    path, slots = os.fspath(path), np.asarray(slots, dtype=np.int64)
+    if os.path.splitext(path)[1].lower() not in _ARRAY_SUFFIXES or not os.path.isfile(path):
+        raise ImageReadError("not an array file", path)
+    try:
+        images = _open_array_file(path).images
+        if slots.size == 0 or slots.min() < 0 or slots.max() >= images.shape[0]:
+            raise ImageReadError("slot out of range", path)
+        _check_size(images.shape[2], images.shape[1])
+        unique, where = np.unique(slots, return_inverse=True)  # h5py reads increasing rows
+        rows = np.asarray(images[unique])[where]
+        return np.stack([_array_to_rgb(row) for row in rows])
+    except ImageReadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - reported row by row by the caller
+        raise ImageReadError(f"cannot read array file ({type(error).__name__})", path) from error
+
+
 def load_image(path: str | os.PathLike, slot: int = -1) -> np.ndarray:
     """Read one image as an ``(H, W, 3) uint8`` RGB array.
 
@@ -320,10 +356,22 @@ def load_image(path: str | os.PathLike, slot: int = -1) -> np.ndarray:
     reason: "file not found", "zero-byte file", "cannot identify image file",
     "truncated image", "image too large: W x H pixels > limit", ...
     """
+    return load_image_scaled(path, slot)[0]
+
+
+def load_image_scaled(path: str | os.PathLike, slot: int = -1, draft_side: int | None = None
+                      ) -> tuple[np.ndarray, tuple[int, int]]:
+    """`load_image`, and the image's ``(width, height)`` in the file.
+
+    ``draft_side``: a JPEG file is decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft
+    mode, DCT scaling) when both sides stay >= ``draft_side`` pixels; the array is
+    then that smaller image and the size still the file's (after EXIF rotation).
+    """
     path = os.fspath(path)
     if slot is not None and int(slot) >= 0:
-        return _load_array_row(path, int(slot))
-    return _load_image_file(path)
+        image = _load_array_row(path, int(slot))
+        return image, (image.shape[1], image.shape[0])
+    return _load_image_file(path, draft_side)
 
 
 # --------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch
 
 from convscope.config.sections import ExtractConfig, PreprocessConfig
 from convscope.data import gpu_decode
+from convscope.data.bulk import decode_chunk
 from convscope.data.images import (PIXEL_ATTRIBUTE_NAMES, ImageReadError, load_image,
                                    make_thumbnail, pixel_attributes)
 from convscope.data.preprocess import prepare_uint8
@@ -81,8 +82,8 @@ class ShardImages(torch.utils.data.Dataset):
     """
 
     def __init__(self, rows: pd.DataFrame, preprocess: PreprocessConfig, thumb_px: int,
-                 jpeg_bytes: bool = False):
-        self.jpeg_bytes = jpeg_bytes
+                 jpeg_bytes: bool = False, jpeg_draft: bool = False):
+        self.jpeg_bytes, self.jpeg_draft = jpeg_bytes, bool(jpeg_draft)
         self.index = rows["index"].to_numpy(np.int64)
         self.paths = rows["path"].astype(str).tolist()
         self.slots = rows["slot"].to_numpy(np.int64)
@@ -103,6 +104,16 @@ class ShardImages(torch.utils.data.Dataset):
         item.update(decode_on_cpu(self.paths[i], int(self.slots[i]), self.preprocess,
                                   self.thumb_px))
         return item
+
+    def __getitems__(self, positions: list[int]) -> list[dict]:
+        """Items of a loader task, decoded together (`convscope.data.bulk.decode_chunk`)."""
+        if self.jpeg_bytes:
+            return [self[i] for i in positions]
+        decoded = decode_chunk([self.paths[i] for i in positions],
+                               [int(self.slots[i]) for i in positions], self.preprocess,
+                               self.thumb_px, self.jpeg_draft)
+        return [{"index": int(self.index[i]), "label": int(self.labels[i]), **item}
+                for i, item in zip(positions, decoded)]
 
 
 def collate(items: list[dict]) -> dict:
@@ -156,7 +167,7 @@ def make_loader(rows: pd.DataFrame, preprocess: PreprocessConfig, extract: Extra
     size = chunk_size(len(rows), int(extract.batch_size), workers)
     tasks, per_batch = chunks(len(rows), int(extract.batch_size), size)
     loader = torch.utils.data.DataLoader(
-        ShardImages(rows, preprocess, extract.thumb_px, jpeg_bytes),
+        ShardImages(rows, preprocess, extract.thumb_px, jpeg_bytes, extract.jpeg_draft),
         batch_sampler=tasks, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
         worker_init_fn=_worker_init if workers > 0 else None)
