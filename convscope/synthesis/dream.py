@@ -39,7 +39,8 @@ __all__ = ["layer_l2", "octave_sizes", "deep_dream", "run_dream"]
 
 def layer_l2(model: PixelModel, layer: str, pixels: torch.Tensor) -> torch.Tensor:
     """(N,) L2 norm of ``layer``'s output for each of the (N, C, H, W) pixel images."""
-    with torch.no_grad(), capture_tensors(model.inner, [layer], key="synthesis.dream.layer") as got:
+    with torch.no_grad(), capture_tensors(model.inner, [layer], key="synthesis.dream.layer",
+                                             stop=True) as got:
         model(pixels)
     return got[layer].flatten(1).norm(dim=1)
 
@@ -60,7 +61,8 @@ def _ascent_step(model: PixelModel, layer: str, pixels: torch.Tensor, shift: tup
                  lr: float) -> torch.Tensor:
     """One jittered, normalised gradient-ascent step on the layer's squared L2 norm."""
     rolled = torch.roll(pixels, shifts=shift, dims=(2, 3)).requires_grad_(True)
-    with capture_tensors(model.inner, [layer], detach=False, key="synthesis.dream.layer") as got:
+    with capture_tensors(model.inner, [layer], detach=False, key="synthesis.dream.layer",
+                         stop=True) as got:
         model(rolled)
     objective = 0.5 * got[layer].pow(2).sum()
     (grad,) = torch.autograd.grad(objective, rolled)
