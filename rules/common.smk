@@ -3,6 +3,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
+from convscope.config.stages import chosen_stages
 from convscope.config.validate import ConfigError, load_schema, validate_config
 from convscope.preflight import (
     PreflightError,
@@ -33,6 +34,7 @@ try:
     _validated = validate_config(config, load_schema())
     config.clear()
     config.update(_validated)
+    chosen_stages(config)  # a `stages` text other than auto / all stops here
     # cluster jobs re-read this file; the checks ran already
     if workflow.is_main_process:
         check_layers_set(config)
@@ -126,26 +128,29 @@ def get_shard_paths(wildcards=None):
 
 
 def get_stage_rules():
-    """The explanation and synthesis rules this config runs (correspondence and keypoints
-    only with manifest columns that locate the part / keypoint, or on the demo dataset).
-    A new stage is appended to this list; `all` then asks for every output (a deleted file is
+    """The explanation and synthesis rules this config runs: those the ``stages`` key turns
+    on (`convscope.config.stages`), correspondence and keypoints only with manifest columns
+    that locate the part / keypoint, or on the demo dataset. A new stage is appended to this
+    list and to OPTIONAL_STAGES; `all` then asks for every output (a deleted file is
     rebuilt), the report gets its ``summary.json`` and its benchmark file."""
-    stages = [rules.explain_attribution, rules.explain_units, rules.explain_invariance]
-    stages += [
-        rules.synthesis_classes,
-        rules.synthesis_units,
-        rules.synthesis_inversion,
-        rules.synthesis_evolution,
-        rules.synthesis_dream,
-        rules.synthesis_style,
-        rules.synthesis_adversarial,
-        rules.synthesis_fooling,
-    ]
-    if explain_stage_runs("correspondence"):
-        stages.append(rules.explain_correspondence)
-    if explain_stage_runs("keypoints"):
-        stages.append(rules.explain_keypoints)
-    return stages
+    chosen = chosen_stages(config)
+    names = [name for name in chosen if name.split("_")[1] not in _EXPLAIN_COLUMNS]
+    for stage in _EXPLAIN_COLUMNS:
+        name = f"explain_{stage}"
+        if name in chosen and explain_stage_runs(stage):
+            names.append(name)
+        elif name in chosen and not isinstance(config["stages"], str):
+            sys.exit(
+                f"convscope: stages lists {name} but "
+                f"explain.{stage}.{_EXPLAIN_COLUMNS[stage][0]} is not set (the manifest "
+                "columns that locate it); set them or leave the stage out"
+            )
+    return [getattr(rules, name) for name in names]
+
+
+def attribution_runs():
+    """Whether explain_attribution runs, and so the image set it explains is made."""
+    return rules.explain_attribution in get_stage_rules()
 
 
 def get_stage_summaries(wildcards=None):
@@ -161,7 +166,7 @@ def get_stage_outputs(wildcards=None):
     """Every output of the explanation and synthesis stages that run, and their inputs made
     by the workflow alone (the explain image set): `all` asks for them so that a deleted
     table or figure is rebuilt (the report reads only the summaries)."""
-    outputs = [rules.explain_images.output.images]
+    outputs = [rules.explain_images.output.images] if attribution_runs() else []
     for stage in get_stage_rules():
         outputs += list(stage.output)
     return outputs
@@ -192,8 +197,9 @@ def get_benchmark_files(wildcards=None):
         rules.embedding.benchmark,
         rules.neighbours.benchmark,
         rules.config_used.benchmark,
-        rules.explain_images.benchmark,
     ]
+    if attribution_runs():
+        files.append(rules.explain_images.benchmark)
     return files + [stage.benchmark for stage in get_stage_rules()]
 
 

@@ -88,7 +88,7 @@ def _section_fields(cls) -> dict[str, object]:
 
 def test_typed_sections_have_exactly_the_schema_keys():
     schema = load_schema()
-    assert set(SECTIONS) | {"seed", "layers", "codes_layer"} == set(_schema_keys(schema))
+    assert set(SECTIONS) | {"seed", "layers", "codes_layer", "stages"} == set(_schema_keys(schema))
     for key, cls in SECTIONS.items():
         sub = _schema_keys(schema)[key]
         assert set(_section_fields(cls)) == set(_schema_keys(sub)), key

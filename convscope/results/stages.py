@@ -29,6 +29,8 @@ class Stage:
 
 
 _ALWAYS = "runs in every full run; configured by the `{}` config section"
+_OPTIONAL = ("runs when the `stages` key turns it on (auto: every stage for the demo model, "
+             "the explanations for your own); configured by the `{}` config section")
 _EXPLAIN_RULES = {"attribution": ("explain_attribution", "explain.attribution"),
                   "units": ("explain_units", "explain.reconstructions"),
                   "invariance": ("explain_invariance", "explain.invariance")}
@@ -52,18 +54,21 @@ STAGES: dict[str, Stage] = {
     "embedding": Stage("embedding", "embedding", _ALWAYS.format("embedding")),
     "neighbours": Stage("neighbours", "neighbours", _ALWAYS.format("neighbours")),
     "performance": Stage("performance", "performance", _ALWAYS.format("performance")),
-    "explain": Stage("explain", "explain_images", _ALWAYS.format("explain.images")),
-    **{f"explain/{name}": Stage(f"explain/{name}", rule, _ALWAYS.format(key))
+    "explain": Stage("explain", "explain_images", "runs with explain_attribution (key `stages`); "
+                     "configured by the `explain.images` config section"),
+    **{f"explain/{name}": Stage(f"explain/{name}", rule, _OPTIONAL.format(key))
        for name, (rule, key) in _EXPLAIN_RULES.items()},
     "explain/correspondence": Stage(
         "explain/correspondence", "explain_correspondence",
-        "enabled by `explain.correspondence.part_columns` (manifest columns locating the part; "
+        "enabled by `stages` and `explain.correspondence.part_columns` (manifest columns "
+        "locating the part; "
         "set by itself for the demo dataset)"),
     "explain/keypoints": Stage(
         "explain/keypoints", "explain_keypoints",
-        "enabled by `explain.keypoints.point_columns` (manifest columns locating the keypoint; "
+        "enabled by `stages` and `explain.keypoints.point_columns` (manifest columns "
+        "locating the keypoint; "
         "set by itself for the demo dataset)"),
-    **{f"synthesis/{name}": Stage(f"synthesis/{name}", rule, _ALWAYS.format(key))
+    **{f"synthesis/{name}": Stage(f"synthesis/{name}", rule, _OPTIONAL.format(key))
        for name, (rule, key) in _SYNTHESIS_RULES.items()},
 }
 
