@@ -99,3 +99,27 @@ def test_only_the_chosen_stages_run_and_show(lenet_run):
         assert not (results / "synthesis" / off).exists()
         assert not (results / "benchmarks" / f"synthesis_{off}.tsv").exists()
     assert not (results / "explain" / "keypoints").exists()
+
+
+def test_a_stage_that_cannot_run_stops_before_any_job(tmp_path):
+    """``stages`` naming explain_keypoints without the manifest columns that locate the
+    keypoint, or a text other than auto / all: one message, before the first job."""
+    import numpy as np
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / name / "a.png")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "net.pt")
+    base = {"dataset": {"kind": "folder", "path": str(tmp_path / "images")},
+            "model": {"kind": "custom", "factory": "convscope.nn.models:DemoCNN",
+                      "weights": str(tmp_path / "net.pt")},
+            "layers": ["relu1"]}
+    for stages, expected in ((["explain_keypoints"], "explain.keypoints.point_columns"),
+                             ("some", "'auto', 'all'")):
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({**base, "stages": stages}))
+        proc = run_snakemake(tmp_path, "--configfile", "config.yaml", "-n", check=False,
+                             timeout=120)
+        assert proc.returncode != 0 and expected in proc.stdout + proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
