@@ -137,3 +137,16 @@ def test_dream_keeps_its_octaves_unless_a_layer_before_refuses_the_size():
     fewer, reason = usable_octaves(model, "11", pixels, DREAM)  # the head's last Linear
     assert fewer.octaves == 1 and "layer 11 cannot be reached with 20x20" in reason
     assert deep_dream(model, "11", pixels, fewer, seed=0).shape == pixels.shape
+
+
+def test_results_tables_are_read_through_read_table():
+    """pd.read_csv stays only where convscope reads a user's table or a benchmark file: every
+    results CSV goes through `read_table`, so numeric layer and class names stay text."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "convscope"
+    allowed = {"data/readers.py", "data/manifest.py", "preflight.py", "report/readers.py",
+               "store/tables.py"}
+    users = {str(p.relative_to(root)) for p in root.rglob("*.py")
+             if "pd.read_csv(" in p.read_text()}
+    assert users <= allowed, users - allowed
