@@ -4,6 +4,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from convscope.config.auto import weights_file as model_weights_file
+from convscope.config.stages import chosen_stages
 from convscope.config.validate import ConfigError, load_schema, validate_config
 from convscope.preflight import (
     PreflightError,
@@ -35,6 +36,7 @@ try:
     _validated = validate_config(config, load_schema())
     config.clear()
     config.update(_validated)
+    chosen_stages(config)  # a `stages` text other than auto / all stops here
     # cluster jobs re-read this file; the checks ran already
     if workflow.is_main_process:
         check_layers_set(config)
@@ -129,37 +131,31 @@ def get_shard_paths(wildcards=None):
 
 
 def get_stage_rules():
-    """The explanation and synthesis rules this config runs (correspondence and keypoints
-    only with manifest columns that locate the part / keypoint, or on the demo dataset).
-    A new stage is appended to this list; `all` then asks for every output (a deleted file is
+    """The explanation and synthesis rules this config runs: those the ``stages`` key turns
+    on (`convscope.config.stages`), correspondence and keypoints only with manifest columns
+    that locate the part / keypoint, or on the demo dataset. A new stage is appended to this
+    list and to OPTIONAL_STAGES; `all` then asks for every output (a deleted file is
     rebuilt), the report gets its ``summary.json`` and its benchmark file."""
-    stages = [rules.explain_attribution, rules.explain_units, rules.explain_invariance]
-    stages += [
-        rules.synthesis_classes,
-        rules.synthesis_units,
-        rules.synthesis_inversion,
-        rules.synthesis_evolution,
-        rules.synthesis_dream,
-        rules.synthesis_style,
-        rules.synthesis_adversarial,
-        rules.synthesis_fooling,
-    ]
-    if explain_stage_runs("correspondence"):
-        stages.append(rules.explain_correspondence)
-    if explain_stage_runs("keypoints"):
-        stages.append(rules.explain_keypoints)
-    if config["explain"]["faithfulness"]["enabled"]:
-        stages.append(rules.explain_faithfulness)
-    if config["similarity"]["cka"]["enabled"]:
-        stages.append(rules.cka)
-    if config["similarity"]["probes"]["enabled"]:
-        stages.append(rules.probes)
-    if config["dissect"]["enabled"]:
+    chosen = chosen_stages(config)
+    names = [name for name in chosen if name.removeprefix("explain_") not in _EXPLAIN_COLUMNS]
+    for stage in _EXPLAIN_COLUMNS:
+        name = f"explain_{stage}"
+        if name in chosen and explain_stage_runs(stage):
+            names.append(name)
+        elif name in chosen and not isinstance(config["stages"], str):
+            sys.exit(
+                f"convscope: stages lists {name} but "
+                f"explain.{stage}.{_EXPLAIN_COLUMNS[stage][0]} is not set (the manifest "
+                "columns that locate it); set them or leave the stage out"
+            )
+    if "dissect" in names:
         get_dissect_concepts()  # stops here, before any job, without masks to read
-        stages.append(rules.dissect)
-    if config["ablation"]["enabled"]:
-        stages.append(rules.ablation)
-    return stages
+    return [getattr(rules, name) for name in names]
+
+
+def attribution_runs():
+    """Whether explain_attribution runs, and so the image set it explains is made."""
+    return rules.explain_attribution in get_stage_rules()
 
 
 def get_stage_layers(stage):
@@ -179,10 +175,15 @@ def get_layer_folders(stage, folder, suffix=""):
     return {layer: f"{folder}/{name}{suffix}" for layer, name in names.items()}
 
 
+def dissect_runs():
+    """Whether the ``stages`` key turns the dissect stage on."""
+    return "dissect" in chosen_stages(config)
+
+
 def uses_demo_concepts():
     """Whether the dissect stage reads the demo dataset's own masks (no dissect.concepts)."""
     return (
-        config["dissect"]["enabled"]
+        dissect_runs()
         and not config["dissect"]["concepts"]
         and config["dataset"]["kind"] == "demo"
     )
@@ -195,7 +196,7 @@ def get_dissect_concepts(wildcards=None):
     if config["dataset"]["kind"] == "demo":
         return rules.demo_concepts.output.index
     sys.exit(
-        "convscope: dissect.enabled is true but dissect.concepts is not set; give a "
+        "convscope: stages turns dissect on but dissect.concepts is not set; give a "
         "Broden-style index.csv or a folder of concept folders (only the demo dataset "
         "brings its own masks)"
     )
@@ -204,7 +205,7 @@ def get_dissect_concepts(wildcards=None):
 def get_ablation_dissect_summaries(wildcards=None):
     """Layer -> the dissect stage's summary.csv, for the layers both stages analyse (the
     ablation's units table joins each unit's concept label); empty without dissect."""
-    if not config["dissect"]["enabled"]:
+    if not dissect_runs():
         return {}
     folders = get_layer_folders("dissect", "results/dissect")
     return {
@@ -232,7 +233,7 @@ def get_stage_outputs(wildcards=None):
     """Every output of the explanation and synthesis stages that run, and their inputs made
     by the workflow alone (the explain image set): `all` asks for them so that a deleted
     table or figure is rebuilt (the report reads only the summaries)."""
-    outputs = [rules.explain_images.output.images]
+    outputs = [rules.explain_images.output.images] if attribution_runs() else []
     for stage in get_stage_rules():
         outputs += list(stage.output)
     return outputs
@@ -268,6 +269,8 @@ def get_benchmark_files(wildcards=None):
         rules.explain_images.benchmark,
         rules.export.benchmark,
     ]
+    if attribution_runs():
+        files.append(rules.explain_images.benchmark)
     return files + [stage.benchmark for stage in get_stage_rules()]
 
 

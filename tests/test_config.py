@@ -88,7 +88,7 @@ def _section_fields(cls) -> dict[str, object]:
 
 def test_typed_sections_have_exactly_the_schema_keys():
     schema = load_schema()
-    assert set(SECTIONS) | {"seed", "layers", "codes_layer"} == set(_schema_keys(schema))
+    assert set(SECTIONS) | {"seed", "layers", "codes_layer", "stages"} == set(_schema_keys(schema))
     for key, cls in SECTIONS.items():
         sub = _schema_keys(schema)[key]
         assert set(_section_fields(cls)) == set(_schema_keys(sub)), key
@@ -210,9 +210,9 @@ def test_config_yaml_holds_the_demo_settings_and_nothing_else():
         embedded = yaml.safe_load(fh)
     assert embedded == {"dataset": {"kind": "demo"}, "model": {"kind": "demo"},
                         "preprocess": DEMO_PREPROCESS, "layers": DEMO_LAYERS,
-                        "dissect": {"enabled": True, "n_images": 400,
+                        "dissect": {"n_images": 400,
                                     "image_concepts": ["background"]},
-                        "ablation": {"enabled": True, "n_images": 300}}
+                        "ablation": {"n_images": 300}}
     assert (REPO / "config" / "schema.yaml").resolve() == (
         REPO / "convscope" / "config" / "schema.yaml").resolve()
 

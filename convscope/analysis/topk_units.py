@@ -50,6 +50,7 @@ from convscope.stats.running import RunningTopK
 from convscope.store.atomic import save_image, write_text
 from convscope.store.paths import resolved_paths
 from convscope.store.shards import iter_shards, layer_key, read_attrs
+from convscope.store.tables import read_table
 
 __all__ = [
     "TOPK_COLUMNS",
@@ -374,13 +375,13 @@ def render_context_grid(table: pd.DataFrame, manifest: pd.DataFrame, thumb_px: i
 
 def _read_manifest(manifest_csv: str | os.PathLike) -> pd.DataFrame:
     """The manifest's ``index``, ``path`` (and ``slot``) columns; KeyError naming a missing one."""
-    header = pd.read_csv(manifest_csv, nrows=0).columns
+    header = read_table(manifest_csv, nrows=0).columns
     missing = [column for column in ("index", "path") if column not in header]
     if missing:
         raise KeyError(f"manifest {manifest_csv} has no column {missing[0]!r}; "
                        f"columns: {', '.join(header)}")
     columns = [column for column in ("index", "path", "slot") if column in header]
-    manifest = pd.read_csv(manifest_csv, usecols=columns)
+    manifest = read_table(manifest_csv, usecols=columns)
     manifest["path"] = resolved_paths(manifest["path"].astype(str), Path(manifest_csv).parent)
     return manifest
 

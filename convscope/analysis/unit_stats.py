@@ -66,6 +66,7 @@ from convscope.stats.class_means import ClassMeans, class_selectivity
 from convscope.stats.histogram import ChannelHistogram, histogram_edges
 from convscope.store.atomic import atomic_path, write_text
 from convscope.store.shards import iter_shards, layer_key, read_attrs
+from convscope.store.tables import read_table
 
 __all__ = [
     "UnitStats",
@@ -248,7 +249,7 @@ def summary_table(stats: dict[str, UnitStats]) -> pd.DataFrame:
 
 def read_dead_masks(stats_csv: str | os.PathLike) -> dict[str, np.ndarray]:
     """Dead-channel masks from a ``stats.csv``: layer name -> (C,) bool."""
-    table = pd.read_csv(stats_csv)
+    table = read_table(stats_csv)
     missing = {"layer", "channel", "dead"} - set(table.columns)
     if missing:
         raise ValueError(f"{stats_csv} lacks columns {sorted(missing)}; "

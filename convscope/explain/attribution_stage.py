@@ -47,6 +47,7 @@ from convscope.nn.models import load_stage_model
 from convscope.store.atomic import atomic_path, save_image
 from convscope.store.paths import resolved_paths
 from convscope.store.summary import figure_entry, write_summary
+from convscope.store.tables import read_table
 
 __all__ = ["explain_layers", "attribution_batch", "run_explain_attribution"]
 
@@ -265,7 +266,7 @@ def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: Pr
     ``device`` ("auto", "cpu", "cuda[:N]") and ``batch_size`` (images per pass) are the
     speed settings ``explain.device`` and ``explain.batch_size``; they change no number.
     """
-    table = pd.read_csv(images_csv)
+    table = read_table(images_csv)
     # images.csv stores paths as the manifest does: relative to the results folder, which
     # holds the manifest and its class list (convscope.store.paths)
     table["path"] = resolved_paths(table["path"].astype(str), Path(classes_json).parent)

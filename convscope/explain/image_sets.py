@@ -27,6 +27,7 @@ import pandas as pd
 from convscope.config.sections import ExplainImagesConfig
 from convscope.store.atomic import write_text
 from convscope.store.shards import iter_shards
+from convscope.store.tables import read_table
 
 __all__ = ["IMAGE_SET_COLUMNS", "read_predictions", "select_images", "run_explain_images"]
 
@@ -162,8 +163,8 @@ def run_explain_images(shard_paths: Sequence[str | os.PathLike], manifest_csv: s
     Its ``path`` is as the manifest stores it: relative to the results folder (the
     manifest's folder) for a file inside it, else absolute (`convscope.store.paths`).
     """
-    manifest = pd.read_csv(manifest_csv)
-    topk = pd.read_csv(topk_csv) if topk_csv else None
+    manifest = read_table(manifest_csv)
+    topk = read_table(topk_csv) if topk_csv else None
     table = select_images(images, read_predictions(shard_paths), manifest, topk)
     logger.info("explain: %d images chosen (%s)", len(table), images.kind)
     write_text(images_csv, table.to_csv(index=False))

@@ -37,7 +37,8 @@ class UnitActivation(nn.Module):
 
     def forward(self, inputs: torch.Tensor, channel: torch.Tensor, fy: torch.Tensor,
                 fx: torch.Tensor) -> torch.Tensor:
-        with capture_tensors(self.model, [self.layer], detach=False, key=self.key) as captured:
+        with capture_tensors(self.model, [self.layer], detach=False, key=self.key,
+                             stop=True) as captured:
             self.model(inputs)
         maps = captured[self.layer]
         if maps.dim() != 4:

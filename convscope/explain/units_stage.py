@@ -40,6 +40,7 @@ from convscope.store.atomic import atomic_path, save_image
 from convscope.store.paths import resolved_paths
 from convscope.store.shards import layer_key
 from convscope.store.summary import figure_entry, write_summary
+from convscope.store.tables import read_table
 
 __all__ = ["choose_units", "run_explain_units"]
 
@@ -160,6 +161,15 @@ def _receptive_field(model_info: dict, layer: str) -> ReceptiveField | None:
     return ReceptiveField.from_dict(geometry) if geometry else None
 
 
+def _nothing_to_do(chosen: pd.DataFrame, layers) -> list[tuple[str, str]]:
+    """The summary's ``skipped`` line when no unit was chosen, else none."""
+    if len(chosen):
+        return []
+    return [("skipped", "no unit to reconstruct: none of the analysed layers "
+             f"({', '.join(map(str, layers or [])) or 'none'}) has a spatial output with "
+             "top images in units/topk.csv")]
+
+
 def run_explain_units(model_cfg: ModelConfig, weights_file, preprocess: PreprocessConfig,
                       reconstructions: ExplainReconstructionsConfig, layers, *, device: str,
                       batch_size: int, topk_csv, manifest_csv, model_info_json,
@@ -170,8 +180,8 @@ def run_explain_units(model_cfg: ModelConfig, weights_file, preprocess: Preproce
     speed settings ``explain.device`` and ``explain.batch_size``; they change no number.
     Returns the reconstructed rows of topk.csv.
     """
-    topk = pd.read_csv(topk_csv)
-    manifest = pd.read_csv(manifest_csv)
+    topk = read_table(topk_csv)
+    manifest = read_table(manifest_csv)
     manifest["path"] = resolved_paths(manifest["path"].astype(str), Path(manifest_csv).parent)
     model_info = json.loads(Path(model_info_json).read_text())
     chosen = choose_units(reconstructions, topk, spatial_layers(model_info_json, layers or []))
@@ -180,6 +190,7 @@ def run_explain_units(model_cfg: ModelConfig, weights_file, preprocess: Preproce
     names = list(dict.fromkeys(chosen["layer"]))
     dirs = layer_file_names(names)
     root = Path(summary_json).parent
+    Path(figures_dir).mkdir(parents=True, exist_ok=True)  # declared even when nothing is drawn
     figures, units = [], {}
     with atomic_path(reconstructions_h5) as tmp, h5py.File(tmp, "w") as f:
         for layer in tqdm(names, desc="reconstructions", unit="layer", file=sys.stderr):
@@ -199,6 +210,6 @@ def run_explain_units(model_cfg: ModelConfig, weights_file, preprocess: Preproce
          "beside the image patch. Grey: 0; colours: the sign and size of the projection, "
          "each scaled to its own maximum. Raw projections are in reconstructions.h5."),
         numbers=[("units", sum(len(v) for v in units.values())),
-                 ("reconstructions", len(chosen))],
+                 ("reconstructions", len(chosen))] + _nothing_to_do(chosen, layers),
         figures=figures, units=units)
     return chosen

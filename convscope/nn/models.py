@@ -29,6 +29,7 @@ from torch import nn
 from convscope.config.auto import names_weights_enum
 from convscope.config.sections import ModelConfig
 from convscope.nn.device import resolve_device
+from convscope.nn.hooks import logits_output
 from convscope.nn.layers import check_layer_names, module_names
 from convscope.nn.zoo import ZooError, build_timm, cached_weights_file, torchvision_weights
 from convscope.store.hashes import file_sha256
@@ -265,7 +266,7 @@ def load_stage_model(model_cfg: ModelConfig, weights_file: str | os.PathLike | N
     where = device if isinstance(device, torch.device) else resolve_device(device, key)
     model = load_model(model_cfg, weights_file or None, in_channels=int(preprocess.channels),
                        device=where)
-    return model.requires_grad_(False), where
+    return logits_output(model).requires_grad_(False), where
 
 
 def _demo_num_classes(path: str | os.PathLike | None) -> int | None:

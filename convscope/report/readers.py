@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from convscope.store.shards import iter_shards, open_shard, read_attrs
+from convscope.store.tables import read_table
 
 __all__ = ["read_json", "failed_rows", "nonfinite_counts", "benchmark_rows", "read_unit_stats",
            "read_unit_histograms", "read_image_table", "BENCHMARK_COLUMNS"]
@@ -84,7 +85,7 @@ def benchmark_rows(paths: Sequence[str | os.PathLike]) -> list[dict]:
 def read_unit_stats(stats_csv: str | os.PathLike) -> pd.DataFrame:
     """The units stage's ``stats.csv``; ``preferred_class`` (str, "" when unknown) and
     ``class_selectivity`` (float in [0, 1], NaN when unknown) are added when absent."""
-    table = pd.read_csv(stats_csv, keep_default_na=False, na_values=[""])
+    table = read_table(stats_csv, keep_default_na=False, na_values=[""])
     if "preferred_class" not in table.columns:
         table["preferred_class"] = ""
     table["preferred_class"] = table["preferred_class"].fillna("").astype(str)

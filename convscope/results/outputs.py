@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+from convscope.store.tables import read_table
 
 __all__ = ["StageOutput"]
 
@@ -110,7 +111,7 @@ class StageOutput:
         file = name if name.endswith(".csv") else f"{name}.csv"
         if file not in self.tables:
             raise KeyError(f"stage {self.name} has no table {file!r}; it has {self.tables}")
-        return pd.read_csv(self.folder / file)
+        return read_table(self.folder / file)
 
 
 def _plain(value):

@@ -18,6 +18,7 @@ import pandas as pd
 from convscope.results.arrays import ShardArray
 from convscope.results.outputs import StageOutput
 from convscope.results.stages import STAGES, require, resolve
+from convscope.store.tables import read_table
 
 __all__ = ["Results"]
 
@@ -178,7 +179,7 @@ class Results:
         Example: ``results.topk("relu3", unit=17)``
         """
         self._check_layer(layer)
-        table = pd.read_csv(self._file("units/topk.csv", f"topk({layer!r})"))
+        table = read_table(self._file("units/topk.csv", f"topk({layer!r})"))
         table = table[table["layer"].astype(str) == layer]
         if unit is not None:
             channels = self.layers.loc[layer, "channels"]
@@ -194,7 +195,7 @@ class Results:
 
         Example: ``results.unit_summary().set_index("layer")["dead_fraction"]``
         """
-        return pd.read_csv(self._file("units/summary.csv", "unit_summary()"))
+        return read_table(self._file("units/summary.csv", "unit_summary()"))
 
     def activations(self, layer: str, statistic: str = "max") -> ShardArray:
         """Per-image, per-channel ``statistic`` (``max``, ``mean`` or ``argmax``: the flat
@@ -240,7 +241,7 @@ class Results:
 
         Example: ``results.embedding().plot.scatter("x", "y")``
         """
-        table = pd.read_csv(self._file("embedding/coords.csv", "embedding()"))
+        table = read_table(self._file("embedding/coords.csv", "embedding()"))
         return table.rename(columns={"index": "id"})
 
     def embedding_summary(self) -> dict:
@@ -256,7 +257,7 @@ class Results:
 
         Example: ``results.neighbours().head()``
         """
-        return pd.read_csv(self._file("neighbours/queries.csv", "neighbours()"))
+        return read_table(self._file("neighbours/queries.csv", "neighbours()"))
 
     def knn_accuracy(self) -> dict:
         """``neighbours/knn_accuracy.json``: k-NN accuracy in code space vs pixel space.
@@ -273,8 +274,8 @@ class Results:
         Example: ``results.attribute_table("colour")``
         """
         if name in PERFORMANCE_TABLES:
-            return pd.read_csv(self._file(f"performance/{name}.csv", f"attribute_table({name!r})"))
-        table = pd.read_csv(self._file("performance/per_attribute.csv",
+            return read_table(self._file(f"performance/{name}.csv", f"attribute_table({name!r})"))
+        table = read_table(self._file("performance/per_attribute.csv",
                                        f"attribute_table({name!r})"))
         attributes = list(dict.fromkeys(table["attribute"].astype(str)))
         if name not in attributes:
@@ -322,7 +323,7 @@ class Results:
 
         Example: ``results.explained_images()[["id", "reason"]]``
         """
-        table = pd.read_csv(self._file("explain/images.csv", "explained_images()"))
+        table = read_table(self._file("explain/images.csv", "explained_images()"))
         table["path"] = [os.path.normpath(self.path / p) for p in table["path"].astype(str)]
         return table.rename(columns={"index": "id"})
 

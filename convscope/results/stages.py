@@ -29,6 +29,8 @@ class Stage:
 
 
 _ALWAYS = "runs in every full run; configured by the `{}` config section"
+_OPTIONAL = ("runs when the `stages` key turns it on (auto: every stage for the demo model, "
+             "the explanations for your own); configured by the `{}` config section")
 _EXPLAIN_RULES = {"attribution": ("explain_attribution", "explain.attribution"),
                   "units": ("explain_units", "explain.reconstructions"),
                   "invariance": ("explain_invariance", "explain.invariance")}
@@ -56,27 +58,32 @@ STAGES: dict[str, Stage] = {
                     "`neighbours.k`"),
     "explain": Stage("explain", "explain_images", _ALWAYS.format("explain.images")),
     **{f"explain/{name}": Stage(f"explain/{name}", rule, _ALWAYS.format(key))
+    "explain": Stage("explain", "explain_images", "runs with explain_attribution (key `stages`); "
+                     "configured by the `explain.images` config section"),
+    **{f"explain/{name}": Stage(f"explain/{name}", rule, _OPTIONAL.format(key))
        for name, (rule, key) in _EXPLAIN_RULES.items()},
     "explain/correspondence": Stage(
         "explain/correspondence", "explain_correspondence",
-        "enabled by `explain.correspondence.part_columns` (manifest columns locating the part; "
+        "enabled by `stages` and `explain.correspondence.part_columns` (manifest columns "
+        "locating the part; "
         "set by itself for the demo dataset)"),
     "explain/keypoints": Stage(
         "explain/keypoints", "explain_keypoints",
-        "enabled by `explain.keypoints.point_columns` (manifest columns locating the keypoint; "
+        "enabled by `stages` and `explain.keypoints.point_columns` (manifest columns "
+        "locating the keypoint; "
         "set by itself for the demo dataset)"),
-    **{f"synthesis/{name}": Stage(f"synthesis/{name}", rule, _ALWAYS.format(key))
+    **{f"synthesis/{name}": Stage(f"synthesis/{name}", rule, _OPTIONAL.format(key))
        for name, (rule, key) in _SYNTHESIS_RULES.items()},
     "explain/faithfulness": Stage(
         "explain/faithfulness", "explain_faithfulness",
-        "enabled by `explain.faithfulness.enabled` (on by default); it also writes "
+        "enabled by `stages` (with explain_attribution, whose maps it scores); it also writes "
         "explain/faithfulness.csv and explain/mprt.csv"),
-    "compare": Stage("compare", "cka", "enabled by `similarity.cka.enabled` (on by default)"),
-    "probes": Stage("probes", "probes", "enabled by `similarity.probes.enabled` (on by default)"),
+    "compare": Stage("compare", "cka", "enabled by `stages` (cka)"),
+    "probes": Stage("probes", "probes", "enabled by `stages` (probes)"),
     "dissect": Stage("dissect", "dissect (and demo_concepts for the demo's masks)",
-                     "enabled by `dissect.enabled` (concept masks from `dissect.concepts`, "
+                     "enabled by `stages` (dissect; concept masks from `dissect.concepts`, "
                      "or the demo dataset's own)"),
-    "ablation": Stage("ablation", "ablation", "enabled by `ablation.enabled`"),
+    "ablation": Stage("ablation", "ablation", "enabled by `stages` (ablation)"),
 }
 
 #: files a stage writes outside its folder -> the stage

@@ -15,6 +15,7 @@ batch of images is dreamed at once. The octave loop is written by hand here
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,12 +35,13 @@ from convscope.synthesis.images import (PixelModel, middle_layer, open_stage, re
                                         rgb_uint8, sample_rows)
 from convscope.synthesis.outputs import display_factor, save_grid, save_picture, side_by_side
 
-__all__ = ["layer_l2", "octave_sizes", "deep_dream", "run_dream"]
+__all__ = ["layer_l2", "octave_sizes", "deep_dream", "usable_octaves", "run_dream"]
 
 
 def layer_l2(model: PixelModel, layer: str, pixels: torch.Tensor) -> torch.Tensor:
     """(N,) L2 norm of ``layer``'s output for each of the (N, C, H, W) pixel images."""
-    with torch.no_grad(), capture_tensors(model.inner, [layer], key="synthesis.dream.layer") as got:
+    with torch.no_grad(), capture_tensors(model.inner, [layer], key="synthesis.dream.layer",
+                                             stop=True) as got:
         model(pixels)
     return got[layer].flatten(1).norm(dim=1)
 
@@ -60,7 +62,8 @@ def _ascent_step(model: PixelModel, layer: str, pixels: torch.Tensor, shift: tup
                  lr: float) -> torch.Tensor:
     """One jittered, normalised gradient-ascent step on the layer's squared L2 norm."""
     rolled = torch.roll(pixels, shifts=shift, dims=(2, 3)).requires_grad_(True)
-    with capture_tensors(model.inner, [layer], detach=False, key="synthesis.dream.layer") as got:
+    with capture_tensors(model.inner, [layer], detach=False, key="synthesis.dream.layer",
+                         stop=True) as got:
         model(rolled)
     objective = 0.5 * got[layer].pow(2).sum()
     (grad,) = torch.autograd.grad(objective, rolled)
@@ -91,6 +94,24 @@ def deep_dream(model: PixelModel, layer: str, pixels: torch.Tensor, dream: Dream
     return current
 
 
+def usable_octaves(model: PixelModel, layer: str, pixels: torch.Tensor,
+                   dream: DreamConfig) -> tuple[DreamConfig, str | None]:
+    """``dream``, or with one octave when ``layer`` cannot be reached at the smallest
+    octave's size (a fixed-size layer before it), and the reason to record (else None).
+    The forward stops at ``layer``, so the layers after it never limit the sizes."""
+    sizes = octave_sizes(pixels.shape[2], pixels.shape[3], dream.octaves, dream.octave_scale)
+    if dream.octaves <= 1:
+        return dream, None
+    try:
+        layer_l2(model, layer, _resize(pixels[:1], sizes[0]))
+    except RuntimeError as exc:
+        reason = (f"{dream.octaves} octaves asked, 1 used: layer {layer} cannot be reached with "
+                  f"{sizes[0][0]}x{sizes[0][1]} inputs ({str(exc).splitlines()[0]})")
+        print(reason)
+        return replace(dream, octaves=1), reason
+    return dream, None
+
+
 def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
               preprocess: PreprocessConfig, dream: DreamConfig, layers: Sequence[str],
               manifest_csv: str | os.PathLike, *, device: str, seed: int,
@@ -106,6 +127,7 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     rows = sample_rows(manifest, dream.n_images, seed)
     clip_count("synthesis.dream.n_images", dream.n_images, len(rows), "readable images")
     pixels = read_pixels(manifest, rows, preprocess).to(model.scale.device)
+    dream, octave_note = usable_octaves(model, layer, pixels, dream)
     dreamed = deep_dream(model, layer, pixels, dream, seed)
     before, after = layer_l2(model, layer, pixels).cpu(), layer_l2(model, layer, dreamed).cpu()
     originals, results = rgb_uint8(pixels), rgb_uint8(dreamed)
@@ -130,7 +152,8 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
                   f"the L2 norm of layer {layer}'s activations, at {dream.octaves} scales with "
                   "random jitter, so that patterns the layer responds to are amplified.",
                   numbers={"layer": layer, "images": len(rows),
-                           "mean layer L2 norm, after / before": f"{ratio:.2f}"},
+                           "mean layer L2 norm, after / before": f"{ratio:.2f}",
+                           **({"octaves": octave_note} if octave_note else {})},
                   figures=[figure_entry(grid_png, Path(summary_json).parent, "all images")]
                   + figures)
     return results

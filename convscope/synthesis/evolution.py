@@ -67,7 +67,8 @@ def top_activations(model: nn.Module, images: np.ndarray, units: dict[str, list[
             for layer, chs in units.items()}
     for start in range(0, len(images), _BATCH):
         batch = torch.from_numpy(images[start:start + _BATCH]).permute(0, 3, 1, 2)
-        with capture_tensors(model, list(units), key="synthesis.evolution.units") as acts:
+        with capture_tensors(model, list(units), key="synthesis.evolution.units",
+                             stop=True) as acts:
             model(to_model_space(batch.float().div(255.0).to(device), preprocess))
         for layer, chs in units.items():
             act = acts[layer][:, chs]

@@ -44,7 +44,7 @@ __all__ = ["layer_features", "feature_loss", "invert", "run_inversion"]
 def layer_features(model: nn.Module, layer: str, images01: torch.Tensor,
                    preprocess: PreprocessConfig) -> torch.Tensor:
     """``phi(x)``: the output of ``layer`` for (n, C, H, W) images in 0..1."""
-    with capture_tensors(model, [layer], key="synthesis.inversion.layers") as acts:
+    with capture_tensors(model, [layer], key="synthesis.inversion.layers", stop=True) as acts:
         model(to_model_space(images01, preprocess))
     return acts[layer]
 

@@ -2,9 +2,10 @@
 
 An `Objective` maps the activations of one forward pass to one score per image, shape
 (n,), to be *maximised* by `convscope.synthesis.render.render`. It names the modules it
-reads (`Objective.layers`); the loop hooks exactly those. Two more entries are always
-there: `LOGITS` (the model's output) and `IMAGE` (the images in 0..1 before the
-robustness transforms, for regularisers).
+reads (`Objective.layers`, which names `LOGITS` when it reads the model's output); the
+loop hooks exactly those and, when the logits are not read, ends the forward pass after
+them. `IMAGE` (the images in 0..1 before the robustness transforms, for regularisers) is
+always there.
 
 Objectives are batched: image ``i`` of the batch gets its own target (its own channel or
 class), so a whole layer's units are optimised in one batch, one image per unit. Every
@@ -101,7 +102,7 @@ def class_logit(classes: int | Sequence[int]) -> Objective:
         index = _per_image(classes, logits.shape[0], logits.device)
         return logits[torch.arange(logits.shape[0], device=logits.device), index]
 
-    return Objective(fn, (), "class logit")
+    return Objective(fn, (LOGITS,), "class logit")
 
 
 def l2() -> Objective:

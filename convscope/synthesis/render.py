@@ -85,10 +85,15 @@ def _scores(model: nn.Module, objective: Objective, images: torch.Tensor,
     """(n,) objective of ``images`` (n, C, H, W) in 0..1, after the random transforms."""
     moved = images if settings.transforms is None else \
         random_affine(images, settings.transforms, generator)
-    with capture_tensors(model, objective.layers, detach=False,
-                         key="synthesis objective layer") as acts:
+    hooked = [name for name in objective.layers if name not in (LOGITS, IMAGE)]
+    # an objective that does not read the logits stops the pass after its layers
+    stop = LOGITS not in objective.layers and bool(hooked)
+    logits = None
+    with capture_tensors(model, hooked, detach=False, key="synthesis objective layer",
+                         stop=stop) as acts:
         logits = model(to_model_space(moved, preprocess))
-    return objective({**acts, LOGITS: logits, IMAGE: images})
+    return objective({**acts, IMAGE: images} if logits is None
+                     else {**acts, LOGITS: logits, IMAGE: images})
 
 
 @torch.no_grad()

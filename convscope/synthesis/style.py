@@ -51,7 +51,8 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 def layer_features(model: PixelModel, layers: Sequence[str], pixels: torch.Tensor,
                    key: str) -> dict[str, torch.Tensor]:
     """The outputs of ``layers`` for (N, C, H, W) pixels, with their autograd graph."""
-    with capture_tensors(model.inner, list(layers), detach=False, key=key) as got:
+    with capture_tensors(model.inner, list(layers), detach=False, key=key,
+                         stop=True) as got:
         model(pixels)
     return dict(got)
 

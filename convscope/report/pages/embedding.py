@@ -12,6 +12,7 @@ from PIL import Image
 
 from convscope.report.readers import read_image_table, read_json
 from convscope.store.shards import iter_shards
+from convscope.store.tables import read_table
 
 __all__ = ["scatter_points", "thumbnail_sprite", "write_embedding_page"]
 
@@ -66,7 +67,7 @@ def write_embedding_page(renderer, inputs, manifest: pd.DataFrame, class_names: 
     """The embedding page and its data (``assets/data/embedding.js``, the sprite)."""
     writer = renderer.writer
     summary = read_json(inputs.embedding_summary)
-    coords = pd.read_csv(inputs.coords)
+    coords = read_table(inputs.coords)
     data = None
     if len(coords) and not summary.get("skipped"):
         table, data = scatter_points(coords, read_image_table(inputs.shards, manifest),

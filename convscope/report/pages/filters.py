@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+from convscope.store.tables import read_table
 
 __all__ = ["write_filters_page"]
 
@@ -12,7 +12,7 @@ __all__ = ["write_filters_page"]
 def write_filters_page(renderer, inputs) -> None:
     """``pages/filters.html``: first-layer weights and activation maps, grouped by kind."""
     folder = Path(inputs.filters)
-    index = pd.read_csv(folder / "index.csv")
+    index = read_table(folder / "index.csv")
     groups: dict[str, list[dict]] = {}
     for row in index.itertuples(index=False):
         href = renderer.writer.copy(folder / row.file, f"assets/filters/{row.file}")

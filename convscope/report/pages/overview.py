@@ -12,6 +12,7 @@ from convscope.report.checks import chance_warning, dataset_notes, headline_numb
 from convscope.report.pages.units import gallery_pages
 from convscope.report.readers import (benchmark_rows, failed_rows, nonfinite_counts,
                                       read_json, read_unit_stats)
+from convscope.store.tables import read_table
 
 __all__ = ["PACKAGES", "package_versions", "write_overview"]
 
@@ -33,8 +34,8 @@ def package_versions() -> list[dict]:
 
 def _accuracy(inputs) -> dict:
     """Rows of the performance stage's overall and per-class tables, and the chance check."""
-    overall = pd.read_csv(inputs.overall).to_dict("records")
-    per_class = pd.read_csv(inputs.per_class, keep_default_na=False,
+    overall = read_table(inputs.overall).to_dict("records")
+    per_class = read_table(inputs.per_class, keep_default_na=False,
                             na_values=[""]).to_dict("records")
     return {"overall": overall, "per_class": per_class,
             "evaluated": any(int(row.get("n") or 0) > 0 for row in overall),

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 
 from convscope.report.pages.tables import csv_table, table
+from convscope.store.tables import read_table
 
 __all__ = ["IMAGE_SUFFIXES", "write_performance_page"]
 
@@ -26,10 +26,10 @@ def _comparison(renderer, inputs) -> dict | None:
     """The comparison with other predictions (None when not given or empty)."""
     if not inputs.comparison or not inputs.agreement:
         return None
-    agreement = pd.read_csv(inputs.agreement)
+    agreement = read_table(inputs.agreement)
     if agreement.empty:
         return None
-    comparison = pd.read_csv(inputs.comparison, keep_default_na=False, na_values=[""])
+    comparison = read_table(inputs.comparison, keep_default_na=False, na_values=[""])
     panel = (renderer.writer.copy(inputs.comparison_panel, "assets/performance/comparison.png")
              if inputs.comparison_panel else None)
     overall = comparison[comparison["scope"] == "overall"]

@@ -6,6 +6,7 @@ import math
 import os
 
 import pandas as pd
+from convscope.store.tables import read_table
 
 __all__ = ["format_value", "table", "csv_table"]
 
@@ -30,4 +31,4 @@ def table(frame: pd.DataFrame, max_rows: int | None = None) -> dict:
 
 def csv_table(path: str | os.PathLike, max_rows: int | None = None) -> dict:
     """`table` of a CSV file (empty strings stay empty, not NaN)."""
-    return table(pd.read_csv(path, keep_default_na=False, na_values=[""]), max_rows)
+    return table(read_table(path, keep_default_na=False, na_values=[""]), max_rows)

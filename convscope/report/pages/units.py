@@ -15,6 +15,7 @@ from convscope.report.pages.histogram import histogram_svg
 from convscope.report.pages.tables import csv_table
 from convscope.report.readers import read_json, read_unit_histograms, read_unit_stats
 from convscope.report.unit_images import render_layer_units
+from convscope.store.tables import read_table
 
 __all__ = ["gallery_pages", "gallery_units", "write_gallery_page", "write_unit_pages"]
 
@@ -118,7 +119,7 @@ def write_unit_pages(renderer, inputs, manifest: pd.DataFrame, class_names: list
                      extras: dict) -> None:
     """Every layer's gallery and unit pages, and the index ``pages/units.html``."""
     stats = read_unit_stats(inputs.unit_stats)
-    topk = pd.read_csv(inputs.topk_table)
+    topk = read_table(inputs.topk_table)
     hists = read_unit_histograms(inputs.unit_histograms)
     layers = list(dict.fromkeys(stats["layer"]))
     files = layer_file_names(layers)
