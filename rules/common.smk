@@ -137,7 +137,9 @@ def get_stage_rules():
     list and to OPTIONAL_STAGES; `all` then asks for every output (a deleted file is
     rebuilt), the report gets its ``summary.json`` and its benchmark file."""
     chosen = chosen_stages(config)
-    names = [name for name in chosen if name.removeprefix("explain_") not in _EXPLAIN_COLUMNS]
+    names = [
+        name for name in chosen if name.removeprefix("explain_") not in _EXPLAIN_COLUMNS
+    ]
     for stage in _EXPLAIN_COLUMNS:
         name = f"explain_{stage}"
         if name in chosen and explain_stage_runs(stage):
