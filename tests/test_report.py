@@ -185,8 +185,9 @@ def test_site_pages_link_only_inside_their_folder(inputs, tmp_path):
         for target in _local_targets(page):
             assert target.is_file() and site.resolve() in target.parents, (page, target)
     assert not list(site.rglob("*stray*"))  # nothing globbed beside the listed files
-    gallery = (site / "pages" / "layer-relu1.html").read_text()  # topk.json's pages, copied
-    assert 'href="../assets/units/relu1/pages/patches-000.png"' in gallery
+    gallery = (site / "pages" / "layer-relu1.html").read_text()  # topk.json's pages: named
+    assert "<code>topk/relu1/patches-000.png</code>" in gallery  # (the sheets hold the crops)
+    assert not list(site.rglob("patches-000.png"))
     assert not [p for p in site.iterdir() if p.name.startswith(".")]  # no staging left
     assert '<a href="pages/layer-relu1.html"><code>relu1</code></a>' in html  # layer table
     assert "TinyNet" in html and "40 images in 2 shards" in html and "ab" * 32 in html
@@ -233,7 +234,7 @@ def test_unit_pictures_are_crops_of_the_original_images(inputs, tmp_path):
     np.testing.assert_array_equal(cell(1, 1), second[6:30, 4:28])
     assert (cell(3, 0) == 128).all()  # never fires: grey
     unit = (_site(tmp_path) / "pages/units/relu1/c0001.html").read_text()
-    assert 'style="object-position: -0px -26px"' in unit and 'width="50" height="24"' in unit
+    assert 'object-position: -0px -26px"' in unit and 'width="50" height="24"' in unit
 
 
 def test_gallery_data_follows_the_unit_statistics(inputs, tmp_path):

@@ -24,12 +24,24 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+#: PNG figures larger than this are put in the site as JPEG (quality `JPEG_QUALITY`): big
+#: grids of synthesised pictures, where lossless costs tens of MB and shows nothing more.
+REENCODE_BYTES = 2_000_000
+
+
 def _copy(writer: SiteWriter, summary: Path, stage: str, rel: str) -> str:
-    """Copy a file named in ``summary`` (relative to its folder) into the site; its site path."""
+    """Copy a file named in ``summary`` (relative to its folder) into the site; its site path
+    (``.jpg`` instead of ``.png`` for a PNG over `REENCODE_BYTES`)."""
     source = summary.parent / rel
     if not source.is_file():
         raise ValueError(f"{summary}: names {rel!r}, but {source} does not exist")
-    return writer.copy(source, f"assets/stages/{_safe(stage)}/{rel}")
+    target = f"assets/stages/{_safe(stage)}/{rel}"
+    if target.endswith(".png") and source.stat().st_size > REENCODE_BYTES:
+        from PIL import Image
+
+        with Image.open(source) as image:
+            return writer.save_image(image, target[:-4] + ".jpg")
+    return writer.copy(source, target)
 
 
 def _entries(writer, path, stage, items, with_table=False) -> list[dict]:

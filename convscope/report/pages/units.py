@@ -5,7 +5,6 @@ histogram, classes of its top images, class selectivity, other stages' images)."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -113,19 +112,20 @@ def _layer(renderer, inputs, layer, file_name, stats, topk, manifest, class_name
     labels = manifest.set_index("index")["label"]
     counts, edges = hists.get(layer, (None, None))
     channels = stats["channel"].astype(int).tolist()
+    by_channel = {int(c): group for c, group in rows.groupby("channel")}
     majority = {}
     for i, stat in enumerate(stats.itertuples(index=False)):
         c = int(stat.channel)
         hist = histogram_svg(counts[c], edges[c]) if counts is not None else None
         neighbours = {"prev": channels[i - 1] if i else None,
                       "next": channels[i + 1] if i + 1 < len(channels) else None}
-        majority[c] = _unit_page(renderer, layer, file_name, stat, rows[rows["channel"] == c],
+        majority[c] = _unit_page(renderer, layer, file_name, stat, by_channel.get(c, rows[:0]),
                                  images.get(c, {}), hist, extras.get(layer, {}).get(c, []),
                                  labels, class_names, neighbours)
     units = gallery_units(stats, images, f"pages/units/{file_name}/c{{c:04d}}.html", majority)
-    figure_pages = [{"name": Path(page).name, "href": renderer.writer.copy(
-        Path(inputs.topk_index).parent / page, f"assets/units/{file_name}/pages/{Path(page).name}")}
-        for page in read_json(inputs.topk_index).get(layer, [])]
+    # the top-k stage's own figure pages (results/units/topk/) hold the same crops as the
+    # sprite sheets: they are named, not copied (tens of MB at ResNet-50 size)
+    figure_pages = [{"name": page} for page in read_json(inputs.topk_index).get(layer, [])]
     href = write_gallery_page(renderer, layer, file_name, units, cfg.gallery_page_size,
                               figure_pages)
     return {"layer": layer, "href": href, "channels": len(units),

@@ -33,6 +33,8 @@
         img.className = "sprite";
         img.width = unit.img.w;
         img.height = unit.img.h;
+        img.style.width = unit.img.w + "px";
+        img.style.height = unit.img.h + "px";
         img.style.objectPosition = "-" + unit.img.x + "px -" + unit.img.y + "px";
       }
       link.appendChild(img);
