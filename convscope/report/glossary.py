@@ -56,8 +56,10 @@ TERMS: tuple[Term, ...] = (
          "all images of each class.", ("preferred class",)),
     Term("majority-class-topk", "majority class of the top-k", _U,
          "The class that most of the unit's top-k images (the k images with the largest "
-         "maximum) belong to, with its count out of k. It describes the unit's strongest "
-         "responses only, so it can differ from the preferred class by mean activation."),
+         "maximum) belong to, with its count out of k; when several classes share the "
+         "highest count there is none (the page says which tie). It describes the unit's "
+         "strongest responses only, so it can differ from the preferred class by mean "
+         "activation."),
     Term("selectivity", "class selectivity", _U,
          "(mu_pref - mu_rest) / (mu_pref + mu_rest) over the per-class means of the per-image "
          "maximum (Morcos et al. 2018): mu_pref the preferred class's mean, mu_rest the mean "

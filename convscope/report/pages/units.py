@@ -83,9 +83,12 @@ def _class_counts(top: list[dict]) -> list[dict]:
 
 
 def _majority(classes: list[dict]) -> dict | None:
-    """The majority class of the top-k (`_class_counts`' first labelled row), or None."""
+    """The majority class of the top-k (`_class_counts`' first labelled row) with ``tie``:
+    how many classes share its count (1: a true majority); None without labels."""
     labelled = [row for row in classes if row["cls"] != "(unlabelled)"]
-    return labelled[0] if labelled else None
+    if not labelled:
+        return None
+    return {**labelled[0], "tie": sum(row["n"] == labelled[0]["n"] for row in labelled)}
 
 
 def _unit_page(renderer, layer, file_name, stat, rows, images, hist, extras, labels,
@@ -100,7 +103,11 @@ def _unit_page(renderer, layer, file_name, stat, rows, images, hist, extras, lab
                   gallery=f"pages/layer-{file_name}.html", images=images, top=top,
                   classes=classes, majority=majority, hist=hist, extras=extras,
                   neighbours=neighbours)
-    return f"{majority['cls']} ({majority['n']}/{len(top)})" if majority else ""
+    if not majority:
+        return ""
+    if majority["tie"] > 1:
+        return f"none ({majority['tie']} classes tie at {majority['n']}/{len(top)})"
+    return f"{majority['cls']} ({majority['n']}/{len(top)})"
 
 
 def _layer(renderer, inputs, layer, file_name, stats, topk, manifest, class_names, cfg, hists,
