@@ -7,9 +7,9 @@ rule report:
         shard_index="results/features/index.json",
         benchmarks=get_benchmark_files,
     output:
+        # pages/ and assets/ are written beside it by the script (params): as directory()
+        # outputs Snakemake would put a .snakemake_timestamp inside the shipped site
         html="results/report/index.html",
-        pages=directory("results/report/pages"),
-        assets=directory("results/report/assets"),
     log:
         "logs/report.log",
     benchmark:
@@ -21,6 +21,8 @@ rule report:
         mem_mb=4000,
         runtime=lambda wildcards, attempt: 20 * attempt,
     params:
+        pages="results/report/pages",
+        assets="results/report/assets",
         report=config["report"],
         dataset=config["dataset"],
     script:

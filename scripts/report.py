@@ -11,5 +11,5 @@ with log_to_file(snakemake.log[0]):
     build_report(ReportConfig.from_dict(snakemake.params.report),
                  DatasetConfig.from_dict(snakemake.params.dataset),
                  ReportInputs.from_mapping(snakemake.input.items()),
-                 index_html=snakemake.output.html, pages_dir=snakemake.output.pages,
-                 assets_dir=snakemake.output.assets)
+                 index_html=snakemake.output.html, pages_dir=snakemake.params.pages,
+                 assets_dir=snakemake.params.assets)

@@ -251,3 +251,106 @@ def test_watcher_catches_requests_leaving_the_site(browser, tmp_path):
     with pytest.raises(AssertionError, match="link leaves the site"):
         _local_targets(site / "index.html")
     context.close()
+
+
+def _all_links(page: Path) -> list[tuple[str, str]]:
+    """(target file, fragment) of every local href of a page, as the static HTML has them
+    (the content of <noscript> included: what a browser without JavaScript shows)."""
+    parser = _Links()
+    parser.feed(page.read_text())
+    links = []
+    for url in parser.urls:
+        path, fragment = urldefrag(url)
+        if path and not urlparse(path).scheme:
+            links.append((str((page.parent / unquote(path)).resolve()), fragment))
+    return links
+
+
+@pytest.mark.workflow
+def test_tiny_report_without_javascript_reaches_every_page(tiny_run, browser):
+    """Following the links of the static HTML from index.html (navigation and <noscript>
+    lists, as a browser without JavaScript shows them) reaches every page; every glossary
+    anchor linked anywhere exists."""
+    site = (tiny_run / "results" / "report").resolve()
+    pages = {str(p.resolve()) for p in site.rglob("*.html")}
+    seen, todo, anchors = set(), [str(site / "index.html")], set()
+    while todo:
+        page = todo.pop()
+        if page in seen or not page.endswith(".html"):
+            continue
+        seen.add(page)
+        for target, fragment in _all_links(Path(page)):
+            todo.append(target)
+            if target.endswith("glossary.html") and fragment:
+                anchors.add(fragment)
+    assert seen == pages, sorted(pages - seen)[:5]
+    glossary = (site / "pages" / "glossary.html").read_text()
+    ids = set(re.findall(r'\bid="([^"]+)"', glossary))
+    assert anchors and anchors <= ids, sorted(anchors - ids)
+    # in the browser, JavaScript off: the gallery's fallback lists every channel with its page
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    _open(page, site / "pages" / "layer-relu2.html")
+    stats = pd.read_csv(tiny_run / "results" / "units" / "stats.csv")
+    listed = page.locator("#noscript-units li a")
+    assert listed.count() == int((stats["layer"] == "relu2").sum())
+    assert listed.first.is_visible()
+    # a glossary link lands on its entry
+    page.goto((site / "pages" / "glossary.html").as_uri() + "#firing-rate")
+    assert page.locator("#firing-rate").is_visible()
+    context.close()
+
+
+def _figures_too_small(page) -> list[str]:
+    """Figures (not sprite crops) shown at < 60 % of their natural width though the column
+    could hold 60 % of it."""
+    return page.evaluate("""() => {
+      const column = document.querySelector('main').clientWidth - 48;
+      return Array.from(document.querySelectorAll('figure img:not(.sprite)'))
+        .filter(i => i.naturalWidth > 0 && 0.6 * i.naturalWidth <= column
+                     && i.getBoundingClientRect().width < 0.6 * i.naturalWidth)
+        .map(i => i.src + ': ' + i.getBoundingClientRect().width + ' of ' + i.naturalWidth);
+    }""")
+
+
+@pytest.mark.workflow
+def test_tiny_report_figures_and_paged_tables(tiny_run, browser):
+    site = tiny_run / "results" / "report"
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    watcher = Watcher(context, site)
+    for path in sorted(site.glob("pages/*.html")):
+        page = context.new_page()
+        watcher.watch(page)
+        _open(page, path)
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+        assert _figures_too_small(page) == [], path.name
+        page.close()
+    # the neighbours' query table (more than 25 rows): paged, searchable, sortable
+    queries = pd.read_csv(site / "assets" / "neighbours" / "queries.csv")
+    assert len(queries) > 25
+    page = context.new_page()
+    watcher.watch(page)
+    _open(page, site / "pages" / "neighbours.html")
+    body = "#queries tbody tr"
+
+    def column(name: str) -> list[str]:
+        index = list(queries.columns).index(name)
+        return page.eval_on_selector_all(body, f"rows => rows.map(r => r.cells[{index}].textContent)")
+
+    assert page.locator(body).count() == 25
+    page.click(".table-controls button.next")
+    expected = queries["neighbour_index"].iloc[25:50].astype(str).tolist()
+    assert column("neighbour_index") == expected
+    page.click("#queries th:has-text('distance')")  # ascending, over every row
+    smallest = sorted(queries["distance"])[:25]
+    np.testing.assert_allclose([float(v) for v in column("distance")], smallest, atol=6e-4)
+    first = str(queries["neighbour_class"].dropna().iloc[0])
+    page.fill(".table-controls input[type=search]", first)
+    matching = queries.astype(str).apply(lambda r: any(first.lower() in v.lower() for v in r),
+                                         axis=1).sum()
+    assert page.locator(body).count() == min(25, int(matching))
+    assert f"of {matching} matching" in page.inner_text(".table-controls .page-info")
+    assert page.locator("a[download]").count() >= 1  # the CSV stays downloadable
+    assert watcher.errors == [] and watcher.failed == [] and watcher.outside == []
+    context.close()

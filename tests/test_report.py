@@ -174,7 +174,8 @@ def test_site_pages_link_only_inside_their_folder(inputs, tmp_path):
     values, _ = inputs
     html = _build(values, tmp_path, title="Insects & cows")
     site = _site(tmp_path)
-    assert "<title>Insects &amp; cows · Insects &amp; cows</title>" in html
+    assert "<title>Overview · Insects &amp; cows</title>" in html  # the site's title once
+    assert html.count("Insects &amp; cows") == 2  # in <title> and the navigation's brand
     pages = sorted(site.rglob("*.html"))
     names = {str(p.relative_to(site)) for p in pages}
     assert {"index.html", "pages/units.html", "pages/layer-relu1.html", "pages/embedding.html",
@@ -184,8 +185,9 @@ def test_site_pages_link_only_inside_their_folder(inputs, tmp_path):
         for target in _local_targets(page):
             assert target.is_file() and site.resolve() in target.parents, (page, target)
     assert not list(site.rglob("*stray*"))  # nothing globbed beside the listed files
-    gallery = (site / "pages" / "layer-relu1.html").read_text()  # topk.json's pages, copied
-    assert 'href="../assets/units/relu1/pages/patches-000.png"' in gallery
+    gallery = (site / "pages" / "layer-relu1.html").read_text()  # topk.json's pages: named
+    assert "<code>topk/relu1/patches-000.png</code>" in gallery  # (the sheets hold the crops)
+    assert not list(site.rglob("patches-000.png"))
     assert not [p for p in site.iterdir() if p.name.startswith(".")]  # no staging left
     assert '<a href="pages/layer-relu1.html"><code>relu1</code></a>' in html  # layer table
     assert "TinyNet" in html and "40 images in 2 shards" in html and "ab" * 32 in html
@@ -211,17 +213,28 @@ def test_unit_pictures_are_crops_of_the_original_images(inputs, tmp_path):
     values, _ = inputs
     _build(values, tmp_path)
     manifest, _ = read_manifest(values["manifest"])
-    units = _site(tmp_path) / "assets" / "units" / "relu1"
+    # one JPEG sprite sheet for the layer: row = channel (26 px apart), 2 patches + 2 contexts
+    with Image.open(_site(tmp_path) / "assets/units/relu1/sheet-000.jpg") as saved:
+        assert saved.format == "JPEG" and saved.size == (4 * 26 - 2, 4 * 26 - 2)
+    # the sheet before JPEG encoding (the same function, its image kept instead of saved)
+    from convscope.report.unit_images import render_layer_units
+
+    kept = {}
+    render_layer_units(pd.read_csv(values["topk_table"]), manifest, 24,
+                       lambda image, rel: kept.setdefault(rel, image) and rel, "u")
+    sheet = np.asarray(kept["u/sheet-000.jpg"])
+
+    def cell(channel, column):
+        return sheet[channel * 26:channel * 26 + 24, column * 26:column * 26 + 24]
+
     # the box (4, 6)-(28, 30) is 24 px square, the cell size: the crop is the pixels as they are
     original = np.asarray(Image.open(manifest.loc[2, "path"]).convert("RGB"))  # ch 1, rank 0
-    top = np.asarray(Image.open(units / "c0001-top.png"))
-    np.testing.assert_array_equal(top, original[6:30, 4:28])
-    patches = np.asarray(Image.open(units / "c0001-patches.png"))
-    assert patches.shape == (24, 2 * 24 + 2, 3)
+    np.testing.assert_array_equal(cell(1, 0), original[6:30, 4:28])
     second = np.asarray(Image.open(manifest.loc[3, "path"]).convert("RGB"))
-    np.testing.assert_array_equal(patches[:, 26:], second[6:30, 4:28])
-    dead = np.asarray(Image.open(units / "c0003-top.png"))  # never fires: grey
-    assert (dead == 128).all()
+    np.testing.assert_array_equal(cell(1, 1), second[6:30, 4:28])
+    assert (cell(3, 0) == 128).all()  # never fires: grey
+    unit = (_site(tmp_path) / "pages/units/relu1/c0001.html").read_text()
+    assert 'object-position: -0px -26px"' in unit and 'width="50" height="24"' in unit
 
 
 def test_gallery_data_follows_the_unit_statistics(inputs, tmp_path):
@@ -235,13 +248,23 @@ def test_gallery_data_follows_the_unit_statistics(inputs, tmp_path):
     units = {u["c"]: u for u in data["units"]}
     assert data["classes"] == ["bee", "cow"] and data["pageSize"] == 60
     assert units[1] == {"c": 1, "rate": 0.25, "max": 3.0, "sel": 0.75, "cls": "cow",
-                        "dead": False, "img": "assets/units/relu1/c0001-top.png",
-                        "href": "pages/units/relu1/c0001.html"}
+                        "dead": False, "img": {"src": "assets/units/relu1/sheet-000.jpg", "x": 0,
+                                               "y": 26, "w": 24, "h": 24},
+                        "href": "pages/units/relu1/c0001.html", "maj": units[1]["maj"]}
+    # majority class of channel 1's top-2 (images 2 and 3), counted here: most, then by name
+    manifest, names = read_manifest(values["manifest"])
+    top = pd.Series([names[manifest.loc[i, "label"]] for i in (2, 3)]).value_counts()
+    best = sorted(top.items(), key=lambda item: (-item[1], item[0]))[0]
+    ties = int((top == best[1]).sum())
+    assert units[1]["maj"] == (f"{best[0]} ({best[1]}/2)" if ties == 1
+                               else f"none ({ties} classes tie at {best[1]}/2)")
     assert units[3]["dead"] and units[3]["sel"] is None
-    assert '<option value="bee">bee</option>' in html and "(1 dead)" in html
+    assert '<option value="bee">bee</option>' in html
+    assert re.search(r'\(1 <a class="term" href="../pages/glossary.html#dead">dead</a>\)', html)
     unit = (_site(tmp_path) / "pages/units/relu1/c0001.html").read_text()
-    assert "<td>class selectivity</td><td>0.750</td>" in unit
-    assert "<td>preferred class</td><td>cow</td>" in unit
+    assert re.search(r"<td><a [^>]*#selectivity\">class selectivity</a></td><td>0.750</td>", unit)
+    assert re.search(r"<td><a [^>]*#preferred-class-mean\">preferred class \(highest mean "
+                     r"activation\)</a></td><td>cow</td>", unit)
 
 
 def test_unit_histogram_is_drawn_from_the_counts(inputs, tmp_path):
@@ -257,9 +280,12 @@ def test_unit_histogram_is_drawn_from_the_counts(inputs, tmp_path):
                   page="pages/units/relu1/c0000.html")
     svg = re.search(r"<svg (.*?)</svg>", html, re.S).group(0)
     heights = [float(h) for h in re.findall(r'<rect [^>]*height="([0-9.]+)"', svg)]
-    box = float(re.search(r'<svg width="\d+" height="(\d+)"', svg).group(1))
+    box = float(re.search(r'data-plot-height="(\d+)"', svg).group(1))
     np.testing.assert_allclose(heights, box * counts[0] / counts[0].max(), atol=0.01)
     assert "1 to 1.5: 8 images" in svg
+    # both axes labelled, with their ends: 0 to 2 (activation), 0 to 8 (images)
+    assert "per-image maximum activation" in svg and ">images</text>" in svg
+    assert ">0</text>" in svg and ">2</text>" in svg and ">8</text>" in svg
 
 
 def test_benchmarks_are_summed_per_rule(tmp_path):

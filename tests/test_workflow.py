@@ -60,6 +60,8 @@ def test_analyses_and_report(tiny_run):
     assert 'href="pages/units.html"' in html  # the site's navigation
     gallery = (tiny_run / "results/report/pages/layer-relu1.html").read_text()
     assert "assets/data/layer-relu1.js" in gallery
+    # no workflow bookkeeping shipped inside the site
+    assert not [p for p in (tiny_run / "results/report").rglob(".*")]
 
 
 def test_rerun_does_nothing(tiny_run):

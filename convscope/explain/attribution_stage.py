@@ -55,7 +55,6 @@ logger = logging.getLogger(__name__)
 
 _PANEL_PX = 96
 _SIGNED = {"occlusion", "zf_occlusion", *paths.SIGNED_METHODS}
-_PANELS_IN_SUMMARY = 12
 
 
 def explain_layers(attribution: ExplainAttributionConfig, model_info_json,
@@ -304,7 +303,7 @@ def _write_attribution_summary(summary_json, table: pd.DataFrame,
     figures = [figure_entry(class_gradcam_png, root, "Mean Grad-CAM per class",
                             f"Grad-CAM at {chosen[0]}, averaged over the explained images of "
                             "each class.")]
-    for _, row in table.head(_PANELS_IN_SUMMARY).iterrows():
+    for _, row in table.iterrows():
         figures.append(figure_entry(panels_dir / f"row-{int(row['index']):05d}.png", root,
                                     f"Image {int(row['index'])}", str(row["reason"])))
     write_summary(

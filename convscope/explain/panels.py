@@ -57,6 +57,16 @@ def signed_rgb_cell(values: np.ndarray, cell_px: int) -> Image.Image:
     return image_cell(to_rgb_uint8(rgb), cell_px)
 
 
+def _fit(caption: str, width: int, draw, font) -> str:
+    """``caption`` (underscores as spaces) cut to fit ``width`` px, "." marking a cut."""
+    text = caption.replace("_", " ")
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and draw.textlength(text + ".", font=font) > width:
+        text = text[:-1]
+    return text.rstrip() + "."
+
+
 def labelled_grid(title: str, header: Sequence[str], rows: Sequence[tuple[str, Sequence]],
                   cell_px: int, label_w: int = 0) -> Image.Image:
     """Cells on a grid with a title, a column header and a label per row.
@@ -79,7 +89,7 @@ def labelled_grid(title: str, header: Sequence[str], rows: Sequence[tuple[str, S
     draw = ImageDraw.Draw(canvas)
     draw.text((_GAP, 1), title, fill=(0, 0, 0), font=font)
     for col, caption in enumerate(header):
-        draw.text((label_w + col * step, _TEXT_H + 1), caption[: max(4, cell_px // 6)],
+        draw.text((label_w + col * step, _TEXT_H + 1), _fit(caption, cell_px, probe, font),
                   fill=(0, 0, 0), font=font)
     for r, (label, cells) in enumerate(rows):
         y = top + r * step

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SiteWriter", "STATIC_FILES"]
+__all__ = ["SiteWriter", "STATIC_FILES", "JPEG_QUALITY"]
+
+#: Quality of the JPEG sprite sheets of unit crops (PIL scale, 1-95).
+JPEG_QUALITY = 85
 
 #: The package's hand-written scripts and style sheet, copied to ``assets/static/``.
 STATIC_FILES = ("site.css", "site.js", "gallery.js", "scatter.js", "zoom.js")
@@ -63,10 +66,27 @@ class SiteWriter:
         return rel
 
     def save_image(self, image, rel: str) -> str:
-        """Save a PIL image as PNG at ``rel`` (fast compression: a site has thousands);
-        returns ``rel``. The staging folder as a whole is what appears atomically."""
-        image.save(self.path(rel), format="PNG", compress_level=1)
+        """Save a PIL image at ``rel``: JPEG (quality `JPEG_QUALITY`) when ``rel`` ends in
+        ``.jpg`` (photographic crops, where lossless is not needed), else PNG (fast
+        compression); returns ``rel``. The staging folder as a whole appears atomically."""
+        if rel.endswith(".jpg"):
+            image.convert("RGB").save(self.path(rel), format="JPEG", quality=JPEG_QUALITY,
+                                      optimize=True)
+        else:
+            image.save(self.path(rel), format="PNG", compress_level=1)
         return rel
+
+    def density(self, rel: str) -> int:
+        """2 for a PNG drawn at 2x (matplotlib figures saved at >= 190 dpi: shown at half
+        their pixel size, sharp on high-density screens), else 1; 1 for a missing file."""
+        target = self.root / rel
+        if not rel.endswith(".png") or not target.is_file():
+            return 1
+        from PIL import Image
+
+        with Image.open(target) as image:
+            dpi = image.info.get("dpi", (72, 72))[0]
+        return 2 if dpi >= 190 else 1
 
     def write_text(self, rel: str, text: str) -> str:
         """Write ``text`` at ``rel``; returns ``rel``."""

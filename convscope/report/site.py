@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from convscope import __version__
 from convscope.config.sections import DatasetConfig, ReportConfig
 from convscope.data.manifest import read_manifest
 from convscope.report.assets import SiteWriter
+from convscope.report.glossary import anchor, link_terms
 from convscope.report.inputs import ReportInputs
+from convscope.report.navigation import FIXED_PAGES, NavPage, navigation
 
 __all__ = ["Renderer", "build_report"]
 
@@ -41,6 +44,15 @@ class Renderer:
     def __post_init__(self):
         self.env = jinja2.Environment(loader=jinja2.PackageLoader("convscope.report", "templates"),
                                       autoescape=True, undefined=jinja2.StrictUndefined)
+        self.env.globals.update(glossary_anchor=anchor, link_terms=link_terms,
+                                hidpi=self._hidpi)
+
+    def _hidpi(self, href: str, root: str = "") -> Markup:
+        """`` srcset="href 2x"`` for a figure drawn at 2x (`SiteWriter.density`), else ""."""
+        rel = href[len(root):] if root and href.startswith(root) else href.lstrip("./")
+        if self.writer.density(rel) == 2:
+            return Markup(' srcset="{} 2x"').format(href)
+        return Markup("")
 
     def page(self, template: str, rel: str, heading: str, **context) -> str:
         """Render ``template`` to the site path ``rel`` (e.g. ``pages/embedding.html``)."""
@@ -52,13 +64,9 @@ class Renderer:
 
 
 def _navigation(stage_pages: list[dict]) -> list[dict]:
-    """The navigation bar: fixed pages, then one entry per explanation/synthesis stage."""
-    fixed = [("Overview", "index.html"), ("Layers and units", "pages/units.html"),
-             ("Embedding", "pages/embedding.html"), ("Neighbours", "pages/neighbours.html"),
-             ("Performance", "pages/performance.html"),
-             ("Filters and activation maps", "pages/filters.html")]
-    return [{"title": t, "href": h} for t, h in fixed] + [
-        {"title": p["title"], "href": p["href"]} for p in stage_pages]
+    """The grouped navigation bar: the fixed pages and each stage's page in its group."""
+    return navigation([*FIXED_PAGES, *(NavPage(p["title"], p["href"], p["group"])
+                                       for p in stage_pages)])
 
 
 def _check_layout(index_html: Path, pages_dir: Path, assets_dir: Path) -> None:
@@ -76,16 +84,18 @@ def _write_pages(writer: SiteWriter, cfg: ReportConfig, dataset: DatasetConfig,
 
     writer.copy_static()
     manifest, class_names = read_manifest(inputs.manifest)
-    stage_pages, unit_extras = pages.stages.stage_pages(inputs.stage_summaries, writer)
+    stage_pages, unit_extras = pages.stages.stage_pages(inputs.stage_summaries, writer,
+                                                             cfg.max_figures)
     renderer = Renderer(writer, cfg.title, _navigation(stage_pages),
                         dt.datetime.now().strftime("%Y-%m-%d %H:%M"))
     pages.stages.write_stage_pages(renderer, stage_pages)
     pages.units.write_unit_pages(renderer, inputs, manifest, class_names, cfg, unit_extras)
     pages.embedding.write_embedding_page(renderer, inputs, manifest, class_names, cfg)
-    pages.neighbours.write_neighbours_page(renderer, inputs)
+    pages.neighbours.write_neighbours_page(renderer, inputs, class_names)
     pages.performance.write_performance_page(renderer, inputs)
     pages.filters.write_filters_page(renderer, inputs)
     pages.overview.write_overview(renderer, inputs, dataset, manifest, class_names)
+    pages.glossary.write_glossary_page(renderer)
 
 
 def build_report(cfg: ReportConfig, dataset: DatasetConfig, inputs: ReportInputs, *,

@@ -46,16 +46,20 @@ def _numbers(numbers: Mapping[str, object] | Sequence[tuple[str, object]]) -> li
 def stage_summary(stage: str, title: str, caption: str, *,
                   numbers: Mapping[str, object] | Sequence[tuple[str, object]] = (),
                   figures: Sequence[dict] = (), tables: Sequence[dict] = (),
-                  units: Mapping | None = None) -> dict:
-    """The summary as a dict, keys in schema order (``units`` only when not None).
+                  units: Mapping | None = None, group: str | None = None) -> dict:
+    """The summary as a dict, keys in schema order (``units``, ``group`` only when not None).
 
     ``numbers``: label -> value (or (label, value) pairs), values written as text;
-    ``figures``, ``tables``: `figure_entry` dicts; ``units``: layer -> channel -> entries.
+    ``figures``, ``tables``: `figure_entry` dicts; ``units``: layer -> channel -> entries;
+    ``group``: the report navigation group of the stage's page (default: from its name,
+    `convscope.report.navigation.group_of_stage`).
     """
     summary = {"stage": stage, "title": title, "caption": caption, "numbers": _numbers(numbers),
                "figures": list(figures), "tables": list(tables)}
     if units is not None:
         summary["units"] = units
+    if group is not None:
+        summary["group"] = str(group)
     return summary
 
 

@@ -1,6 +1,7 @@
 """The site's pages, one module each; every ``write_*`` renders its page(s) with a `Renderer`."""
 
-from convscope.report.pages import (embedding, filters, neighbours, overview, performance,
-                                    stages, units)
+from convscope.report.pages import (embedding, filters, glossary, neighbours, overview,
+                                    performance, stages, units)
 
-__all__ = ["embedding", "filters", "neighbours", "overview", "performance", "stages", "units"]
+__all__ = ["embedding", "filters", "glossary", "neighbours", "overview", "performance", "stages",
+           "units"]

@@ -14,7 +14,10 @@ from convscope.report.readers import read_image_table, read_json
 from convscope.store.shards import iter_shards
 from convscope.store.tables import read_table
 
-__all__ = ["scatter_points", "thumbnail_sprite", "write_embedding_page"]
+__all__ = ["scatter_points", "thumbnail_sprite", "write_embedding_page", "LOSSLESS_SPRITE_MAX"]
+
+#: Thumbnails up to which the scatter's sprite is a PNG (beyond: JPEG, a tenth of the size).
+LOSSLESS_SPRITE_MAX = 2000
 
 
 def scatter_points(coords: pd.DataFrame, images: pd.DataFrame, class_names: list[str],
@@ -73,7 +76,9 @@ def write_embedding_page(renderer, inputs, manifest: pd.DataFrame, class_names: 
         table, data = scatter_points(coords, read_image_table(inputs.shards, manifest),
                                      class_names, cfg.scatter_max_points)
         sprite, tile, cols = thumbnail_sprite(inputs.shards, table["index"].to_numpy())
-        data["sprite"] = {"href": writer.save_image(sprite, "assets/embedding/sprite.png"),
+        # lossless for a few thumbnails; JPEG for a large map (20,000 thumbnails by default)
+        name = "sprite.png" if len(table) <= LOSSLESS_SPRITE_MAX else "sprite.jpg"
+        data["sprite"] = {"href": writer.save_image(sprite, f"assets/embedding/{name}"),
                           "tile": tile, "cols": cols, "width": sprite.width,
                           "height": sprite.height}
         writer.write_data("assets/data/embedding.js", "embedding", data)

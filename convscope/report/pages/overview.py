@@ -57,7 +57,7 @@ def write_overview(renderer, inputs, dataset, manifest: pd.DataFrame,
     """``index.html``."""
     model_info = read_json(inputs.model_info)
     renderer.page(
-        "overview.html.j2", "index.html", renderer.title,
+        "overview.html.j2", "index.html", "Overview",
         dataset_kind=dataset.kind, n_images=len(manifest), class_names=class_names,
         n_shards=len(read_json(inputs.shard_index)["shards"]),
         failed=failed_rows(inputs.shards, manifest), model=model_info.get("model", {}),

@@ -38,13 +38,21 @@ def _comparison(renderer, inputs) -> dict | None:
             "agreement": table(agreement), "panel": panel}
 
 
+#: Classes up to which the confusion matrix is shown as a table (beyond: CSV and figure only).
+MAX_CONFUSION_TABLE = 50
+
+
 def write_performance_page(renderer, inputs) -> None:
-    """``pages/performance.html``."""
+    """``pages/performance.html``; every table also copied as CSV (``csv`` hrefs)."""
     writer = renderer.writer
+    confusion = csv_table(inputs.confusion)
+    csv = {name: writer.copy(getattr(inputs, name), f"assets/performance/{name}.csv")
+           for name in ("overall", "per_class", "per_attribute", "confusion")}
     renderer.page(
-        "performance.html.j2", "pages/performance.html", "Performance",
+        "performance.html.j2", "pages/performance.html", "Performance", csv=csv,
+        confusion_shown=len(confusion["columns"]) <= MAX_CONFUSION_TABLE + 1,
         overall=csv_table(inputs.overall), per_class=csv_table(inputs.per_class),
-        per_attribute=csv_table(inputs.per_attribute), confusion=csv_table(inputs.confusion),
+        per_attribute=csv_table(inputs.per_attribute), confusion=confusion,
         confusion_plot=writer.copy(inputs.confusion_plot, "assets/performance/confusion.png"),
         tables_md=writer.copy(inputs.performance_tables, "assets/performance/tables.md"),
         attribute_plots=_attribute_plots(renderer, inputs.attribute_plots),

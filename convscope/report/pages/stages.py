@@ -9,12 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from convscope.report.assets import SiteWriter
+from convscope.report.navigation import group_of_stage
 from convscope.report.pages.tables import csv_table
 from convscope.store.summary import read_summary
 
 __all__ = ["stage_pages", "write_stage_pages"]
 
-_MAX_TABLE_ROWS = 200
+#: Rows of a stage's table put in its page (paged there); the CSV holds them all.
+_MAX_TABLE_ROWS = 5000
 
 
 def _safe(name: str) -> str:
@@ -22,12 +24,24 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+#: PNG figures larger than this are put in the site as JPEG (quality `JPEG_QUALITY`): big
+#: grids of synthesised pictures, where lossless costs tens of MB and shows nothing more.
+REENCODE_BYTES = 2_000_000
+
+
 def _copy(writer: SiteWriter, summary: Path, stage: str, rel: str) -> str:
-    """Copy a file named in ``summary`` (relative to its folder) into the site; its site path."""
+    """Copy a file named in ``summary`` (relative to its folder) into the site; its site path
+    (``.jpg`` instead of ``.png`` for a PNG over `REENCODE_BYTES`)."""
     source = summary.parent / rel
     if not source.is_file():
         raise ValueError(f"{summary}: names {rel!r}, but {source} does not exist")
-    return writer.copy(source, f"assets/stages/{_safe(stage)}/{rel}")
+    target = f"assets/stages/{_safe(stage)}/{rel}"
+    if target.endswith(".png") and source.stat().st_size > REENCODE_BYTES:
+        from PIL import Image
+
+        with Image.open(source) as image:
+            return writer.save_image(image, target[:-4] + ".jpg")
+    return writer.copy(source, target)
 
 
 def _entries(writer, path, stage, items, with_table=False) -> list[dict]:
@@ -42,17 +56,24 @@ def _entries(writer, path, stage, items, with_table=False) -> list[dict]:
     return entries
 
 
-def stage_pages(summaries: Sequence[str], writer: SiteWriter) -> tuple[list[dict], dict]:
+def stage_pages(summaries: Sequence[str], writer: SiteWriter,
+                max_figures: int | None = None) -> tuple[list[dict], dict]:
     """Read every summary and copy its files; returns the pages to write and the unit images
-    (layer -> channel (int) -> list of ``{"href", "title", "caption", "stage"}``)."""
+    (layer -> channel (int) -> list of ``{"href", "title", "caption", "stage"}``).
+
+    A page shows (and the site holds) the first ``max_figures`` figures of its stage;
+    ``n_figures`` is how many the stage listed, so the page can say what it left out.
+    """
     pages, unit_images = [], {}
     for path in map(Path, summaries):
         summary = read_summary(path)
         stage = str(summary["stage"])
+        figures = list(summary.get("figures") or [])
         pages.append({
             "stage": stage, "title": summary["title"], "caption": summary["caption"],
             "href": f"pages/stage-{_safe(stage)}.html", "numbers": summary.get("numbers", []),
-            "figures": _entries(writer, path, stage, summary.get("figures")),
+            "group": group_of_stage(stage, summary.get("group")), "n_figures": len(figures),
+            "figures": _entries(writer, path, stage, figures[:max_figures]),
             "tables": _entries(writer, path, stage, summary.get("tables"), with_table=True)})
         for layer, channels in (summary.get("units") or {}).items():
             for channel, images in channels.items():

@@ -5,7 +5,6 @@ histogram, classes of its top images, class selectivity, other stages' images)."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,17 +31,23 @@ def gallery_pages(stats: pd.DataFrame) -> dict[str, str]:
     return {layer: f"pages/layer-{name}.html" for layer, name in files.items()}
 
 
-def gallery_units(stats: pd.DataFrame, images: dict[int, dict], unit_href: str) -> list[dict]:
+def gallery_units(stats: pd.DataFrame, images: dict[int, dict], unit_href: str,
+                  majority: dict[int, str] | None = None) -> list[dict]:
     """The gallery's data for one layer's ``stats`` rows: per channel its number ``c``,
     ``rate`` (firing rate), ``max``, ``sel`` (class selectivity), ``cls`` (preferred
-    class), ``dead``, ``img`` (top patch) and ``href`` (its page; ``unit_href`` with
-    ``{c:04d}`` formatted)."""
-    return [{"c": int(row.channel), "rate": _number(row.firing_rate),
-             "max": _number(row.max_activation), "sel": _number(row.class_selectivity),
-             "cls": str(row.preferred_class), "dead": bool(row.dead),
-             "img": images.get(int(row.channel), {}).get("top"),
-             "href": unit_href.format(c=int(row.channel))}
-            for row in stats.itertuples(index=False)]
+    class: highest mean activation), ``maj`` (majority class of the top-k, "name (n/k)",
+    only when ``majority`` is given), ``dead``, ``img`` (top patch: a path or a sprite
+    dict) and ``href`` (its page; ``unit_href`` with ``{c:04d}`` formatted)."""
+    units = [{"c": int(row.channel), "rate": _number(row.firing_rate),
+              "max": _number(row.max_activation), "sel": _number(row.class_selectivity),
+              "cls": str(row.preferred_class), "dead": bool(row.dead),
+              "img": images.get(int(row.channel), {}).get("top"),
+              "href": unit_href.format(c=int(row.channel))}
+             for row in stats.itertuples(index=False)]
+    if majority is not None:
+        for unit in units:
+            unit["maj"] = majority.get(unit["c"], "")
+    return units
 
 
 def write_gallery_page(renderer, layer: str, file_name: str, units: Sequence[dict],
@@ -55,7 +60,7 @@ def write_gallery_page(renderer, layer: str, file_name: str, units: Sequence[dic
     renderer.writer.write_data(data, "gallery", {"layer": layer, "units": list(units),
                                                  "pageSize": int(page_size), "classes": classes})
     return renderer.page("layer.html.j2", f"pages/layer-{file_name}.html", f"Layer {layer}",
-                         layer=layer, data_js=data, n_units=len(units),
+                         layer=layer, data_js=data, n_units=len(units), units=list(units),
                          figure_pages=list(figure_pages),
                          n_dead=sum(bool(u["dead"]) for u in units), classes=classes)
 
@@ -72,9 +77,19 @@ def _top_images(rows: pd.DataFrame, labels: pd.Series, class_names: list[str]) -
 
 
 def _class_counts(top: list[dict]) -> list[dict]:
-    """How many of the top images belong to each class, most first."""
-    counts = pd.Series([t["cls"] or "(unlabelled)" for t in top]).value_counts()
-    return [{"cls": str(k), "n": int(v)} for k, v in counts.items()]
+    """How many of the top images belong to each class, most first (ties by name)."""
+    counts = pd.Series([t["cls"] or "(unlabelled)" for t in top], dtype=object).value_counts()
+    rows = [{"cls": str(k), "n": int(v)} for k, v in counts.items()]
+    return sorted(rows, key=lambda row: (-row["n"], row["cls"]))
+
+
+def _majority(classes: list[dict]) -> dict | None:
+    """The majority class of the top-k (`_class_counts`' first labelled row) with ``tie``:
+    how many classes share its count (1: a true majority); None without labels."""
+    labelled = [row for row in classes if row["cls"] != "(unlabelled)"]
+    if not labelled:
+        return None
+    return {**labelled[0], "tie": sum(row["n"] == labelled[0]["n"] for row in labelled)}
 
 
 def _unit_page(renderer, layer, file_name, stat, rows, images, hist, extras, labels,
@@ -82,10 +97,18 @@ def _unit_page(renderer, layer, file_name, stat, rows, images, hist, extras, lab
     """One unit's page."""
     channel = int(stat.channel)
     top = _top_images(rows, labels, class_names)
+    classes = _class_counts(top)
+    majority = _majority(classes)
     renderer.page("unit.html.j2", f"pages/units/{file_name}/c{channel:04d}.html",
                   f"{layer} · channel {channel}", layer=layer, channel=channel, stat=stat,
                   gallery=f"pages/layer-{file_name}.html", images=images, top=top,
-                  classes=_class_counts(top), hist=hist, extras=extras, neighbours=neighbours)
+                  classes=classes, majority=majority, hist=hist, extras=extras,
+                  neighbours=neighbours)
+    if not majority:
+        return ""
+    if majority["tie"] > 1:
+        return f"none ({majority['tie']} classes tie at {majority['n']}/{len(top)})"
+    return f"{majority['cls']} ({majority['n']}/{len(top)})"
 
 
 def _layer(renderer, inputs, layer, file_name, stats, topk, manifest, class_names, cfg, hists,
@@ -97,18 +120,20 @@ def _layer(renderer, inputs, layer, file_name, stats, topk, manifest, class_name
     labels = manifest.set_index("index")["label"]
     counts, edges = hists.get(layer, (None, None))
     channels = stats["channel"].astype(int).tolist()
+    by_channel = {int(c): group for c, group in rows.groupby("channel")}
+    majority = {}
     for i, stat in enumerate(stats.itertuples(index=False)):
         c = int(stat.channel)
         hist = histogram_svg(counts[c], edges[c]) if counts is not None else None
         neighbours = {"prev": channels[i - 1] if i else None,
                       "next": channels[i + 1] if i + 1 < len(channels) else None}
-        _unit_page(renderer, layer, file_name, stat, rows[rows["channel"] == c],
-                   images.get(c, {}), hist, extras.get(layer, {}).get(c, []), labels,
-                   class_names, neighbours)
-    units = gallery_units(stats, images, f"pages/units/{file_name}/c{{c:04d}}.html")
-    figure_pages = [{"name": Path(page).name, "href": renderer.writer.copy(
-        Path(inputs.topk_index).parent / page, f"assets/units/{file_name}/pages/{Path(page).name}")}
-        for page in read_json(inputs.topk_index).get(layer, [])]
+        majority[c] = _unit_page(renderer, layer, file_name, stat, by_channel.get(c, rows[:0]),
+                                 images.get(c, {}), hist, extras.get(layer, {}).get(c, []),
+                                 labels, class_names, neighbours)
+    units = gallery_units(stats, images, f"pages/units/{file_name}/c{{c:04d}}.html", majority)
+    # the top-k stage's own figure pages (results/units/topk/) hold the same crops as the
+    # sprite sheets: they are named, not copied (tens of MB at ResNet-50 size)
+    figure_pages = [{"name": page} for page in read_json(inputs.topk_index).get(layer, [])]
     href = write_gallery_page(renderer, layer, file_name, units, cfg.gallery_page_size,
                               figure_pages)
     return {"layer": layer, "href": href, "channels": len(units),

@@ -1,6 +1,6 @@
 // convscope report: the unit gallery of one layer (hand-written, no library).
-// Data: window.convscope.gallery = {layer, units: [{c, rate, max, sel, cls, dead, img, href}],
-// pageSize, classes}. Cards are added pageSize at a time when the end of the gallery
+// Data: window.convscope.gallery = {layer, units: [{c, rate, max, sel, cls, maj, dead, img,
+// href}], pageSize, classes}; img is a path or a part of a sprite sheet {src, x, y, w, h}. Cards are added pageSize at a time when the end of the gallery
 // scrolls into view (IntersectionObserver), so a layer of thousands of channels creates
 // only a bounded number of <img> elements until the reader scrolls.
 (function () {
@@ -24,9 +24,19 @@
     link.setAttribute("data-channel", unit.c);
     if (unit.img) {
       var img = document.createElement("img");
-      img.src = root + unit.img;
       img.alt = "channel " + unit.c + " top patch";
       img.loading = "lazy";
+      if (typeof unit.img === "string") {
+        img.src = root + unit.img;
+      } else {  // one cell of a sprite sheet, shown at its own size
+        img.src = root + unit.img.src;
+        img.className = "sprite";
+        img.width = unit.img.w;
+        img.height = unit.img.h;
+        img.style.width = unit.img.w + "px";
+        img.style.height = unit.img.h + "px";
+        img.style.objectPosition = "-" + unit.img.x + "px -" + unit.img.y + "px";
+      }
       link.appendChild(img);
     }
     var text = document.createElement("div");
@@ -41,9 +51,16 @@
     }
     var line = "rate " + fmt(unit.rate) + " · max " + fmt(unit.max);
     if (unit.sel !== null && unit.sel !== undefined) line += " · sel " + fmt(unit.sel);
-    if (unit.cls) line += " · " + unit.cls;
     text.appendChild(document.createElement("br"));
     text.appendChild(document.createTextNode(line));
+    if (unit.cls) {
+      text.appendChild(document.createElement("br"));
+      text.appendChild(document.createTextNode("mean: " + unit.cls));
+    }
+    if (unit.maj) {
+      text.appendChild(document.createElement("br"));
+      text.appendChild(document.createTextNode("top-k: " + unit.maj));
+    }
     link.appendChild(text);
     return link;
   }
