@@ -12,7 +12,8 @@ from convscope.store.summary import stage_summary
 def test_stage_pages_slot_into_their_group():
     assert group_of_stage("explain_attribution") == "Explanations"
     assert group_of_stage("synthesis_units") == "Synthesis"
-    assert group_of_stage("dissect_concepts") == "Units"
+    assert group_of_stage("dissect_concepts") == "Dissection"
+    assert [group_of_stage(s) for s in ("ablation", "cka", "probes")] == ["Dissection"] * 3
     assert group_of_stage("something_new") == "Tables"
     assert group_of_stage("synthesis_units", declared="Units") == "Units"  # summary's own group
     summary = stage_summary("dissect_x", "Dissection", "c", group="Units")

@@ -3,8 +3,8 @@
 A page is a `NavPage` (title, site path, group). The fixed pages are listed in
 `FIXED_PAGES`; a stage's page takes the group its ``summary.json`` names (key
 ``group``), else the one of its stage name's prefix (`PREFIX_GROUPS`:
-``explain_...`` -> Explanations, ``synthesis_...`` -> Synthesis, ``dissect...`` ->
-Units), else Tables. A new stage's page therefore slots into the bar by writing
+``explain_...`` -> Explanations, ``synthesis_...`` -> Synthesis, ``dissect``,
+``ablation``, ``cka``, ``probes`` -> Dissection), else Tables. A new stage's page therefore slots into the bar by writing
 its summary; nothing here needs to change. Groups are shown in `GROUPS` order,
 empty ones left out; a group not in `GROUPS` is shown after them.
 """
@@ -17,11 +17,13 @@ from dataclasses import dataclass
 __all__ = ["GROUPS", "PREFIX_GROUPS", "FIXED_PAGES", "NavPage", "group_of_stage", "navigation"]
 
 #: The navigation's groups, in display order.
-GROUPS = ("Overview", "Units", "Embedding", "Explanations", "Synthesis", "Tables")
+GROUPS = ("Overview", "Units", "Dissection", "Embedding", "Explanations", "Synthesis",
+          "Tables")
 
 #: Stage-name prefix -> group, for stage pages whose summary names no group.
 PREFIX_GROUPS = (("explain", "Explanations"), ("synthesis", "Synthesis"),
-                 ("dissect", "Units"), ("units", "Units"), ("embedding", "Embedding"))
+                 ("dissect", "Dissection"), ("ablation", "Dissection"), ("cka", "Dissection"),
+                 ("probes", "Dissection"), ("units", "Units"), ("embedding", "Embedding"))
 
 
 @dataclass(frozen=True)
