@@ -33,6 +33,8 @@ from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import (PixelModel, middle_layer, open_stage, read_pixels,
                                         rgb_uint8, sample_rows)
 from convscope.synthesis.outputs import display_factor, save_grid, save_picture, side_by_side
+from convscope.synthesis.quality import (RULES, count_line, h5_arrays, judge, ordered, stored01,
+                                         summary_entry)
 
 __all__ = ["layer_l2", "octave_sizes", "deep_dream", "run_dream"]
 
@@ -107,8 +109,10 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     clip_count("synthesis.dream.n_images", dream.n_images, len(rows), "readable images")
     pixels = read_pixels(manifest, rows, preprocess).to(model.scale.device)
     dreamed = deep_dream(model, layer, pixels, dream, seed)
-    before, after = layer_l2(model, layer, pixels).cpu(), layer_l2(model, layer, dreamed).cpu()
     originals, results = rgb_uint8(pixels), rgb_uint8(dreamed)
+    stored = stored01(results, int(preprocess.channels)).to(pixels.device)
+    before, after = layer_l2(model, layer, pixels).cpu(), layer_l2(model, layer, stored).cpu()
+    verdicts = judge([f"manifest row {int(r)}" for r in rows], after.numpy(), before.numpy())
     factor = display_factor(originals.shape[1])
     Path(images_dir).mkdir(parents=True, exist_ok=True)
     pairs, figures = [], []
@@ -121,8 +125,10 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
                                     "original (left) and dreamed (right)"))
     save_grid(grid_png, [upscale_nearest(pair, factor) for pair in pairs], ncols=2)
     write_h5(h5_path, {"rows": rows, "original": originals, "dreamed": results,
-                       "layer_l2_before": before.numpy(), "layer_l2_after": after.numpy()},
-             {"layer": layer, "seed": seed, "pixel_scale": "0..1 before mean/std"})
+                       "layer_l2_before": before.numpy(), "layer_l2_after": after.numpy(),
+                       **h5_arrays(verdicts)},
+             {"layer": layer, "seed": seed, "pixel_scale": "0..1 before mean/std",
+              "rule": RULES["dream"]})
     ratio = float((after / before.clamp_min(1e-12)).mean())
     print(f"{len(rows)} images dreamed at {layer}; layer L2 norm x{ratio:.2f} on average")
     write_summary(summary_json, "synthesis_dream", "Deep dream",
@@ -130,7 +136,11 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
                   f"the L2 norm of layer {layer}'s activations, at {dream.octaves} scales with "
                   "random jitter, so that patterns the layer responds to are amplified.",
                   numbers={"layer": layer, "images": len(rows),
-                           "mean layer L2 norm, after / before": f"{ratio:.2f}"},
+                           "mean layer L2 norm, after / before": f"{ratio:.2f}",
+                           "dreams": count_line(verdicts)},
+                  quality=[summary_entry("dream", ordered(verdicts),
+                                         f"L2 norm of {layer} on the stored dreamed image",
+                                         "the same on the original image")],
                   figures=[figure_entry(grid_png, Path(summary_json).parent, "all images")]
                   + figures)
     return results
