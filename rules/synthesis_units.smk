@@ -2,6 +2,8 @@ rule synthesis_units:
     input:
         model_info=get_synthesis_model_info("units"),
         weights=get_weights_input,
+        stats="results/units/stats.csv",
+        shards=get_shard_paths,
     output:
         images="results/synthesis/units/images.h5",
         curves="results/synthesis/units/curves.png",

@@ -353,4 +353,35 @@ def test_tiny_report_figures_and_paged_tables(tiny_run, browser):
     assert f"of {matching} matching" in page.inner_text(".table-controls .page-info")
     assert page.locator("a[download]").count() >= 1  # the CSV stays downloadable
     assert watcher.errors == [] and watcher.failed == [] and watcher.outside == []
+def test_failed_optimisation_shows_its_failure_label(tiny_run, browser):
+    """tests/data/tiny_config.yaml asks the class images for a probability of 1.0, which a
+    softmax in float64 never reaches: every class image is shown as a failure, with the number
+    achieved against the goal, after the (empty) successes; unit images that did not converge
+    are labelled so on their unit pages, never as dead."""
+    import h5py
+
+    site = tiny_run / "results" / "report"
+    with h5py.File(tiny_run / "results" / "synthesis" / "classes" / "images.h5") as f:
+        achieved = f["quality/achieved"][()]
+        converged = f["quality/converged"][()]
+    assert not converged.any() and np.all(achieved < 1.0)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    _open(page, site / "pages" / "stage-synthesis_classes.html")
+    failed = page.locator("section.quality h3.failure")
+    assert failed.is_visible() and "did not converge" in failed.inner_text()
+    cells = page.locator("table.quality-failed td.failure")
+    assert cells.count() == len(achieved)
+    assert cells.first.inner_text() == "optimisation did not converge"
+    rows = page.locator("table.quality-failed tbody tr")
+    assert rows.first.locator("td").nth(1).inner_text() == f"{achieved[0]:.4g}"
+    assert rows.first.locator("td").nth(2).inner_text() == "1"
+    assert page.locator("table.quality-converged").count() == 0
+    figure_titles = page.locator("figcaption strong").all_inner_texts()
+    assert any(t.endswith("optimisation did not converge") for t in figure_titles)
+    # the units page: failures come after the successes, and no unit is called dead there
+    _open(page, site / "pages" / "stage-synthesis_units.html")
+    html = page.content()
+    if "quality-converged" in html and "quality-failed" in html:
+        assert html.index("quality-converged") < html.index("quality-failed")
     context.close()

@@ -1,6 +1,5 @@
 """Feature inversion: the loss falls, the identity beats a random image, seeded runs agree."""
 
-import h5py
 import json
 
 import numpy as np
@@ -9,6 +8,7 @@ import torch
 from convscope.nn.models import load_model
 from convscope.synthesis.images import sample_images
 from convscope.synthesis.inversion import feature_loss, invert, layer_features, run_inversion
+from conftest import h5_datasets
 from synthesis_helpers import demo_manifest, demo_weights, sections
 
 
@@ -68,10 +68,24 @@ def test_run_inversion_writes_its_files_reproducibly(tmp_path):
                                 summary_json=out / "summary.json")
         assert json.loads((out / "summary.json").read_text()) == summary
         assert (out / summary["figures"][0]["path"]).is_file()
-        with h5py.File(out / "inversion.h5") as f:
-            outputs.append({k: f[k][()] for k in f})
+        outputs.append(h5_datasets(out / "inversion.h5"))
     a, b = outputs
     assert a["reconstructions"].shape == (2, 2, 16, 16, 3)
     assert a["originals"].shape == (2, 16, 16, 3) and a["loss"].shape == (2, 2, 5)
     assert [s.decode() for s in a["layers"]] == ["relu1", "relu4"]
     assert all(np.array_equal(a[k], b[k]) for k in a)
+    # the gate, on the stored uint8 reconstruction: relu1's relative feature distance by a
+    # hand-written forward pass, against half a random image's
+    model = load_model(model_cfg, weights).eval()
+
+    def relu1(images):
+        x = (torch.from_numpy(images.astype(np.float32) / 255).permute(0, 3, 1, 2) - 0.5) / 0.25
+        with torch.no_grad():
+            return model.relu1(model.bn1(model.conv1(x))).flatten(1)
+
+    target, recon = relu1(a["originals"]), relu1(a["reconstructions"][0])
+    distance = ((recon - target).pow(2).sum(1) / target.pow(2).sum(1)).numpy()
+    np.testing.assert_allclose(a["quality/achieved"][:2], distance, rtol=1e-4)
+    assert a["quality/converged"].tolist() == (
+        a["quality/achieved"] <= 0.5 * a["feature_loss_random"].reshape(-1)).tolist()
+    assert summary["quality"][0]["kind"] == "inversion"

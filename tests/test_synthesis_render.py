@@ -209,3 +209,22 @@ def test_yosinski_regularisers_refuse_the_fourier_image():
     settings = RenderSettings(steps=2, learning_rate=0.1, parametrisation="fourier", blur_every=2)
     with pytest.raises(ValueError, match="set parametrisation to pixels"):
         render(tiny_net(), channel("conv", 0), 1, settings, preprocess=PREPROCESS, seed=0)
+
+
+def test_leaky_relu_gradient_leaves_values_and_leaks_only_where_off():
+    from convscope.synthesis.render import leaky_relu_gradient
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU(inplace=True))
+    x = torch.tensor([[1.0, -2.0, 0.5]], requires_grad=True)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(3))
+        model[0].bias.zero_()
+    with leaky_relu_gradient(model, 0.1):
+        out = model(x)
+    assert torch.equal(out.detach(), torch.tensor([[1.0, 0.0, 0.5]]))
+    out.sum().backward()
+    # d relu / dx: 1 where on, the leak 0.1 where off (plain ReLU: 0)
+    assert torch.allclose(x.grad, torch.tensor([[1.0, 0.1, 1.0]]))
+    x.grad = None
+    model(x).sum().backward()  # outside the block: the hooks are gone
+    assert torch.allclose(x.grad, torch.tensor([[1.0, 0.0, 1.0]]))

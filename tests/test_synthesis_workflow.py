@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import h5_datasets
@@ -30,13 +31,31 @@ def test_synthesis_stages_in_the_tiny_run(tiny_run):
     assert _summary(results / "classes")["stage"] == "synthesis_classes"
 
     units = h5_datasets(results / "units" / "images.h5")
-    # relu1: all = every one of its 32 channels, optimised batch_size at a time
-    assert [l.decode() for l in units["layer"]] == ["relu2"] * 3 + ["relu1"] * 32
-    assert units["channel"].tolist() == [0, 1, 2, *range(32)]
-    assert units["images"].shape == (35, 32, 32, 3) and units["curves"].shape == (35, 8)
+    # relu1: all = every one of its 32 channels, optimised batch_size at a time, except the
+    # units that never fire on the dataset (dead in stats.csv: listed, not optimised)
+    stats = pd.read_csv(tiny_run / "results" / "units" / "stats.csv")
+    dead = {(l, int(c)) for l, c, d in zip(stats["layer"], stats["channel"], stats["dead"]) if d}
+    wanted = [("relu2", c) for c in range(3)] + [("relu1", c) for c in range(32)]
+    drawn = [(l.decode(), int(c)) for l, c in zip(units["layer"], units["channel"])]
+    assert drawn == [u for u in wanted if u not in dead]
+    assert sorted(zip([l.decode() for l in units.get("dead/layer", [])],
+                      units.get("dead/channel", np.zeros(0, int)).tolist())) == sorted(
+        u for u in wanted if u in dead)
+    assert units["images"].shape == (len(drawn), 32, 32, 3)
+    assert units["curves"].shape == (len(drawn), 8)
+    # the gate's reference: the highest per-image mean of the unit over the shards
+    shards = sorted((tiny_run / "results" / "features").glob("shard-*.h5"))
+    best = {layer: np.max(np.concatenate([h5_datasets(s)[f"layers/{layer}/mean"]
+                                          for s in shards]), axis=0)
+            for layer in ("relu1", "relu2")}
+    np.testing.assert_allclose(units["quality/reference"], [best[l][c] for l, c in drawn],
+                               rtol=1e-6)
+    assert units["quality/converged"].tolist() == (
+        units["quality/achieved"] > units["quality/reference"]).tolist()
     summary = _summary(results / "units")
     assert sorted(summary["units"]) == ["relu1", "relu2"]
-    assert sorted(summary["units"]["relu1"], key=int) == [str(c) for c in range(32)]
+    assert sorted(summary["units"]["relu1"], key=int) == [str(c) for l, c in drawn
+                                                          if l == "relu1"]
 
     inversion = h5_datasets(results / "inversion" / "inversion.h5")
     assert inversion["reconstructions"].shape == (2, 2, 32, 32, 3)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from convscope.store.atomic import write_json
 
-__all__ = ["REQUIRED_KEYS", "LIST_KEYS", "ENTRY_KEYS", "SummaryError", "figure_entry",
+__all__ = ["REQUIRED_KEYS", "LIST_KEYS", "ENTRY_KEYS", "QUALITY_KEYS", "SummaryError", "figure_entry",
            "stage_summary", "check_summary", "write_summary", "read_summary"]
 
 #: Keys every summary must have, each a non-empty text.
@@ -25,6 +25,8 @@ REQUIRED_KEYS = ("stage", "title", "caption")
 LIST_KEYS = ("numbers", "figures", "tables")
 #: Keys of one ``figures``/``tables``/``units`` entry (``path`` required).
 ENTRY_KEYS = ("path", "title", "caption")
+#: Keys of one ``quality`` group (the optimisation verdicts of a synthesis stage).
+QUALITY_KEYS = ("kind", "rule", "measure", "reference", "results")
 
 
 class SummaryError(ValueError):
@@ -46,13 +48,19 @@ def _numbers(numbers: Mapping[str, object] | Sequence[tuple[str, object]]) -> li
 def stage_summary(stage: str, title: str, caption: str, *,
                   numbers: Mapping[str, object] | Sequence[tuple[str, object]] = (),
                   figures: Sequence[dict] = (), tables: Sequence[dict] = (),
-                  units: Mapping | None = None, group: str | None = None) -> dict:
-    """The summary as a dict, keys in schema order (``units``, ``group`` only when not None).
+                  units: Mapping | None = None, group: str | None = None,
+                  quality: Sequence[dict] = ()) -> dict:
+    """The summary as a dict, keys in schema order (``units``, ``group`` only when not None,
+    ``quality`` only when not empty).
 
     ``numbers``: label -> value (or (label, value) pairs), values written as text;
     ``figures``, ``tables``: `figure_entry` dicts; ``units``: layer -> channel -> entries;
     ``group``: the report navigation group of the stage's page (default: from its name,
-    `convscope.report.navigation.group_of_stage`).
+    `convscope.report.navigation.group_of_stage`);
+    ``quality``: the optimisation verdicts, one group per kind
+    (`convscope.synthesis.quality.summary_entry`: ``kind``, ``rule``, ``measure``,
+    ``reference`` and ``results``, each with ``item``, ``status``, ``achieved``,
+    ``reference``, ``image``).
     """
     summary = {"stage": stage, "title": title, "caption": caption, "numbers": _numbers(numbers),
                "figures": list(figures), "tables": list(tables)}
@@ -60,6 +68,8 @@ def stage_summary(stage: str, title: str, caption: str, *,
         summary["units"] = units
     if group is not None:
         summary["group"] = str(group)
+    if quality:
+        summary["quality"] = list(quality)
     return summary
 
 
@@ -87,7 +97,22 @@ def check_summary(summary: Mapping, source: str | os.PathLike = "summary") -> Ma
     for layer, channels in (summary.get("units") or {}).items():
         for channel, entries in channels.items():
             _check_entries(entries, f"{source}: units[{layer!r}][{channel!r}]")
+    _check_quality(summary.get("quality") or [], source)
     return summary
+
+
+def _check_quality(groups, source) -> None:
+    if not isinstance(groups, list):
+        raise SummaryError(f"{source}: quality must be a list")
+    for i, group in enumerate(groups):
+        missing = [k for k in QUALITY_KEYS if not isinstance(group, Mapping) or k not in group]
+        if missing:
+            raise SummaryError(f"{source}: quality[{i}] lacks {', '.join(missing)} (needs "
+                               f"{', '.join(QUALITY_KEYS)})")
+        for j, result in enumerate(group["results"]):
+            if not isinstance(result, Mapping) or not {"item", "status"} <= set(result):
+                raise SummaryError(f"{source}: quality[{i}].results[{j}] must be an object "
+                                   "with 'item' and 'status'")
 
 
 def write_summary(path: str | os.PathLike, stage: str, title: str, caption: str,

@@ -43,9 +43,11 @@ from convscope.store.h5 import write_h5
 from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import (PixelModel, class_ids, open_stage, read_pixels,
                                         rgb_uint8, sample_rows)
+from convscope.synthesis.quality import (RULES, Verdict, count_line, h5_arrays, judge, ordered,
+                                         stored01, summary_entry)
 
 __all__ = ["TABLE_COLUMNS", "fgsm", "iterative_targeted", "choose_targets", "top_k",
-           "attack_table", "run_adversarial"]
+           "attack_table", "adversarial_quality", "run_adversarial"]
 
 #: Columns of ``table.csv``: one row per attack.
 TABLE_COLUMNS = ["attack", "images", "success_rate", "mean_l2", "mean_linf", "epsilon"]
@@ -136,6 +138,21 @@ def _attack(model, pixels, adversarial: AdversarialConfig, names) -> dict[str, d
     return results
 
 
+@torch.no_grad()
+def adversarial_quality(model: PixelModel, iterative: dict, rows: Sequence[int],
+                        names: Sequence[str], channels: int) -> list[Verdict]:
+    """Verdicts of the iterative targeted attack on its stored (8-bit) images (rule
+    ``adversarial``): the target's probability against the highest other class's."""
+    stored = stored01(iterative["uint8"], channels).to(model.scale.device)
+    probs = torch.softmax(model(stored), dim=1).double().cpu()
+    target = torch.as_tensor(iterative["target"]).long()
+    picked = torch.arange(len(target))
+    achieved = probs[picked, target].clone()
+    probs[picked, target] = -1.0
+    items = [f"manifest row {int(r)} -> {class_name(names, int(t))}" for r, t in zip(rows, target)]
+    return judge(items, achieved.numpy(), probs.max(1).values.numpy())
+
+
 def _top_text(classes: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> str:
     return "\n".join(f"{class_name(names, c)}  {p:.3f}" for c, p in zip(classes, probs))
 
@@ -202,6 +219,8 @@ def run_adversarial(model_cfg: ModelConfig, weights_file: str | os.PathLike | No
     results = _attack(model, pixels, adversarial, names)
     for result in results.values():
         result["uint8"] = rgb_uint8(result["pixels"])
+    verdicts = adversarial_quality(model, results["iterative"], rows, names,
+                                   int(preprocess.channels))
     originals = rgb_uint8(pixels)
     panels = _write_panels(panels_dir, rows, originals, before, results, names)
     table = attack_table(results, {"fgsm": adversarial.fgsm_epsilon,
@@ -213,8 +232,10 @@ def run_adversarial(model_cfg: ModelConfig, weights_file: str | os.PathLike | No
         arrays.update({f"{name}/{key}": result[key] for key in
                        ("uint8", "classes", "probs", "success", "l2", "linf")})
         arrays[f"{name}/perturbation"] = (result["pixels"] - pixels).cpu().numpy()
+    arrays.update(h5_arrays(verdicts, "iterative/quality"))
     write_h5(h5_path, arrays, {"pixel_scale": "0..1 before the preprocess mean/std",
-                               "target": str(adversarial.target)})
+                               "target": str(adversarial.target),
+                               "rule": RULES["adversarial"]})
     print(table.to_string(index=False))
     folder = Path(summary_json).parent
     write_summary(
@@ -224,7 +245,11 @@ def run_adversarial(model_cfg: ModelConfig, weights_file: str | os.PathLike | No
         f"and an iterative targeted attack ({adversarial.steps} steps within "
         f"{adversarial.epsilon}, target {adversarial.target}), with the top predictions "
         "before and after. The table gives success rates and mean perturbation norms.",
-        numbers={f"{r.attack} success rate": f"{r.success_rate:.0%}" for r in table.itertuples()},
+        numbers={**{f"{r.attack} success rate": f"{r.success_rate:.0%}"
+                    for r in table.itertuples()},
+                 "iterative attack (stored images)": count_line(verdicts)},
+        quality=[summary_entry("adversarial", ordered(verdicts), "probability of the target "
+                               "class on the stored image", "the highest other class's")],
         figures=[figure_entry(p, folder, f"manifest row {int(r)}") for p, r in zip(panels, rows)],
         tables=[figure_entry(table_csv, folder, "attacks", "success rate and mean L2 / "
                              "L-infinity norm of the perturbation (0..1 pixel scale)")])

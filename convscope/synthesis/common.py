@@ -20,4 +20,5 @@ def render_settings(cfg: VisualisationConfig) -> RenderSettings:
                           transforms=transforms, blur_every=cfg.blur_every,
                           blur_sigma=cfg.blur_sigma,
                           clip_norm_percentile=cfg.clip_norm_percentile,
-                          clip_contribution_percentile=cfg.clip_contribution_percentile)
+                          clip_contribution_percentile=cfg.clip_contribution_percentile,
+                          relu_leak=cfg.relu_leak)

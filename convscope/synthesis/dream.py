@@ -34,6 +34,8 @@ from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import (PixelModel, middle_layer, open_stage, read_pixels,
                                         rgb_uint8, sample_rows)
 from convscope.synthesis.outputs import display_factor, save_grid, save_picture, side_by_side
+from convscope.synthesis.quality import (RULES, count_line, h5_arrays, judge, ordered, stored01,
+                                         summary_entry)
 
 __all__ = ["layer_l2", "octave_sizes", "deep_dream", "usable_octaves", "run_dream"]
 
@@ -129,8 +131,10 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     pixels = read_pixels(manifest, rows, preprocess).to(model.scale.device)
     dream, octave_note = usable_octaves(model, layer, pixels, dream)
     dreamed = deep_dream(model, layer, pixels, dream, seed)
-    before, after = layer_l2(model, layer, pixels).cpu(), layer_l2(model, layer, dreamed).cpu()
     originals, results = rgb_uint8(pixels), rgb_uint8(dreamed)
+    stored = stored01(results, int(preprocess.channels)).to(pixels.device)
+    before, after = layer_l2(model, layer, pixels).cpu(), layer_l2(model, layer, stored).cpu()
+    verdicts = judge([f"manifest row {int(r)}" for r in rows], after.numpy(), before.numpy())
     factor = display_factor(originals.shape[1])
     Path(images_dir).mkdir(parents=True, exist_ok=True)
     pairs, figures = [], []
@@ -143,8 +147,10 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
                                     "original (left) and dreamed (right)"))
     save_grid(grid_png, [upscale_nearest(pair, factor) for pair in pairs], ncols=2)
     write_h5(h5_path, {"rows": rows, "original": originals, "dreamed": results,
-                       "layer_l2_before": before.numpy(), "layer_l2_after": after.numpy()},
-             {"layer": layer, "seed": seed, "pixel_scale": "0..1 before mean/std"})
+                       "layer_l2_before": before.numpy(), "layer_l2_after": after.numpy(),
+                       **h5_arrays(verdicts)},
+             {"layer": layer, "seed": seed, "pixel_scale": "0..1 before mean/std",
+              "rule": RULES["dream"]})
     ratio = float((after / before.clamp_min(1e-12)).mean())
     print(f"{len(rows)} images dreamed at {layer}; layer L2 norm x{ratio:.2f} on average")
     write_summary(summary_json, "synthesis_dream", "Deep dream",
@@ -153,7 +159,11 @@ def run_dream(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
                   "random jitter, so that patterns the layer responds to are amplified.",
                   numbers={"layer": layer, "images": len(rows),
                            "mean layer L2 norm, after / before": f"{ratio:.2f}",
+                           "dreams": count_line(verdicts),
                            **({"octaves": octave_note} if octave_note else {})},
+                  quality=[summary_entry("dream", ordered(verdicts),
+                                         f"L2 norm of {layer} on the stored dreamed image",
+                                         "the same on the original image")],
                   figures=[figure_entry(grid_png, Path(summary_json).parent, "all images")]
                   + figures)
     return results

@@ -4,9 +4,10 @@ One image per chosen class, all optimised together in one batch: seeded
 uniform noise on the 0..1 pixel scale (`convscope.synthesis.images.PixelModel`),
 Adam (``learning_rate``) on the pixels to maximise the log softmax of the image's class,
 pixels clamped to 0..1 after each step. An image counts as reached at the
-first step where its class's softmax probability is at least ``confidence``;
-that image is kept (later steps do not change it) and the step count
-recorded. Images not reached after ``steps`` are kept as they ended and
+first step where its class's softmax probability, on the image rounded to 8 bits as it
+is stored, is at least ``confidence``; that 8-bit image is kept (later steps do not
+change it) and the step count recorded. The quality gate
+(`convscope.synthesis.quality`, rule ``fooling``) judges the stored images again. Images not reached after ``steps`` are kept as they ended and
 reported as not reached. The loop is written here (a dozen lines of torch).
 """
 
@@ -28,6 +29,8 @@ from convscope.store.h5 import write_h5
 from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import PixelModel, class_ids, open_stage, rgb_uint8
 from convscope.synthesis.outputs import display_factor, save_grid
+from convscope.synthesis.quality import (RULES, count_line, h5_arrays, judge, ordered, stored01,
+                                         summary_entry)
 
 __all__ = ["TABLE_COLUMNS", "fooling_images", "run_fooling"]
 
@@ -51,8 +54,11 @@ def fooling_images(model: PixelModel, classes: torch.Tensor, shape: tuple[int, i
     picked = torch.arange(len(classes), device=device)
     for step in tqdm(range(fooling.steps + 1), desc="fooling images", mininterval=5):
         log_probs = torch.log_softmax(model(pixels), dim=1)[picked, classes]
-        newly = (log_probs.detach().exp() >= fooling.confidence).cpu() & (steps < 0)
-        kept[newly.to(device)] = pixels.detach()[newly.to(device)]
+        with torch.no_grad():  # judged as it will be stored: 8-bit
+            as_stored = torch.round(pixels.detach() * 255) / 255
+            stored_probs = torch.softmax(model(as_stored), dim=1)[picked, classes]
+        newly = (stored_probs >= fooling.confidence).cpu() & (steps < 0)
+        kept[newly.to(device)] = as_stored[newly.to(device)]
         steps[newly] = step
         if bool((steps >= 0).all()) or step == fooling.steps:
             break
@@ -89,21 +95,27 @@ def run_fooling(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     wanted = _wanted_classes(fooling, names, n_classes)
     shape = (int(preprocess.channels), *input_hw(preprocess))
     pixels, steps = fooling_images(model, torch.tensor(wanted), shape, fooling, seed)
+    images = rgb_uint8(pixels)
     with torch.no_grad():
-        probs = torch.softmax(model(pixels), dim=1).cpu()
+        stored = stored01(images, int(preprocess.channels)).to(pixels.device)
+        probs = torch.softmax(model(stored), dim=1).double().cpu()
+    verdicts = judge([f"class {class_name(names, c)}" for c in wanted],
+                     probs[torch.arange(len(wanted)), wanted].numpy(), fooling.confidence,
+                     inclusive=True)
+    reached = np.array([v.converged for v in verdicts])
     table = pd.DataFrame({"class_id": wanted, "class": [class_name(names, c) for c in wanted],
-                          "reached": (steps >= 0).numpy(),
+                          "reached": reached,
                           "confidence": probs[torch.arange(len(wanted)), wanted].numpy(),
                           "steps": np.where(steps >= 0, steps, fooling.steps),
                           "top_class": [class_name(names, c) for c in probs.argmax(1).tolist()]},
                          columns=TABLE_COLUMNS)
     write_text(table_csv, table.to_csv(index=False))
-    images = rgb_uint8(pixels)
     factor = display_factor(images.shape[1], 96)
-    save_grid(grid_png, [upscale_nearest(im, factor) for im in images], flagged=steps < 0)
+    save_grid(grid_png, [upscale_nearest(im, factor) for im in images], flagged=~reached)
     write_h5(h5_path, {"class_id": np.array(wanted), "images": images,
-                       "confidence": table["confidence"].to_numpy(), "steps": steps.numpy()},
-             {"confidence_goal": fooling.confidence, "seed": seed})
+                       "confidence": table["confidence"].to_numpy(), "steps": steps.numpy(),
+                       **h5_arrays(verdicts)},
+             {"confidence_goal": fooling.confidence, "seed": seed, "rule": RULES["fooling"]})
     print(table.to_string(index=False))
     folder = Path(summary_json).parent
     write_summary(
@@ -111,8 +123,13 @@ def run_fooling(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
         f"Images made from random noise by gradient ascent until the model gives their class a "
         f"softmax probability of at least {fooling.confidence} (Nguyen et al.): in class order, "
         "row by row; a red frame marks a class not reached within "
-        f"{fooling.steps} steps.",
-        numbers={"classes reached": f"{int(table['reached'].sum())} of {len(table)}"},
+        f"{fooling.steps} steps (optimisation did not converge), judged on the stored 8-bit "
+        "image.",
+        numbers={"classes reached": f"{int(table['reached'].sum())} of {len(table)}",
+                 "fooling images": count_line(verdicts)},
+        quality=[summary_entry("fooling", ordered(verdicts), "softmax probability of the "
+                               "class on the stored image", "the goal synthesis.fooling."
+                               "confidence")],
         figures=[figure_entry(grid_png, folder, "one image per class")],
         tables=[figure_entry(table_csv, folder, "per class", "reached, final confidence, steps")])
     return table

@@ -35,6 +35,8 @@ from convscope.store.h5 import write_h5
 from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import sample_images
 from convscope.synthesis.objectives import alpha_norm, feature_match, total_variation
+from convscope.synthesis.quality import (INVERSION_FACTOR, RULES, count_line, h5_arrays, judge,
+                                         ordered, stored01, summary_entry)
 from convscope.synthesis.render import Rendered, RenderSettings, render, to_model_space
 
 __all__ = ["layer_features", "feature_loss", "invert", "run_inversion"]
@@ -118,17 +120,22 @@ def run_inversion(model_cfg: ModelConfig, weights: str | os.PathLike | None,
         rendered = invert(model, layer, images01, cfg, preprocess=preprocess,
                           seed=seed, device=device)
         target = layer_features(model, layer, images01, preprocess)
-        result = torch.from_numpy(rendered.images).permute(0, 3, 1, 2).to(device)
         recon.append(to_uint8(rendered.images))
+        result = stored01(recon[-1]).to(device)  # judged as stored: 8-bit
         losses.append(-rendered.curves)
         final.append(feature_loss(model, layer, result, target, preprocess))
         at_random.append(feature_loss(model, layer, random01, target, preprocess))
     recon, final, at_random = np.stack(recon), np.stack(final), np.stack(at_random)
+    verdicts = judge([f"{layer}, manifest row {int(r)}" for layer in layers for r in rows],
+                     final.reshape(-1), at_random.reshape(-1), higher_is_better=False,
+                     factor=INVERSION_FACTOR)
     write_h5(inversion_h5, {"rows": rows, "originals": originals, "reconstructions": recon,
                             "loss": np.stack(losses), "feature_loss": final,
-                            "feature_loss_random": at_random, "layers": layers})
+                            "feature_loss_random": at_random, "layers": layers,
+                            **h5_arrays(verdicts)}, {"rule": RULES["inversion"]})
     _figure(figure_png, originals, recon, layers, rows)
-    numbers = [("images", len(rows)), ("steps", cfg.steps)]
+    numbers = [("images", len(rows)), ("steps", cfg.steps),
+               ("reconstructions", count_line(verdicts))]
     numbers += [(f"feature loss at {layer} (random image)",
                  f"{final[i].mean():.3f} ({at_random[i].mean():.3f})")
                 for i, layer in enumerate(layers)]
@@ -138,8 +145,11 @@ def run_inversion(model_cfg: ModelConfig, weights: str | os.PathLike | None,
         "representation at each layer alone (Mahendran & Vedaldi 2015): an image whose "
         "features match the original's, with a total-variation prior. Deeper layers keep less "
         "of the exact pixels and more of what the network finds relevant. The feature loss is "
-        "||phi(x) - phi(x0)||^2 / ||phi(x0)||^2 (a random image's in brackets).",
+        "||phi(x) - phi(x0)||^2 / ||phi(x0)||^2 (a random image's in brackets), on the stored "
+        f"8-bit reconstruction; {RULES['inversion']}.",
         numbers=numbers,
+        quality=[summary_entry("inversion", ordered(verdicts), "relative feature distance of "
+                               "the stored reconstruction", "that of a random image")],
         figures=[figure_entry(figure_png, os.path.dirname(os.path.abspath(summary_json)),
                               "original and reconstructions",
                               "columns: the original, then the reconstruction from each layer")])

@@ -8,13 +8,18 @@ preprocess section's mean/std turn them into model input, one forward pass fills
 activations the objective reads (`convscope.nn.hooks.capture_tensors`), and the sum of
 the (n,) scores is maximised; each image gets the gradient of its own score only. With
 the pixel parametrisation, the Yosinski et al. (2015) regularisers act on the raw pixels
-after each step. Everything random comes from one ``torch.Generator`` seeded with
+after each step. During the first half of the steps every ReLU of the model passes
+``relu_leak`` times the gradient where it is off (`leaky_relu_gradient`), so that units
+silent on the starting image still get a gradient. Everything random comes from one
+``torch.Generator`` seeded with
 ``seed``: the same call gives the same images.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +35,7 @@ from convscope.synthesis.param import PixelImage, make_param
 from convscope.synthesis.transforms import (TransformSettings, blur, clip_small_contribution,
                                             clip_small_norm, random_affine)
 
-__all__ = ["RenderSettings", "Rendered", "to_model_space", "render"]
+__all__ = ["RenderSettings", "Rendered", "to_model_space", "leaky_relu_gradient", "render"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class RenderSettings:
     blur_sigma: float = 0.5
     clip_norm_percentile: float = 0.0
     clip_contribution_percentile: float = 0.0
+    relu_leak: float = 0.0
 
     def check(self, key: str = "synthesis.visualisation") -> None:
         """Raise ValueError when a Yosinski regulariser is asked of a Fourier image."""
@@ -110,6 +116,37 @@ def _regularise(param: nn.Module, settings: RenderSettings, step: int) -> None:
                                              settings.clip_contribution_percentile))
 
 
+@contextlib.contextmanager
+def leaky_relu_gradient(model: nn.Module, leak: float) -> Iterator[None]:
+    """Inside the block, every ``nn.ReLU`` of ``model`` passes ``leak`` times the gradient
+    where its input is negative (its output values are unchanged).
+
+    A unit that is 0 everywhere on the starting image (a ReLU whose input is negative
+    there: mid grey often is) gets no gradient at all and its image would stay grey; the
+    leak lets the optimisation find where it starts to fire. ``leak`` 0: nothing changes.
+    """
+    if leak <= 0:
+        yield
+        return
+    inputs: dict[int, torch.Tensor] = {}
+
+    def keep(module, args):
+        inputs[id(module)] = args[0].clone()  # before an in-place ReLU overwrites it
+
+    def redirect(module, args, output):
+        x = inputs.pop(id(module))
+        return output + leak * (x - x.detach()) * (x.detach() < 0)
+
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    handles = [m.register_forward_pre_hook(keep) for m in relus]
+    handles += [m.register_forward_hook(redirect) for m in relus]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def render(model: nn.Module, objective: Objective, n: int, settings: RenderSettings, *,
            preprocess: PreprocessConfig, seed: int, device: torch.device | str = "cpu",
            desc: str = "render") -> Rendered:
@@ -126,10 +163,12 @@ def render(model: nn.Module, objective: Objective, n: int, settings: RenderSetti
                        decorrelate=settings.decorrelate, generator=generator).to(device)
     optimiser = torch.optim.Adam(param.parameters(), lr=settings.learning_rate)
     curves = []
+    leak_until = settings.steps // 2 if settings.relu_leak > 0 else 0
     for step in tqdm(range(settings.steps), desc=desc, unit="step", file=sys.stderr,
                      mininterval=5):
         optimiser.zero_grad(set_to_none=True)
-        scores = _scores(model, objective, param(), preprocess, settings, generator)
+        with leaky_relu_gradient(model, settings.relu_leak if step < leak_until else 0.0):
+            scores = _scores(model, objective, param(), preprocess, settings, generator)
         (-scores.sum()).backward()
         optimiser.step()
         _regularise(param, settings, step)

@@ -37,9 +37,11 @@ from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.images import (PixelModel, check_rows, middle_layer, open_stage,
                                         read_pixels, rgb_uint8, sample_rows)
 from convscope.synthesis.outputs import display_factor, save_picture, side_by_side
+from convscope.synthesis.quality import (RULES, TEXTURE_FACTOR, Verdict, h5_arrays, judge,
+                                         stored01, summary_entry)
 
-__all__ = ["gram_matrix", "layer_features", "optimise_pixels", "synthesize_texture",
-           "style_transfer", "run_style"]
+__all__ = ["gram_matrix", "layer_features", "optimise_pixels", "texture_noise",
+           "texture_quality", "synthesize_texture", "style_transfer", "run_style"]
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -96,13 +98,37 @@ def _style_loss(model, layers, targets, pixels):
     return sum(torch.mean((gram_matrix(feats[n]) - targets[n]) ** 2) for n in layers)
 
 
+def _gram_targets(model, style_layers, example) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        feats = layer_features(model, style_layers, example, "synthesis.style.style_layers")
+        return {n: gram_matrix(feats[n]) for n in style_layers}
+
+
+def texture_noise(example: torch.Tensor, seed: int) -> torch.Tensor:
+    """The seeded uniform noise a texture starts from, shaped and placed like ``example``."""
+    noise = torch.rand(example.shape, generator=torch.Generator().manual_seed(seed))
+    return noise.to(example.device)
+
+
+@torch.no_grad()
+def texture_quality(model: PixelModel, example: torch.Tensor, texture_uint8: np.ndarray,
+                    style_layers: Sequence[str], style: StyleConfig, seed: int) -> Verdict:
+    """The texture's verdict (rule ``texture``): the weighted Gram loss of the stored (8-bit)
+    texture against that of the starting noise (stored as 8 bits too)."""
+    targets = _gram_targets(model, style_layers, example)
+    noise = torch.round(texture_noise(example, seed) * 255) / 255
+    stored = stored01(texture_uint8[None], example.shape[1]).to(example.device)
+    losses = [float(style.style_weight * _style_loss(model, style_layers, targets, x))
+              for x in (stored, noise)]
+    return judge(["texture"], losses[0], losses[1], higher_is_better=False,
+                 factor=1 / TEXTURE_FACTOR)[0]
+
+
 def synthesize_texture(model: PixelModel, example: torch.Tensor, style_layers: Sequence[str],
                        style: StyleConfig, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """A texture like the (1, C, H, W) ``example``, from seeded noise: pixels and loss curve."""
-    with torch.no_grad():
-        feats = layer_features(model, style_layers, example, "synthesis.style.style_layers")
-        targets = {n: gram_matrix(feats[n]) for n in style_layers}
-    noise = torch.rand(example.shape, generator=torch.Generator().manual_seed(seed))
+    targets = _gram_targets(model, style_layers, example)
+    noise = texture_noise(example, seed)
     return optimise_pixels(noise.to(example.device),
                            lambda x: style.style_weight * _style_loss(model, style_layers,
                                                                       targets, x),
@@ -182,6 +208,7 @@ def run_style(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     images = {"example": rgb_uint8(example)[0], "texture": rgb_uint8(texture)[0],
               "content": rgb_uint8(content)[0], "style": rgb_uint8(style_image)[0],
               "transfer": rgb_uint8(transfer)[0]}
+    verdict = texture_quality(model, example, images["texture"], style_layers, style, seed)
     factor = display_factor(images["example"].shape[0])
     save_picture(texture_png, side_by_side([images["example"], images["texture"]]), factor)
     save_picture(transfer_png, side_by_side([images["content"], images["style"],
@@ -191,30 +218,39 @@ def run_style(model_cfg: ModelConfig, weights_file: str | os.PathLike | None,
     frame = pd.DataFrame({"step": np.arange(1, style.steps + 1), **curves})
     write_text(losses_csv, frame.to_csv(index=False))
     write_h5(h5_path, {**images, **{f"loss/{k}": v for k, v in curves.items()},
-                       "rows": np.array(list(rows.values()))},
+                       "rows": np.array(list(rows.values())), **h5_arrays([verdict])},
              {"rows_order": "texture_row, content_row, style_row", "optimiser": style.optimiser,
+              "rule": RULES["texture"],
               "style_layers": style_layers, "content_layers": content_layers})
     print(f"texture loss {texture_curve[0]:.4g} -> {texture_curve[-1]:.4g}; "
           f"transfer loss {transfer_curve[0]:.4g} -> {transfer_curve[-1]:.4g}")
     _style_summary(summary_json, rows, style_layers, content_layers, style, texture_png,
-                   transfer_png, losses_png, losses_csv, curves)
+                   transfer_png, losses_png, losses_csv, curves, verdict)
     return images
 
 
 def _style_summary(summary_json, rows, style_layers, content_layers, style, texture_png,
-                   transfer_png, losses_png, losses_csv, curves) -> None:
+                   transfer_png, losses_png, losses_csv, curves, verdict) -> None:
     folder = Path(summary_json).parent
+    texture_title = "texture" if verdict.converged else \
+        "texture: optimisation did not converge"
     write_summary(
         summary_json, "synthesis_style", "Texture and style (Gatys et al.)",
         f"A texture synthesised from noise to match the Gram matrices (which channels fire "
         f"together) of layers {', '.join(style_layers)} of an example image, and the style of "
         f"one image transferred onto the content (layers {', '.join(content_layers)}) of "
         f"another, by {style.optimiser} on the pixels. Crude on small models; good with a "
-        "VGG-like ImageNet model.",
+        f"VGG-like ImageNet model. The texture is judged on the stored 8-bit image: "
+        f"{RULES['texture']}.",
         numbers={**{k.replace("_", " "): v for k, v in rows.items()},
                  "final texture loss": f"{curves['texture'][-1]:.4g}",
-                 "final transfer loss": f"{curves['transfer'][-1]:.4g}"},
-        figures=[figure_entry(texture_png, folder, "texture", "example (left), synthesised"),
+                 "final transfer loss": f"{curves['transfer'][-1]:.4g}",
+                 "texture Gram loss (stored image) vs starting noise":
+                     f"{verdict.achieved:.4g} vs {verdict.reference:.4g}: {verdict.status}"},
+        quality=[summary_entry("texture", [verdict], "Gram loss of the stored texture",
+                               "Gram loss of the starting noise")],
+        figures=[figure_entry(texture_png, folder, texture_title,
+                              "example (left), synthesised"),
                  figure_entry(transfer_png, folder, "style transfer",
                               "content, style, result"),
                  figure_entry(losses_png, folder, "loss curves")],

@@ -7,10 +7,7 @@ images and the score curves. The two stage entry points write the files:
 - `run_class_visualisation`: ``images.h5`` (``images`` (N, H, W, C) uint8, ``curves``
   (N, steps), ``class_id``, ``class_name``), one PNG per class in ``png_dir``, a grid, the
   curves figure and ``summary.json``;
-- `run_unit_visualisation`: the same per unit (``layer``, ``channel``), with one folder
-  per layer in ``png_dir`` (``<layer>/unit-NNN.png`` and ``grid.png``), and the summary's
-  ``units`` entry, so the report's unit pages show each unit's image beside its top-k
-  patches.
+- unit images: `convscope.synthesis.units.run_unit_visualisation`.
 
 Batch ``b`` (0, 1, ...) of a call starts from ``seed + b``.
 """
@@ -25,7 +22,6 @@ import torch
 from torch import nn
 
 from convscope.analysis.common import save_figure
-from convscope.analysis.layer_names import layer_file_names
 from convscope.config.sections import ModelConfig, PreprocessConfig, VisualisationConfig
 from convscope.data.manifest import read_class_names
 from convscope.data.preprocess import input_hw
@@ -38,10 +34,13 @@ from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.common import render_settings
 from convscope.synthesis.objectives import Objective, channel, class_logit, l2
 from convscope.synthesis.outputs import save_picture, upscaled
+from convscope.synthesis.quality import (RULES, count_line, h5_arrays, judge, stored01,
+                                         summary_entry)
 from convscope.synthesis.render import Rendered, RenderSettings, render
 
 __all__ = ["MAX_SUMMARY_FIGURES", "resolve_classes", "resolve_units", "unit_objective",
-           "visualise", "plot_curves", "run_class_visualisation", "run_unit_visualisation"]
+           "visualise", "plot_curves", "image_grid", "class_probabilities",
+           "run_class_visualisation"]
 
 #: Classes shown one by one in the summary at most (the grid always shows them all).
 MAX_SUMMARY_FIGURES = 64
@@ -118,7 +117,7 @@ def plot_curves(path: str | os.PathLike, panels: Mapping[str, np.ndarray]) -> No
     save_figure(fig, path)
 
 
-def _grid(images: np.ndarray) -> np.ndarray:
+def image_grid(images: np.ndarray) -> np.ndarray:
     """The (n, H, W, C) uint8 images as one framed grid, each enlarged like the PNGs."""
     tiles = [upscaled(image, 64) for image in images]
     return tile_grid(tiles, np.zeros(len(tiles), bool), pad=2)
@@ -137,13 +136,13 @@ def unit_objective(cfg: VisualisationConfig, layer: str) -> Callable[[list[int]]
 
 
 @torch.no_grad()
-def _class_probabilities(model: nn.Module, images01: np.ndarray, ids: Sequence[int],
-                         preprocess: PreprocessConfig, device) -> np.ndarray:
-    """(N,) softmax probability of each image's own class, images (N, H, W, C) in 0..1."""
+def class_probabilities(model: nn.Module, images_uint8: np.ndarray, ids: Sequence[int],
+                        preprocess: PreprocessConfig, device) -> np.ndarray:
+    """(N,) softmax probability of each stored image's own class, images (N, H, W, C) uint8."""
     from convscope.synthesis.render import to_model_space
 
-    x = torch.from_numpy(images01).permute(0, 3, 1, 2).to(device)
-    probs = model(to_model_space(x, preprocess)).softmax(1).cpu().numpy()
+    x = stored01(images_uint8).to(device)
+    probs = model(to_model_space(x, preprocess)).double().softmax(1).cpu().numpy()
     return probs[np.arange(len(ids)), np.asarray(ids)]
 
 
@@ -152,7 +151,8 @@ def run_class_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike |
                             device_name: str, seed: int, classes_json: str | os.PathLike, *,
                             images_h5, curves_png, grid_png, png_dir, summary_json) -> dict:
     """Class-model images of ``cfg.classes`` (the ``synthesis.visualisation`` section, with
-    ``synthesis.device`` and ``synthesis.seed``); writes the stage's files."""
+    ``synthesis.device`` and ``synthesis.seed``), each judged on the stored image against
+    ``cfg.class_probability``; writes the stage's files."""
     from convscope.analysis.common import class_name
 
     model, device = load_stage_model(model_cfg, weights, preprocess, device_name,
@@ -164,30 +164,51 @@ def run_class_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike |
                          device=device, desc="classes")
     images = to_uint8(rendered.images)
     labels = [class_name(names, i) for i in ids]
-    probs = _class_probabilities(model, rendered.images, ids, preprocess, device)
+    probs = class_probabilities(model, images, ids, preprocess, device)
+    verdicts = judge([f"class {label}" for label in labels], probs, cfg.class_probability,
+                     inclusive=True)
     write_h5(images_h5, {"images": images, "curves": rendered.curves, "class_id": ids,
-                         "class_name": labels, "probability": probs})
+                         "class_name": labels, "probability": probs, **h5_arrays(verdicts)},
+             {"rule": RULES["class"], "class_probability": cfg.class_probability})
     figures, folder = [], os.path.dirname(os.path.abspath(summary_json))
-    for image, class_id, label, prob in zip(images, ids, labels, probs):
+    for image, class_id, label, verdict in zip(images, ids, labels, verdicts):
         path = os.path.join(png_dir, f"class-{class_id:03d}.png")
         save_picture(path, upscaled(image))
         if len(figures) < MAX_SUMMARY_FIGURES:
-            figures.append(figure_entry(path, folder, f"class {label}",
-                                        f"softmax probability of {label}: {prob:.3f}"))
-    save_picture(grid_png, _grid(images))
+            figures.append((verdict.converged, figure_entry(
+                path, folder, f"class {label}" if verdict.converged else
+                f"class {label}: optimisation did not converge",
+                f"softmax probability of {label} on the stored image: {verdict.achieved:.4g} "
+                f"(goal {cfg.class_probability:g})")))
+    save_picture(grid_png, image_grid(images))
     plot_curves(curves_png, {"class logits": rendered.curves})
-    head = [figure_entry(grid_png, folder, "all classes", ", ".join(labels)),
+    return _class_summary(cfg, ids, labels, verdicts, figures, grid_png, curves_png,
+                          summary_json, folder)
+
+
+def _class_summary(cfg, ids, labels, verdicts, figures, grid_png, curves_png, summary_json,
+                   folder) -> dict:
+    """The class stage's summary: successes first, then the images that did not converge."""
+    failed = [label for label, v in zip(labels, verdicts) if not v.converged]
+    head = [figure_entry(grid_png, folder, "all classes", ", ".join(labels) + (
+                f"; did not converge: {', '.join(failed)}" if failed else "")),
             figure_entry(curves_png, folder, "objective per step",
                          "the class logit of each image at each step")]
+    ordered = [f for ok, f in figures if ok] + [f for ok, f in figures if not ok]
     return write_summary(
         summary_json, "synthesis_classes", "Class-model images",
         "Images made by gradient ascent on each class's logit (Simonyan et al. 2013): what "
         "the network takes as the most typical input of the class. Structure repeated across "
         "the image and unnatural colours are normal; shapes and textures typical of the class "
-        "are what to look for.",
+        f"are what to look for. Each image is judged on the stored 8-bit image: {RULES['class']}"
+        f" ({cfg.class_probability:g}).",
         numbers=[("classes", len(ids)), ("steps", cfg.steps),
-                 ("mean probability of the target class", f"{float(probs.mean()):.3f}")],
-        figures=head + figures)
+                 ("class images", count_line(verdicts))],
+        figures=head + ordered,
+        quality=[summary_entry("class", [v for v in verdicts if v.converged]
+                               + [v for v in verdicts if not v.converged],
+                               "softmax probability of the class on the stored image",
+                               f"the goal synthesis.visualisation.class_probability")])
 
 
 @torch.no_grad()
@@ -196,57 +217,3 @@ def _n_outputs(model: nn.Module, preprocess: PreprocessConfig, device) -> int:
     height, width = input_hw(preprocess)
     x = torch.zeros(1, int(preprocess.channels), height, width, device=device)
     return int(model(x).shape[1])
-
-
-def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | None,
-                           preprocess: PreprocessConfig, cfg: VisualisationConfig,
-                           device_name: str, seed: int, layers: Sequence[str] | None, *,
-                           images_h5, curves_png, png_dir, summary_json) -> dict:
-    """One image per unit of ``cfg.units`` (empty: the first ``cfg.units_per_layer`` channels of
-    each of ``layers``); writes the stage's files."""
-    model, device = load_stage_model(model_cfg, weights, preprocess, device_name,
-                                     key="synthesis.device")
-    chosen = resolve_units(model, cfg.units, layers, cfg.units_per_layer, preprocess)
-    files = layer_file_names(list(chosen))
-    settings = render_settings(cfg)
-    all_images, all_curves, unit_layer, unit_channel = [], [], [], []
-    figures, units, panels = [], {}, {}
-    folder = os.path.dirname(os.path.abspath(summary_json))
-    for layer, channels in chosen.items():
-        rendered = visualise(model, unit_objective(cfg, layer), channels, settings,
-                             batch_size=cfg.batch_size, preprocess=preprocess, seed=seed,
-                             device=device, desc=f"units {layer}")
-        images = to_uint8(rendered.images)
-        all_images.append(images)
-        all_curves.append(rendered.curves)
-        unit_layer += [layer] * len(channels)
-        unit_channel += channels
-        panels[layer] = rendered.curves
-        units[layer] = {}
-        for image, c, curve in zip(images, channels, rendered.curves):
-            path = os.path.join(png_dir, files[layer], f"unit-{c:03d}.png")
-            save_picture(path, upscaled(image))
-            units[layer][str(c)] = [figure_entry(
-                path, folder, "unit image (gradient ascent)",
-                f"image maximising the {cfg.objective} of {layer} channel {c}; "
-                f"objective {curve[0]:.3g} -> {curve[-1]:.3g}")]
-        grid = os.path.join(png_dir, files[layer], "grid.png")
-        save_picture(grid, _grid(images))
-        figures.append(figure_entry(grid, folder, f"{layer}",
-                                    f"channels {', '.join(map(str, channels))}, row by row"))
-    curves = np.concatenate(all_curves)
-    write_h5(images_h5, {"images": np.concatenate(all_images), "curves": curves,
-                         "layer": unit_layer, "channel": np.asarray(unit_channel, np.int64)})
-    plot_curves(curves_png, panels)
-    figures.append(figure_entry(curves_png, folder, "objective per step",
-                                "each unit's objective at each step, per layer"))
-    rose = float(np.mean(curves[:, -1] > curves[:, 0]))
-    return write_summary(
-        summary_json, "synthesis_units", "Unit images",
-        "For each unit (a channel of a layer), an image made by gradient ascent on the unit's "
-        f"{cfg.objective} activation, all units of a layer optimised together in batches "
-        f"({cfg.parametrisation} parametrisation). A unit whose objective stays at 0 is dead on "
-        "these inputs (its image stays grey).",
-        numbers=[("units", len(unit_channel)), ("steps", cfg.steps),
-                 ("units whose objective rose", f"{rose:.0%}")],
-        figures=figures, units=units or None)

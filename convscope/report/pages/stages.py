@@ -13,7 +13,7 @@ from convscope.report.navigation import group_of_stage
 from convscope.report.pages.tables import csv_table
 from convscope.store.summary import read_summary
 
-__all__ = ["stage_pages", "write_stage_pages"]
+__all__ = ["quality_groups", "stage_pages", "write_stage_pages"]
 
 #: Rows of a stage's table put in its page (paged there); the CSV holds them all.
 _MAX_TABLE_ROWS = 5000
@@ -56,6 +56,17 @@ def _entries(writer, path, stage, items, with_table=False) -> list[dict]:
     return entries
 
 
+def quality_groups(group: dict) -> dict:
+    """A summary's ``quality`` group split for the page: ``converged``, then ``failed`` (did
+    not converge), then ``dead`` (not optimised), each a list of results."""
+    from convscope.synthesis.quality import CONVERGED, NOT_CONVERGED
+
+    results = group["results"]
+    return {**group, "converged": [r for r in results if r["status"] == CONVERGED],
+            "failed": [r for r in results if r["status"] == NOT_CONVERGED],
+            "dead": [r for r in results if r["status"] not in (CONVERGED, NOT_CONVERGED)]}
+
+
 def stage_pages(summaries: Sequence[str], writer: SiteWriter,
                 max_figures: int | None = None) -> tuple[list[dict], dict]:
     """Read every summary and copy its files; returns the pages to write and the unit images
@@ -72,6 +83,7 @@ def stage_pages(summaries: Sequence[str], writer: SiteWriter,
         pages.append({
             "stage": stage, "title": summary["title"], "caption": summary["caption"],
             "href": f"pages/stage-{_safe(stage)}.html", "numbers": summary.get("numbers", []),
+            "quality": [quality_groups(group) for group in summary.get("quality") or []],
             "group": group_of_stage(stage, summary.get("group")), "n_figures": len(figures),
             "figures": _entries(writer, path, stage, figures[:max_figures]),
             "tables": _entries(writer, path, stage, summary.get("tables"), with_table=True)})
