@@ -56,8 +56,6 @@ STAGES: dict[str, Stage] = {
     "performance": Stage("performance", "performance", _ALWAYS.format("performance")),
     "export": Stage("export", "export", "runs in every full run; its neighbours column follows "
                     "`neighbours.k`"),
-    "explain": Stage("explain", "explain_images", _ALWAYS.format("explain.images")),
-    **{f"explain/{name}": Stage(f"explain/{name}", rule, _ALWAYS.format(key))
     "explain": Stage("explain", "explain_images", "runs with explain_attribution (key `stages`); "
                      "configured by the `explain.images` config section"),
     **{f"explain/{name}": Stage(f"explain/{name}", rule, _OPTIONAL.format(key))
