@@ -1,7 +1,9 @@
 import os
 import sys
 
-sys.path.insert(0, workflow.basedir)
+# the repository root (rules/..): also right when the workflow runs as a module, where
+# workflow.basedir is the deploying project's folder
+sys.path.insert(0, os.path.dirname(str(workflow.current_basedir)))
 
 from convscope.config.validate import ConfigError, load_schema, validate_config
 from convscope.preflight import (
