@@ -1,7 +1,7 @@
 rule synthesis_units:
     input:
-        model_info=get_synthesis_model_info("units"),
-        weights=get_weights_input,
+        chunk_images=get_chunk_outputs("synthesis_units", "images"),
+        chunk_png=get_chunk_outputs("synthesis_units", "png"),
     output:
         images="results/synthesis/units/images.h5",
         curves="results/synthesis/units/curves.png",
@@ -21,14 +21,8 @@ rule synthesis_units:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
-        weights_sha256=get_weights_sha256,
-        model=config["model"],
-        preprocess=config["preprocess"],
-        layers=get_synthesis_layers("units"),
         visualisation=config["synthesis"]["visualisation"],
-        device=config["synthesis"]["device"],
-        seed=config["synthesis"]["seed"],
     script:
         "../scripts/synthesis_units.py"

@@ -19,7 +19,7 @@ _HOMES = {
                     "deconvnet_map", "guided_backprop_map", "gradcam_map", "guided_gradcam_map",
                     "occlusion_map", "occlusion_maps", "strongest_feature_maps",
                     "zf_occlusion_map"],
-    "attribution_stage": ["run_explain_attribution"],
+    "attribution_stage": ["run_explain_attribution", "merge_explain_attribution"],
     "image_sets": ["IMAGE_SET_COLUMNS", "read_predictions", "run_explain_images",
                    "select_images"],
     "reconstruct": ["crop_box", "reconstruct_units"],
@@ -32,7 +32,7 @@ __all__ = [
     "guided_backprop_map", "gradcam_map", "guided_gradcam_map", "occlusion_map", "occlusion_maps",
     "strongest_feature_maps", "zf_occlusion_map", "IMAGE_SET_COLUMNS", "read_predictions",
     "select_images", "crop_box", "reconstruct_units", "choose_units", "run_explain_images",
-    "run_explain_attribution", "run_explain_units",
+    "run_explain_attribution", "merge_explain_attribution", "run_explain_units",
 ]
 
 

@@ -12,7 +12,9 @@ images and the score curves. The two stage entry points write the files:
   ``units`` entry, so the report's unit pages show each unit's image beside its top-k
   patches.
 
-Batch ``b`` (0, 1, ...) of a call starts from ``seed + b``.
+Batch ``b`` (0, 1, ...) of a call (for units: of a layer) starts from ``seed + b``. The
+workflow splits the unit batches into chunk jobs (``synthesis.chunk_size``) and merges
+them (`merge_unit_visualisation`); a batch's seed and units do not depend on the chunks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 
+import h5py
 import numpy as np
 import torch
 from torch import nn
@@ -33,6 +36,7 @@ from convscope.nn.layers import check_layer_names, listing
 from convscope.nn.model_info import layer_output_shapes
 from convscope.nn.models import load_stage_model
 from convscope.render.grids import tile_grid, to_uint8
+from convscope.store.chunks import chunk_items, concat_h5, merge_folders
 from convscope.store.h5 import write_h5
 from convscope.store.summary import figure_entry, write_summary
 from convscope.synthesis.common import render_settings
@@ -41,7 +45,8 @@ from convscope.synthesis.outputs import save_picture, upscaled
 from convscope.synthesis.render import Rendered, RenderSettings, render
 
 __all__ = ["MAX_SUMMARY_FIGURES", "resolve_classes", "resolve_units", "unit_objective",
-           "visualise", "plot_curves", "run_class_visualisation", "run_unit_visualisation"]
+           "visualise", "plot_curves", "run_class_visualisation", "unit_batches",
+           "run_unit_visualisation", "merge_unit_visualisation"]
 
 #: Classes shown one by one in the summary at most (the grid always shows them all).
 MAX_SUMMARY_FIGURES = 64
@@ -198,48 +203,71 @@ def _n_outputs(model: nn.Module, preprocess: PreprocessConfig, device) -> int:
     return int(model(x).shape[1])
 
 
-def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | None,
-                           preprocess: PreprocessConfig, cfg: VisualisationConfig,
-                           device_name: str, seed: int, layers: Sequence[str] | None, *,
-                           images_h5, curves_png, png_dir, summary_json) -> dict:
-    """One image per unit of ``cfg.units`` (empty: the first ``cfg.units_per_layer`` channels of
-    each of ``layers``); writes the stage's files."""
-    model, device = load_stage_model(model_cfg, weights, preprocess, device_name,
-                                     key="synthesis.device")
-    chosen = resolve_units(model, cfg.units, layers, cfg.units_per_layer, preprocess)
-    files = layer_file_names(list(chosen))
+def unit_batches(chosen: Mapping[str, Sequence[int]],
+                 batch_size: int) -> list[tuple[str, int, list[int]]]:
+    """``(layer, b, channels)`` of every batch of the units ``chosen`` (layer -> channels), in
+    layer order: batch ``b`` of a layer holds its channels ``b * batch_size`` onwards and
+    starts from ``seed + b``, whatever the chunks (`convscope.store.chunks.unit_chunk`)."""
+    return [(layer, b, list(channels[start:start + batch_size]))
+            for layer, channels in chosen.items()
+            for b, start in enumerate(range(0, len(channels), batch_size))]
+
+
+def _render_batches(model: nn.Module, cfg: VisualisationConfig, batches, preprocess, seed: int,
+                    device) -> dict[str, np.ndarray]:
+    """The unit images (uint8) and curves of ``batches`` (`unit_batches`), with their layer
+    and channel: the datasets of ``images.h5``."""
     settings = render_settings(cfg)
-    all_images, all_curves, unit_layer, unit_channel = [], [], [], []
-    figures, units, panels = [], {}, {}
+    images, curves, layers, channels = [], [], [], []
+    for layer, b, batch in batches:
+        rendered = render(model, unit_objective(cfg, layer)(batch), len(batch), settings,
+                          preprocess=preprocess, seed=seed + b, device=device,
+                          desc=f"units {layer} {batch[0]}-{batch[-1]}")
+        images.append(to_uint8(rendered.images))
+        curves.append(rendered.curves)
+        layers += [layer] * len(batch)
+        channels += batch
+    if not batches:  # an empty chunk: zero rows
+        height, width = input_hw(preprocess)
+        images = [np.zeros((0, height, width, int(preprocess.channels)), np.uint8)]
+        curves = [np.zeros((0, cfg.steps), np.float32)]
+    return {"images": np.concatenate(images), "curves": np.concatenate(curves),
+            "layer": np.asarray(layers, dtype=object), "channel": np.asarray(channels, np.int64)}
+
+
+def _save_unit_pngs(data: Mapping[str, np.ndarray], png_dir, files: Mapping[str, str]) -> None:
+    """Each unit's image, enlarged: ``png_dir/<files[layer]>/unit-NNN.png``."""
+    for image, layer, c in zip(data["images"], data["layer"], data["channel"]):
+        save_picture(os.path.join(png_dir, files[layer], f"unit-{int(c):03d}.png"),
+                     upscaled(image))
+
+
+def _write_unit_figures(cfg: VisualisationConfig, data: Mapping[str, np.ndarray], *, png_dir,
+                        curves_png, summary_json) -> dict:
+    """Per layer the grid of its unit images, the curves figure and summary.json, from the
+    datasets of ``images.h5`` (the unit PNGs are written already)."""
     folder = os.path.dirname(os.path.abspath(summary_json))
-    for layer, channels in chosen.items():
-        rendered = visualise(model, unit_objective(cfg, layer), channels, settings,
-                             batch_size=cfg.batch_size, preprocess=preprocess, seed=seed,
-                             device=device, desc=f"units {layer}")
-        images = to_uint8(rendered.images)
-        all_images.append(images)
-        all_curves.append(rendered.curves)
-        unit_layer += [layer] * len(channels)
-        unit_channel += channels
-        panels[layer] = rendered.curves
-        units[layer] = {}
-        for image, c, curve in zip(images, channels, rendered.curves):
-            path = os.path.join(png_dir, files[layer], f"unit-{c:03d}.png")
-            save_picture(path, upscaled(image))
-            units[layer][str(c)] = [figure_entry(
-                path, folder, "unit image (gradient ascent)",
-                f"image maximising the {cfg.objective} of {layer} channel {c}; "
-                f"objective {curve[0]:.3g} -> {curve[-1]:.3g}")]
+    layers = np.asarray([str(v) for v in data["layer"]])
+    files = layer_file_names(list(dict.fromkeys(layers)))
+    figures, units, panels = [], {}, {}
+    for layer in files:
+        rows = np.flatnonzero(layers == layer)
+        channels = [int(c) for c in data["channel"][rows]]
+        panels[layer] = data["curves"][rows]
+        units[layer] = {str(c): [figure_entry(
+            os.path.join(png_dir, files[layer], f"unit-{c:03d}.png"), folder,
+            "unit image (gradient ascent)",
+            f"image maximising the {cfg.objective} of {layer} channel {c}; "
+            f"objective {curve[0]:.3g} -> {curve[-1]:.3g}")]
+            for c, curve in zip(channels, panels[layer])}
         grid = os.path.join(png_dir, files[layer], "grid.png")
-        save_picture(grid, _grid(images))
+        save_picture(grid, _grid(data["images"][rows]))
         figures.append(figure_entry(grid, folder, f"{layer}",
                                     f"channels {', '.join(map(str, channels))}, row by row"))
-    curves = np.concatenate(all_curves)
-    write_h5(images_h5, {"images": np.concatenate(all_images), "curves": curves,
-                         "layer": unit_layer, "channel": np.asarray(unit_channel, np.int64)})
     plot_curves(curves_png, panels)
     figures.append(figure_entry(curves_png, folder, "objective per step",
                                 "each unit's objective at each step, per layer"))
+    curves = data["curves"]
     rose = float(np.mean(curves[:, -1] > curves[:, 0]))
     return write_summary(
         summary_json, "synthesis_units", "Unit images",
@@ -247,6 +275,47 @@ def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | 
         f"{cfg.objective} activation, all units of a layer optimised together in batches "
         f"({cfg.parametrisation} parametrisation). A unit whose objective stays at 0 is dead on "
         "these inputs (its image stays grey).",
-        numbers=[("units", len(unit_channel)), ("steps", cfg.steps),
+        numbers=[("units", len(curves)), ("steps", cfg.steps),
                  ("units whose objective rose", f"{rose:.0%}")],
         figures=figures, units=units or None)
+
+
+def run_unit_visualisation(model_cfg: ModelConfig, weights: str | os.PathLike | None,
+                           preprocess: PreprocessConfig, cfg: VisualisationConfig,
+                           device_name: str, seed: int, layers: Sequence[str] | None, *,
+                           images_h5, png_dir, curves_png=None, summary_json=None,
+                           chunk: int = 0, chunks_of: int | None = None) -> dict | None:
+    """One image per unit of ``cfg.units`` (empty: the first ``cfg.units_per_layer`` channels of
+    each of ``layers``): ``images.h5`` and the unit PNGs, then the grids, the curves figure
+    and summary.json (returned). With ``chunks_of`` (batches per chunk), only chunk
+    ``chunk``'s batches of `unit_batches`, no figures: `merge_unit_visualisation` joins them.
+    """
+    model, device = load_stage_model(model_cfg, weights, preprocess, device_name,
+                                     key="synthesis.device")
+    chosen = resolve_units(model, cfg.units, layers, cfg.units_per_layer, preprocess)
+    batches = unit_batches(chosen, cfg.batch_size)
+    if chunks_of is not None:
+        batches = chunk_items(batches, chunk, chunks_of)
+    data = _render_batches(model, cfg, batches, preprocess, seed, device)
+    write_h5(images_h5, data)
+    os.makedirs(png_dir, exist_ok=True)
+    _save_unit_pngs(data, png_dir, layer_file_names(list(chosen)))
+    if chunks_of is not None:
+        return None
+    return _write_unit_figures(cfg, data, png_dir=png_dir, curves_png=curves_png,
+                               summary_json=summary_json)
+
+
+def merge_unit_visualisation(cfg: VisualisationConfig, *, chunk_images, chunk_png, images_h5,
+                             curves_png, png_dir, summary_json) -> dict:
+    """The synthesis_units files from its chunks (`run_unit_visualisation` with
+    ``chunks_of``, in chunk order): ``images.h5``, the unit PNGs, grids, curves, summary."""
+    concat_h5(chunk_images, images_h5)
+    os.makedirs(png_dir, exist_ok=True)
+    merge_folders(chunk_png, png_dir)
+    with h5py.File(images_h5, "r") as f:
+        data = {name: f[name][()] for name in ("images", "curves", "layer", "channel")}
+    data["layer"] = np.asarray([v.decode() if isinstance(v, bytes) else str(v)
+                                for v in data["layer"]], dtype=object)
+    return _write_unit_figures(cfg, data, png_dir=png_dir, curves_png=curves_png,
+                               summary_json=summary_json)
