@@ -133,7 +133,7 @@ def test_one_chunk_gives_the_files_of_several(tiny_run, tmp_path):
     assert config["explain"]["chunk_size"] < config["explain"]["images"]["max_images"]
     config["explain"]["chunk_size"] = config["synthesis"]["chunk_size"] = 1000
     one_chunk = tmp_path / "one_chunk.yaml"
-    one_chunk.write_text(yaml.safe_dump(config))
+    one_chunk.write_text(yaml.safe_dump(config, sort_keys=False))  # key order: params
     workdir = tmp_path / "run"
     shutil.copytree(tiny_run, workdir, symlinks=True)  # mtimes kept: nothing upstream reruns
     result = run_snakemake(workdir, *[f"{d}/summary.json" for d in _MERGED], "--configfile",
