@@ -1,7 +1,10 @@
+import json
 import os
 import sys
 
-sys.path.insert(0, workflow.basedir)
+# the repository root (rules/..): also right when the workflow runs as a module, where
+# workflow.basedir is the deploying project's folder
+sys.path.insert(0, os.path.dirname(str(workflow.current_basedir)))
 
 from convscope.config.auto import weights_file as model_weights_file
 from convscope.config.stages import chosen_stages
@@ -21,6 +24,7 @@ from convscope.explain.columns import (
     DEMO_POINT_COLUMNS,
     stage_columns,
 )
+from convscope.store.chunks import chunk_names, n_batch_chunks, n_chunks
 from convscope.store.rows import n_shards
 from convscope.synthesis.checkpoints import (
     demo_checkpoint_epochs,
@@ -58,6 +62,7 @@ onstart:
 
 wildcard_constraints:
     shard=r"\d{5}",
+    chunk=r"\d{5}",
 
 
 def get_dataset_source(wildcards=None):
@@ -104,13 +109,14 @@ def get_extract_settings(wildcards=None, speed=False):
 #: section -> its speed settings: passed to the jobs as resources, left out of config_used
 SPEED_SETTINGS = {
     "extract": ("batch_size", "num_workers", "device"),
-    "explain": ("batch_size", "device"),
+    "explain": ("batch_size", "device", "chunk_size"),
+    "synthesis": ("chunk_size",),
 }
 
 
 def get_config_used(wildcards=None):
     """The validated config without the speed settings (`SPEED_SETTINGS`: extract's
-    batch_size, num_workers, device; explain's batch_size and device): they change no
+    batch_size, num_workers, device; explain's batch_size, device and chunk_size): they change no
     result, so changing them must not rewrite this file (and so rerun the report)."""
     used = dict(config)
     for section, keys in SPEED_SETTINGS.items():
@@ -128,6 +134,59 @@ def get_shard_paths(wildcards=None):
     """Every shard file of the dataset (known once the manifest exists)."""
     count = n_shards(get_n_images(), config["extract"]["shard_size"])
     return expand(rules.extract.output[0], shard=[f"{i:05d}" for i in range(count)])
+
+
+def get_chunks(stage):
+    """The chunk names (00000, ...) of a stage split into cluster-sized jobs, from the config
+    alone (`convscope.store.chunks`): explain_attribution, ``explain.chunk_size`` images of
+    at most ``explain.images.max_images`` (a chunk past the last image is empty)."""
+    if stage == "explain_attribution":
+        explain = config["explain"]
+        return chunk_names(
+            n_chunks(explain["images"]["max_images"], explain["chunk_size"])
+        )
+    if stage == "synthesis_units":
+        vis = config["synthesis"]["visualisation"]
+        counts = [len(units) for units in get_visualised_units().values()]
+        size = config["synthesis"]["chunk_size"]
+        return chunk_names(n_batch_chunks(counts, vis["batch_size"], size))
+    raise ValueError(f"no chunked stage {stage!r}")
+
+
+def get_visualised_units():
+    """synthesis_units' layer -> its units (their number is what counts): the listed channels;
+    a layer's ``all``, every channel of it (from results/model/model_info.json, the one case
+    that waits for that file: model_info is a checkpoint); no units, ``units_per_layer`` of
+    each analysed layer (an upper bound: a layer with fewer channels leaves chunks empty).
+    """
+    vis = config["synthesis"]["visualisation"]
+    if not vis["units"]:
+        return {layer: range(vis["units_per_layer"]) for layer in config["layers"]}
+    units = dict(vis["units"])
+    if "all" in units.values():
+        with open(checkpoints.model_info.get().output.info) as fh:
+            shapes = {k: v["shape"] for k, v in json.load(fh)["layers"].items()}
+        for layer, chosen in units.items():
+            if chosen == "all" and layer not in shapes:
+                sys.exit(
+                    f"convscope: synthesis.visualisation.units: {layer!r}: all needs the "
+                    f"layer's channel count; add {layer!r} to `layers` (analysed: "
+                    f"{', '.join(shapes)}) or list its channels"
+                )
+            if chosen == "all":
+                units[layer] = range(shapes[layer][0])
+    return units
+
+
+def get_chunk_outputs(stage, name):
+    """Input function of a chunked stage's merge rule: output ``name`` of every chunk job
+    (rule ``<stage>_chunk``), in chunk order."""
+
+    def chunk_outputs(wildcards=None):
+        chunk_rule = getattr(rules, f"{stage}_chunk")
+        return expand(getattr(chunk_rule.output, name), chunk=get_chunks(stage))
+
+    return chunk_outputs
 
 
 def get_stage_rules():
@@ -234,7 +293,9 @@ def get_stage_summaries(wildcards=None):
 def get_stage_outputs(wildcards=None):
     """Every output of the explanation and synthesis stages that run, and their inputs made
     by the workflow alone (the explain image set): `all` asks for them so that a deleted
-    table or figure is rebuilt (the report reads only the summaries)."""
+    table or figure is rebuilt (the report reads only the summaries). Not the chunk files
+    of chunked stages: their number may wait for the model_info checkpoint, and `all`
+    (so a dry run) must not wait for it; the merge rules ask for them."""
     outputs = [rules.explain_images.output.images] if attribution_runs() else []
     for stage in get_stage_rules():
         outputs += list(stage.output)
@@ -268,12 +329,28 @@ def get_benchmark_files(wildcards=None):
         rules.embedding.benchmark,
         rules.neighbours.benchmark,
         rules.config_used.benchmark,
-        rules.explain_images.benchmark,
         rules.export.benchmark,
     ]
     if attribution_runs():
         files.append(rules.explain_images.benchmark)
-    return files + [stage.benchmark for stage in get_stage_rules()]
+    files += [stage.benchmark for stage in get_stage_rules()]
+    # the attribution chunks' files (their number comes from the config alone); not the
+    # unit images' chunks, whose number may wait for the model_info checkpoint: the report
+    # must not wait for it
+    chunked = [
+        stage.rule.name
+        for stage in get_stage_rules()
+        if stage.rule.name == "explain_attribution"
+    ]
+    for stage in chunked:
+        files += expand(
+            getattr(rules, f"{stage}_chunk").benchmark, chunk=get_chunks(stage)
+        )
+    return files
+
+
+#: stages split into chunk jobs (rule ``<stage>_chunk``) and a merge job (rule ``<stage>``)
+CHUNKED_STAGES = ("explain_attribution", "synthesis_units")
 
 
 #: explain stage -> (its manifest-columns key, units key, the demo dataset's columns)

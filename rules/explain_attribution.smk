@@ -1,9 +1,9 @@
 rule explain_attribution:
     input:
+        chunk_maps=get_chunk_outputs("explain_attribution", "maps"),
+        chunk_panels=get_chunk_outputs("explain_attribution", "panels"),
         images="results/explain/images.csv",
-        model_info="results/model/model_info.json",
         classes="results/manifest.classes.json",
-        weights=get_weights_input,
     output:
         maps="results/explain/attribution/maps.h5",
         panels=report(
@@ -26,17 +26,10 @@ rule explain_attribution:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=lambda wildcards, attempt: 60 * attempt,
-        # The speed settings travel as resources, which (unlike params) are no rerun
-        # trigger: changing them reruns nothing.
-        explain_device=config["explain"]["device"],
-        explain_batch_size=config["explain"]["batch_size"],
+        mem_mb=4000,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
         attribution=config["explain"]["attribution"],
-        model=config["model"],
         preprocess=config["preprocess"],
-        layers=config["layers"],
-        weights_sha256=get_weights_sha256,
     script:
         "../scripts/explain_attribution.py"

@@ -1,4 +1,4 @@
-rule model_info:
+checkpoint model_info:
     input:
         weights=get_weights_input,
     output:

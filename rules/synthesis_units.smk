@@ -1,8 +1,7 @@
 rule synthesis_units:
     input:
-        model_info=get_synthesis_model_info("units"),
-        weights=get_weights_input,
-        stats="results/units/stats.csv",
+        chunk_images=get_chunk_outputs("synthesis_units", "images"),
+        chunk_png=get_chunk_outputs("synthesis_units", "png"),
         shards=get_shard_paths,
     output:
         images="results/synthesis/units/images.h5",
@@ -23,14 +22,9 @@ rule synthesis_units:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=lambda wildcards, attempt: 120 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
     params:
-        weights_sha256=get_weights_sha256,
-        model=config["model"],
-        preprocess=config["preprocess"],
-        layers=get_synthesis_layers("units"),
         visualisation=config["synthesis"]["visualisation"],
-        device=config["synthesis"]["device"],
-        seed=config["synthesis"]["seed"],
+        preprocess=config["preprocess"],
     script:
         "../scripts/synthesis_units.py"

@@ -1,24 +1,19 @@
-"""Snakemake script: attribution maps, panels and the class Grad-CAM figure."""
+"""Snakemake script: the attribution chunks merged; the class Grad-CAM figure, summary."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from convscope.config.sections import (ExplainAttributionConfig, ModelConfig,  # noqa: E402
-                                       PreprocessConfig)
-from convscope.explain.attribution_stage import run_explain_attribution  # noqa: E402
+from convscope.config.sections import ExplainAttributionConfig, PreprocessConfig  # noqa: E402
+from convscope.explain.attribution_stage import merge_explain_attribution  # noqa: E402
 from convscope.logs import log_to_file  # noqa: E402
 
-# The speed settings come as resources (changing them reruns nothing), the rest as params.
 with log_to_file(snakemake.log[0]):
-    run_explain_attribution(ModelConfig.from_dict(snakemake.params.model),
-                            snakemake.input.weights or None,
-                            PreprocessConfig.from_dict(snakemake.params.preprocess),
-                            ExplainAttributionConfig.from_dict(snakemake.params.attribution),
-                            snakemake.params.layers, device=snakemake.resources.explain_device,
-                            batch_size=snakemake.resources.explain_batch_size,
-                            images_csv=snakemake.input.images,
-                            model_info_json=snakemake.input.model_info,
-                            classes_json=snakemake.input.classes, maps_h5=snakemake.output.maps,
-                            panels_dir=snakemake.output.panels,
-                            class_gradcam_png=snakemake.output.class_gradcam,
-                            summary_json=snakemake.output.summary)
+    merge_explain_attribution(ExplainAttributionConfig.from_dict(snakemake.params.attribution),
+                              PreprocessConfig.from_dict(snakemake.params.preprocess),
+                              chunk_maps=list(snakemake.input.chunk_maps),
+                              chunk_panels=list(snakemake.input.chunk_panels),
+                              images_csv=snakemake.input.images,
+                              classes_json=snakemake.input.classes,
+                              maps_h5=snakemake.output.maps, panels_dir=snakemake.output.panels,
+                              class_gradcam_png=snakemake.output.class_gradcam,
+                              summary_json=snakemake.output.summary)

@@ -283,7 +283,8 @@ def _assert_json_close(local_value, slurm_value, where: str) -> None:
 
 # What the SLURM run is asked for: the extraction shards and the shard-reading analyses
 # (CPU rules), one explanation and one synthesis stage (the rules the profile gives a GPU),
-# and what they need (demo data, manifest, training, model_info). The rest of the
+# and what they need (demo data, manifest, training, model_info). The attribution stage is
+# chunked (tests/data/tiny_config.yaml: two chunks), so its chunks run as separate jobs. The rest of the
 # workflow runs the same way; here it would only add SLURM's polling time per job.
 _SLURM_TARGETS = [
     "results/features/index.json",
@@ -312,6 +313,9 @@ def test_workflow_on_slurm_matches_local(slurm_cluster, tiny_run, tmp_path):
     local_files, slurm_files = _result_files(local_dir), _result_files(slurm_dir)
     assert set(_SLURM_TARGETS) <= slurm_files, sorted(set(_SLURM_TARGETS) - slurm_files)
     assert any(p.startswith("results/features/shard-") for p in slurm_files)
+    chunks = {p for p in slurm_files if p.startswith("results/explain/attribution/chunks/")}
+    assert {"results/explain/attribution/chunks/00000/maps.h5",
+            "results/explain/attribution/chunks/00001/maps.h5"} <= chunks, sorted(chunks)
     assert slurm_files <= local_files, sorted(slurm_files - local_files)
     for rel_path in sorted(slurm_files):
         if rel_path.endswith(".csv"):

@@ -21,7 +21,7 @@ _HOMES = {
                     "deconvnet_map", "guided_backprop_map", "gradcam_map", "guided_gradcam_map",
                     "occlusion_map", "occlusion_maps", "strongest_feature_maps",
                     "zf_occlusion_map"],
-    "attribution_stage": ["run_explain_attribution"],
+    "attribution_stage": ["run_explain_attribution", "merge_explain_attribution"],
     "attribution_paths": ["integrated_gradients_map", "smoothgrad_map", "lrp_map"],
     "faithfulness_stage": ["run_explain_faithfulness"],
     "image_sets": ["IMAGE_SET_COLUMNS", "read_predictions", "run_explain_images",
@@ -36,8 +36,8 @@ __all__ = [
     "guided_backprop_map", "gradcam_map", "guided_gradcam_map", "occlusion_map", "occlusion_maps",
     "strongest_feature_maps", "zf_occlusion_map", "IMAGE_SET_COLUMNS", "read_predictions",
     "select_images", "crop_box", "reconstruct_units", "choose_units", "run_explain_images",
-    "run_explain_attribution", "run_explain_units", "integrated_gradients_map", "smoothgrad_map",
-    "lrp_map", "run_explain_faithfulness",
+    "run_explain_attribution", "merge_explain_attribution", "run_explain_units",
+    "integrated_gradients_map", "smoothgrad_map", "lrp_map", "run_explain_faithfulness",
 ]
 
 

@@ -1,7 +1,8 @@
 """The ``explain_attribution`` stage: map the chosen images, draw them.
 
-Attribution runs as ONE job over the chosen images (``explain.images.max_images``
-bounds them), in batches of ``batch_size`` on ``device`` (``explain.batch_size`` and
+Attribution runs in chunks of ``explain.chunk_size`` images (one job each, the number of
+chunks fixed by ``explain.images.max_images``), then a merge job joins them; within a chunk,
+in batches of ``batch_size`` on ``device`` (``explain.batch_size`` and
 ``explain.device``, which the rule passes as resources: speed settings rerun nothing);
 each batch's maps are written into ``maps.h5`` and its panels drawn before
 the next batch, so memory does not grow with the number of images.
@@ -45,11 +46,13 @@ from convscope.nn.device import resolve_device
 from convscope.nn.layers import check_layer_names
 from convscope.nn.models import load_stage_model
 from convscope.store.atomic import atomic_path, save_image
+from convscope.store.chunks import concat_h5, merge_folders
 from convscope.store.paths import resolved_paths
 from convscope.store.summary import figure_entry, write_summary
 from convscope.store.tables import read_table
 
-__all__ = ["explain_layers", "attribution_batch", "run_explain_attribution"]
+__all__ = ["explain_layers", "attribution_batch", "run_explain_attribution",
+           "merge_explain_attribution"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +154,10 @@ def _create_datasets(f: h5py.File, attribution: ExplainAttributionConfig, n: int
         f.create_dataset(name, (n,), dtype="int64")
     for name in ("prob/true", "prob/predicted"):
         f.create_dataset(name, (n,), dtype="float32")
+    # compressed by image (an empty chunk of the stage: no HDF5 chunk larger than the data)
+    packed = dict(chunks=(1, *hw), compression="gzip", compression_opts=1) if n else {}
     for name in _map_names(attribution):
-        f.create_dataset(name, (n, *hw), dtype="float32", chunks=(1, *hw), compression="gzip",
-                         compression_opts=1)
+        f.create_dataset(name, (n, *hw), dtype="float32", **packed)
 
 
 def _panel(pixels: np.ndarray, maps: dict[str, np.ndarray], row: pd.Series, names: list[str],
@@ -203,15 +207,10 @@ def _write_batch(f: h5py.File, rows: slice, batch: pd.DataFrame, maps: dict,
 def _explain_all(model, ready, table: pd.DataFrame, attribution: ExplainAttributionConfig,
                  preprocess: PreprocessConfig, layers: tuple[str, str], f: h5py.File,
                  panels_dir: Path, class_names: list[str], device: torch.device,
-                 batch_size: int) -> dict:
-    """Map every image of ``table``, ``batch_size`` at a time, into ``f`` and ``panels_dir``.
-
-    Returns the class sums of the averaged map: class id -> [sum (H, W), count].
-    """
+                 batch_size: int) -> None:
+    """Map every image of ``table``, ``batch_size`` at a time, into ``f`` and ``panels_dir``."""
     fill = occluder_fill(attribution.occlusion_fill, preprocess).to(device)
     names = _map_names(attribution)
-    averaged = _class_gradcam(attribution)
-    sums: dict[int, list] = {}
     for start in tqdm(range(0, len(table), batch_size), desc="attribution", unit="batch",
                       file=sys.stderr):
         batch = table.iloc[start:start + batch_size]
@@ -232,21 +231,29 @@ def _explain_all(model, ready, table: pd.DataFrame, attribution: ExplainAttribut
             one = {k: v[i] for k, v in shown.items()}
             save_image(panels_dir / f"row-{int(row['index']):05d}.png",
                        _panel(rgb[i], one, row, names, attribution, class_names))
-            if averaged:
-                key = int(row["label"] if averaged.endswith("/true") else row["predicted"])
-                if key >= 0:
-                    total = sums.setdefault(key, [0.0, 0])
-                    total[0] = total[0] + one[averaged]
-                    total[1] += 1
+
+
+def _class_sums(maps_h5, averaged: str) -> dict:
+    """Class id -> [sum (H, W), count] of the map ``averaged`` over the rows of ``maps_h5``
+    whose class is known, summed row by row in file order."""
+    sums: dict[int, list] = {}
+    with h5py.File(maps_h5, "r") as f:
+        classes = f[f"target/{averaged.split('/')[1]}"][()]
+        for i, key in enumerate(classes):
+            if key >= 0:
+                total = sums.setdefault(int(key), [0.0, 0])
+                total[0] = total[0] + f[averaged][i]
+                total[1] += 1
     return sums
 
 
-def _write_class_gradcam(sums: dict, attribution: ExplainAttributionConfig,
+def _write_class_gradcam(maps_h5, attribution: ExplainAttributionConfig,
                          class_names: list[str], hw: tuple[int, int], path) -> None:
     averaged = _class_gradcam(attribution)
     if averaged is None:
         save_placeholder(path, "Grad-CAM is not in explain.attribution.methods")
         return
+    sums = _class_sums(maps_h5, averaged)
     n_classes = max([len(class_names), *[k + 1 for k in sums]])
     means = np.zeros((n_classes, *hw))
     counts = np.zeros(n_classes, dtype=np.int64)
@@ -256,41 +263,71 @@ def _write_class_gradcam(sums: dict, attribution: ExplainAttributionConfig,
                      f"mean Grad-CAM ({averaged.split('/')[1]} class) per class", path)
 
 
-def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: PreprocessConfig,
-                            attribution: ExplainAttributionConfig, layers, *, device: str,
-                            batch_size: int, images_csv, model_info_json, classes_json, maps_h5,
-                            panels_dir, class_gradcam_png, summary_json) -> None:
-    """The attribution stage: ``maps.h5``, a panel per image, the class Grad-CAM figure, summary.json.
-
-    ``device`` ("auto", "cpu", "cuda[:N]") and ``batch_size`` (images per pass) are the
-    speed settings ``explain.device`` and ``explain.batch_size``; they change no number.
-    """
+def _read_images(images_csv, classes_json) -> tuple[pd.DataFrame, list[str]]:
+    """The explained images (paths resolved) and the class names."""
     table = read_table(images_csv)
     # images.csv stores paths as the manifest does: relative to the results folder, which
     # holds the manifest and its class list (convscope.store.paths)
     table["path"] = resolved_paths(table["path"].astype(str), Path(classes_json).parent)
-    class_names = [str(n) for n in json.loads(Path(classes_json).read_text())]
-    torch_device = resolve_device(device, "explain.device")
-    model = load_stage_model(model_cfg, weights_file, preprocess, torch_device)[0]
+    return table, [str(n) for n in json.loads(Path(classes_json).read_text())]
+
+
+def run_explain_attribution(model_cfg: ModelConfig, weights_file, preprocess: PreprocessConfig,
+                            attribution: ExplainAttributionConfig, layers, *, device: str,
+                            batch_size: int, images_csv, model_info_json, classes_json, maps_h5,
+                            panels_dir, chunk: int = 0, chunk_size: int | None = None) -> None:
+    """One chunk of the attribution stage: the maps of rows ``chunk * chunk_size`` up to
+    ``(chunk + 1) * chunk_size`` of ``images_csv`` (all of them when ``chunk_size`` is None)
+    into ``maps_h5`` (zero rows past the end) and a panel per image into ``panels_dir``;
+    `merge_explain_attribution` joins the chunks. Each image's maps depend on it alone.
+
+    ``device`` ("auto", "cpu", "cuda[:N]") and ``batch_size`` (images per pass) are the
+    speed settings ``explain.device`` and ``explain.batch_size``; they change no number.
+    """
+    table, class_names = _read_images(images_csv, classes_json)
+    if chunk_size is not None:
+        table = table.iloc[chunk * chunk_size:(chunk + 1) * chunk_size]
     chosen = explain_layers(attribution, model_info_json, layers)
-    check_layer_names(model, list(chosen), key="explain.attribution.gradcam_layer / zf_layer")
-    needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam"} & set(attribution.methods)
-    ready = attr.backprop_ready(model) if needs_ready else model
-    hw = input_hw(preprocess)
     panels_dir = Path(panels_dir)
     panels_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(maps_h5) as tmp, h5py.File(tmp, "w") as f:
-        _create_datasets(f, attribution, len(table), hw)
+        _create_datasets(f, attribution, len(table), input_hw(preprocess))
         f.attrs.update({"gradcam_layer": chosen[0], "zf_layer": chosen[1],
                         "methods": list(attribution.methods),
                         "targets": list(attribution.targets),
                         "occlusion": json.dumps({k: getattr(attribution, k) for k in (
                             "occlusion_size", "occlusion_stride", "occlusion_fill")})})
-        sums = _explain_all(model, ready, table, attribution, preprocess, chosen, f, panels_dir,
-                            class_names, torch_device, batch_size)
-    logger.info("explain: %d images attributed", len(table))
-    _write_class_gradcam(sums, attribution, class_names, hw, class_gradcam_png)
-    _write_attribution_summary(summary_json, table, attribution, chosen, panels_dir,
+        if len(table):
+            torch_device = resolve_device(device, "explain.device")
+            model = load_stage_model(model_cfg, weights_file, preprocess, torch_device)[0]
+            check_layer_names(model, list(chosen),
+                              key="explain.attribution.gradcam_layer / zf_layer")
+            needs_ready = {"deconvnet", "guided_backprop", "guided_gradcam"} & \
+                set(attribution.methods)
+            ready = attr.backprop_ready(model) if needs_ready else model
+            _explain_all(model, ready, table, attribution, preprocess, chosen, f, panels_dir,
+                         class_names, torch_device, batch_size)
+    logger.info("explain: %d images attributed (chunk %d)", len(table), chunk)
+
+
+def merge_explain_attribution(attribution: ExplainAttributionConfig, preprocess: PreprocessConfig,
+                              *, chunk_maps, chunk_panels, images_csv, classes_json, maps_h5,
+                              panels_dir, class_gradcam_png, summary_json) -> None:
+    """The attribution stage's files from its chunks (`run_explain_attribution`, in chunk
+    order): ``maps.h5`` (the chunks' rows one after the other), every panel, the class
+    Grad-CAM figure (summed from the merged maps in row order) and summary.json."""
+    table, class_names = _read_images(images_csv, classes_json)
+    concat_h5(chunk_maps, maps_h5)
+    with h5py.File(maps_h5, "r") as f:
+        if len(f["index"]) != len(table):
+            raise ValueError(f"the chunks of {maps_h5} hold {len(f['index'])} images, "
+                             f"{images_csv} {len(table)}: a chunk is missing or stale")
+        chosen = (str(f.attrs["gradcam_layer"]), str(f.attrs["zf_layer"]))
+    Path(panels_dir).mkdir(parents=True, exist_ok=True)
+    merge_folders(chunk_panels, panels_dir)
+    _write_class_gradcam(maps_h5, attribution, class_names, input_hw(preprocess),
+                         class_gradcam_png)
+    _write_attribution_summary(summary_json, table, attribution, chosen, Path(panels_dir),
                                class_gradcam_png)
 
 

@@ -44,8 +44,14 @@ class StageOutput:
         """The stage's HDF5 files, relative to its folder, sorted.
 
         Example: ``results.explanation("attribution").h5_files``  ->  ``['maps.h5']``
+        (the chunk files of a chunked stage, ``chunks/NNNNN/``, are left out: the stage's
+        file holds their rows)
         """
-        return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*.h5"))
+        return self._files("*.h5")
+
+    def _files(self, pattern: str) -> list[str]:
+        found = (p.relative_to(self.folder) for p in self.folder.rglob(pattern))
+        return sorted(str(p) for p in found if p.parts[0] != "chunks")
 
     @property
     def tables(self) -> list[str]:
@@ -53,7 +59,7 @@ class StageOutput:
 
         Example: ``results.synthesis("fooling").tables``  ->  ``['table.csv']``
         """
-        return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*.csv"))
+        return self._files("*.csv")
 
     def _h5(self, file: str | None) -> Path:
         files = self.h5_files
