@@ -113,8 +113,8 @@ def test_unit_images_in_chunks_merged_equal_the_unsplit_run(tmp_path):
                              summary_json=merged / "summary.json")
     a, b = h5_datasets(whole / "images.h5"), h5_datasets(merged / "images.h5")
     assert a.keys() == b.keys() and b["channel"].tolist() == [4, 1, 2, 0, 5]
-    for key in a:
-        assert np.array_equal(a[key], b[key]), key
+    for key in a:  # without shards the dataset best (quality/reference) is NaN in both
+        assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
     assert _unit_files(whole) == _unit_files(merged)
     assert (whole / "summary.json").read_text() == (merged / "summary.json").read_text()
 
