@@ -32,6 +32,7 @@ from convscope.data.readers import MANIFEST_COLUMNS
 from convscope.nn.device import resolve_device
 from convscope.store.atomic import atomic_path
 from convscope.store.shards import iter_shards, open_shard
+from convscope.store.tables import read_table
 
 __all__ = ["export_tables"]
 
@@ -72,12 +73,12 @@ def _neighbour_columns(shard_paths: Sequence, index: np.ndarray, cfg: Neighbours
 
 
 def _images_table(shard_paths, manifest_csv, coords_csv, cfg) -> pd.DataFrame:
-    manifest = pd.read_csv(manifest_csv, dtype={"path": str, "split": str})
+    manifest = read_table(manifest_csv)
     names = shard_class_names(shard_paths)
     numbers, failed = _shard_columns(shard_paths)
     neighbours, distances = _neighbour_columns(shard_paths, numbers["index"].to_numpy(), cfg)
     numbers["neighbours"], numbers["neighbour_distances"] = neighbours, distances
-    coords = pd.read_csv(coords_csv)[["index", "x", "y"]].rename(
+    coords = read_table(coords_csv)[["index", "x", "y"]].rename(
         columns={"x": "tsne_x", "y": "tsne_y"})
     table = manifest[list(MANIFEST_COLUMNS)].drop(columns="slot")
     table["split"] = table["split"].fillna("all")

@@ -28,6 +28,7 @@ from convscope.explain.forward import chosen_layers
 from convscope.nn.models import load_stage_model
 from convscope.store.atomic import write_text
 from convscope.store.summary import figure_entry, write_summary
+from convscope.store.tables import read_table
 
 __all__ = ["ABLATION_COLUMNS", "CURVE_COLUMNS", "held_out_sample", "run_ablation"]
 
@@ -95,7 +96,7 @@ def _needed_by(table: pd.DataFrame, unit: int, n: int = 3) -> str:
 
 
 def _units_table(tables, labels: Mapping[str, pd.DataFrame], topk_csv) -> pd.DataFrame:
-    topk = pd.read_csv(topk_csv) if topk_csv and Path(topk_csv).exists() else None
+    topk = read_table(topk_csv) if topk_csv and Path(topk_csv).exists() else None
     records = []
     for layer, table in tables.items():
         label = labels.get(layer)
@@ -180,7 +181,7 @@ def run_ablation(model_cfg: ModelConfig, weights_file, section: AblationConfig,
     curves = pd.DataFrame.from_records(curve_rows, columns=CURVE_COLUMNS)
     write_text(curves_csv, curves.to_csv(index=False))
     plot_curves(curves, curves_png)
-    labels_by_layer = {layer: pd.read_csv(path, keep_default_na=False)
+    labels_by_layer = {layer: read_table(path, keep_default_na=False)
                        for layer, path in (dissect_summaries or {}).items() if Path(path).exists()}
     write_text(units_csv, _units_table(tables, labels_by_layer, topk_csv).to_csv(index=False))
     _write_summary(summary_json, layer_csvs, curves_csv, curves_png, units_csv, len(rows), note,

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from convscope.store.tables import read_table
+
 __all__ = ["ConceptError", "Concepts", "read_concepts", "image_stem"]
 
 logger = logging.getLogger(__name__)
@@ -124,13 +126,13 @@ def _read_index(index_csv: Path) -> Concepts:
     if not labels_csv.exists():
         raise ConceptError(f"dissect.concepts: {labels_csv} is missing; a Broden-style index "
                            "needs labels.csv (number, name, category) beside index.csv")
-    labels = pd.read_csv(labels_csv)
+    labels = read_table(labels_csv, text=["name", "category"])
     missing = {"number", "name", "category"} - set(labels.columns)
     if missing:
         raise ConceptError(f"dissect.concepts: {labels_csv} lacks the column(s) "
                            f"{_listing(missing)}; expected number, name, category")
     labels = labels[labels["number"] > 0].reset_index(drop=True)
-    index = pd.read_csv(index_csv, dtype=str, keep_default_na=False)
+    index = read_table(index_csv, dtype=str, keep_default_na=False)
     if "image" not in index.columns:
         raise ConceptError(f"dissect.concepts: {index_csv} has no column 'image'")
     categories = [c for c in index.columns if c != "image"]

@@ -45,6 +45,7 @@ from convscope.nn.device import resolve_device
 from convscope.nn.models import load_stage_model
 from convscope.store.atomic import write_text
 from convscope.store.paths import resolved_paths
+from convscope.store.tables import read_table
 from convscope.store.summary import figure_entry, write_summary
 
 __all__ = ["SCORE_COLUMNS", "MPRT_COLUMNS", "scored_maps", "ranking", "run_explain_faithfulness"]
@@ -167,7 +168,7 @@ def run_explain_faithfulness(model_cfg: ModelConfig, weights_file, preprocess: P
     ``batch_size`` (``explain.batch_size``) counts images; the perturbed copies go through
     the model 16 times that many per pass.
     """
-    table = pd.read_csv(images_csv)
+    table = read_table(images_csv)
     table["path"] = resolved_paths(table["path"].astype(str), Path(images_csv).parent.parent)
     stored = _read_maps(maps_h5)
     table = table.set_index("index").loc[stored["index"]].reset_index()

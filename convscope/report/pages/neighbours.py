@@ -7,6 +7,7 @@ import pandas as pd
 
 from convscope.report.pages.tables import table
 from convscope.report.readers import read_json
+from convscope.store.tables import read_table
 
 __all__ = ["write_neighbours_page"]
 
@@ -32,7 +33,7 @@ def write_neighbours_page(renderer, inputs, class_names: list[str]) -> None:
     knn = read_json(inputs.knn_accuracy)
     results = pd.DataFrame(knn.get("results", []))
     panels = renderer.writer.copy(inputs.panels, "assets/neighbours/panels.png")
-    queries = with_class_names(pd.read_csv(inputs.queries), class_names)
+    queries = with_class_names(read_table(inputs.queries), class_names)
     queries_csv = "assets/neighbours/queries.csv"
     queries.to_csv(renderer.writer.path(queries_csv), index=False)
     renderer.page("neighbours.html.j2", "pages/neighbours.html", "Nearest neighbours",
