@@ -2,11 +2,11 @@
 runs: key ``stages``.
 
 ``stages: auto`` (the default) runs every optional stage on the demo model and the
-cheap ones (`CHEAP_STAGES`: the explanations, CKA and probes, and dissect when
-``dissect.concepts`` names masks; no image synthesis, no faithfulness scoring, no
-ablation) on a user's model, where the optimisation loops and the perturbation curves
+cheap ones (`CHEAP_STAGES`: the explanations, CKA and probes; no image synthesis, no
+faithfulness scoring, no ablation) on a user's model, where the optimisation loops and the perturbation curves
 cost the most time; ``all`` runs every one; a list names them. A stage that is off is
-neither run nor shown in the report.
+neither run nor shown in the report. With ``auto``, dissect runs only where there are
+masks: ``dissect.concepts``, or the demo dataset's own.
 No heavy imports: ``rules/common.smk`` calls `chosen_stages` while parsing.
 """
 
@@ -37,11 +37,12 @@ def chosen_stages(config: Mapping) -> list[str]:
     `ConfigError` for a text other than auto / all (the schema checks list items)."""
     value = config.get("stages", "auto")
     if value == "auto":
-        if config["model"]["kind"] == "demo":
-            return list(OPTIONAL_STAGES)
-        masks = (config.get("dissect") or {}).get("concepts")
+        # dissect needs masks: dissect.concepts, or the demo dataset's own
+        masks = bool((config.get("dissect") or {}).get("concepts")) or \
+            config["dataset"]["kind"] == "demo"
+        demo = config["model"]["kind"] == "demo"
         return [stage for stage in OPTIONAL_STAGES
-                if stage in CHEAP_STAGES or (stage == "dissect" and masks)]
+                if (masks if stage == "dissect" else demo or stage in CHEAP_STAGES)]
     if value == "all":
         return list(OPTIONAL_STAGES)
     if isinstance(value, str):
