@@ -118,13 +118,25 @@ def test_name_columns_are_read_as_text(tmp_path):
 
 def test_stages_choice():
     demo, custom = {"kind": "demo"}, {"kind": "custom"}
-    assert chosen_stages({"stages": "auto", "model": demo}) == list(OPTIONAL_STAGES)
-    assert chosen_stages({"stages": "auto", "model": custom}) == list(CHEAP_STAGES)
-    assert chosen_stages({"stages": "all", "model": custom}) == list(OPTIONAL_STAGES)
-    picked = chosen_stages({"stages": ["synthesis_dream", "explain_units"], "model": demo})
+    demo_data, folder = {"kind": "demo"}, {"kind": "folder"}
+    every = list(OPTIONAL_STAGES)
+    assert chosen_stages({"stages": "auto", "model": demo, "dataset": demo_data}) == every
+    # dissect needs masks: the demo dataset's own, or dissect.concepts
+    assert chosen_stages({"stages": "auto", "model": demo, "dataset": folder}) == \
+        [s for s in every if s != "dissect"]
+    assert chosen_stages({"stages": "auto", "model": custom, "dataset": folder}) == \
+        list(CHEAP_STAGES)
+    masks = {"stages": "auto", "model": custom, "dataset": folder,
+             "dissect": {"concepts": "masks/"}}
+    assert chosen_stages(masks) == [s for s in every if s in CHEAP_STAGES or s == "dissect"]
+    assert chosen_stages({"stages": "all", "model": custom, "dataset": folder}) == every
+    picked = chosen_stages({"stages": ["synthesis_dream", "explain_units"], "model": demo,
+                            "dataset": demo_data})
     assert picked == ["explain_units", "synthesis_dream"]
     with pytest.raises(ConfigError, match="'stages'.*'auto', 'all'"):
-        chosen_stages({"stages": "some", "model": demo})
+        chosen_stages({"stages": "some", "model": demo, "dataset": demo_data})
+    with pytest.raises(ConfigError, match="explain_faithfulness but not explain_attribution"):
+        chosen_stages({"stages": ["explain_faithfulness"], "model": demo, "dataset": demo_data})
 
 
 def test_dream_keeps_its_octaves_unless_a_layer_before_refuses_the_size():
