@@ -34,9 +34,10 @@ _CONFIG = {"config_used": 1, "report": 1}
 CASES = {
     "nothing": ({}, None, {}),
     "report_title": ({"report": {"title": "Another caption"}}, None, _CONFIG),
-    # the unit reconstructions read the top-k table; the explain image set only for kind topk
+    # the unit reconstructions and the ablation's units table (each unit's top images) read
+    # the top-k table; the explain image set only for kind topk
     "units_top_k": ({"units": {"top_k": 3}}, None,
-                    {"topk_units": 1, "explain_units": 1, **_CONFIG}),
+                    {"topk_units": 1, "explain_units": 1, "ablation": 1, **_CONFIG}),
     "performance_bins": ({"performance": {"n_bins": 3}}, None, {"performance": 1, **_CONFIG}),
     "layers": ({"layers": ["relu2", "relu3"]}, "model_info",
                {"model_info": 1, "extract": N_SHARDS, **_SHARD_READERS}),
