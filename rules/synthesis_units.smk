@@ -3,6 +3,7 @@ rule synthesis_units:
         chunk_images=get_chunk_outputs("synthesis_units", "images"),
         chunk_png=get_chunk_outputs("synthesis_units", "png"),
         shards=get_shard_paths,
+        shard_index="results/features/index.json",
     output:
         images="results/synthesis/units/images.h5",
         curves="results/synthesis/units/curves.png",

@@ -204,8 +204,9 @@ def test_manifest_custom_model_example_runs_the_workflow(tmp_path, user_code, mo
     expected = validate_config(raw)
     for speed_only in ("batch_size", "num_workers", "device"):  # left out: they change no result
         del expected["extract"][speed_only]
-    for speed_only in ("batch_size", "device"):
+    for speed_only in ("batch_size", "device", "chunk_size"):
         del expected["explain"][speed_only]
+    del expected["synthesis"]["chunk_size"]
     assert used == expected
     assert used["preprocess"]["resize"] is None and used["preprocess"]["input_size"] == 28
     manifest, names = read_manifest(workdir / "results" / "manifest.csv")

@@ -32,6 +32,8 @@ TOPK_READERS = {"ablation": 1}
 # checkpoint, which reruns, so a dry run lists only their merge)
 EXPLAIN = {"explain_images": 1, "explain_attribution_chunk": 2, "explain_attribution": 1,
            "explain_units": 1, "explain_faithfulness": 1}
+# the unit images' merge judges each image against the dataset best, read from the shards
+SHARD_SYNTHESIS = {"synthesis_units": 1}
 # stages that read the weights but not the shards
 SYNTHESIS = {"synthesis_classes": 1, "synthesis_units": 1, "synthesis_inversion": 1,
              "synthesis_evolution": 1, "synthesis_dream": 1, "synthesis_style": 1,
@@ -88,10 +90,11 @@ def test_deleted_intermediates_are_rebuilt_and_a_damaged_shard_stops_with_its_lo
 
     delete(SHARDS[1])
     assert _planned(run_copy) == {"extract": 1, "shard_index": 1, **ANALYSES, **EXPLAIN,
-                                  **TOPK_READERS}
+                                  **TOPK_READERS, **SHARD_SYNTHESIS}
     restore(SHARDS[1])
     delete("results/features/index.json")
-    assert _planned(run_copy) == {"shard_index": 1, **ANALYSES, **EXPLAIN, **TOPK_READERS}
+    assert _planned(run_copy) == {"shard_index": 1, **ANALYSES, **EXPLAIN, **TOPK_READERS,
+                                  **SHARD_SYNTHESIS}
     restore("results/features/index.json")
     # the manifest is a checkpoint: what follows it is planned once it is rebuilt
     delete("results/manifest.csv")
