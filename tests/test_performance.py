@@ -226,7 +226,7 @@ def test_no_labelled_images_writes_every_output_with_a_note(tmp_path):
     assert pd.read_csv(out / "per_class.csv").empty
     assert pd.read_csv(out / "comparison.csv").empty  # header only
     with Image.open(out / "comparison.png") as panel:  # a small note: no compare_columns
-        assert panel.size == (1200, 300)  # 6 x 1.5 in at 100 dpi, saved at 2x (HIDPI_SCALE)
+        assert panel.size == (1200, 300)  # a 600 x 150 note, saved at 2x (HIDPI_SCALE)
     md = (out / "tables.md").read_text()
     assert "No labelled images were evaluated" in md
     assert "5 image(s) without a label" in md and "performance.split" in md
