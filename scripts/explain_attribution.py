@@ -6,12 +6,13 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from convscope.config.sections import ExplainAttributionConfig, PreprocessConfig  # noqa: E402
 from convscope.explain.attribution_stage import merge_explain_attribution  # noqa: E402
 from convscope.logs import log_to_file  # noqa: E402
+from convscope.store.chunks import chunk_paths  # noqa: E402
 
 with log_to_file(snakemake.log[0]):
     merge_explain_attribution(ExplainAttributionConfig.from_dict(snakemake.params.attribution),
                               PreprocessConfig.from_dict(snakemake.params.preprocess),
-                              chunk_maps=list(snakemake.input.chunk_maps),
-                              chunk_panels=list(snakemake.input.chunk_panels),
+                              chunk_maps=chunk_paths(snakemake.input.chunk_maps),
+                              chunk_panels=chunk_paths(snakemake.input.chunk_panels),
                               images_csv=snakemake.input.images,
                               classes_json=snakemake.input.classes,
                               maps_h5=snakemake.output.maps, panels_dir=snakemake.output.panels,

@@ -5,13 +5,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from convscope.config.sections import PreprocessConfig, VisualisationConfig  # noqa: E402
 from convscope.logs import log_to_file  # noqa: E402
+from convscope.store.chunks import chunk_paths  # noqa: E402
 from convscope.synthesis.units import merge_unit_visualisation  # noqa: E402
 
 with log_to_file(snakemake.log[0]):
     merge_unit_visualisation(
         VisualisationConfig.from_dict(snakemake.params.visualisation),
         PreprocessConfig.from_dict(snakemake.params.preprocess),
-        chunk_images=list(snakemake.input.chunk_images),
-        chunk_png=list(snakemake.input.chunk_png), shard_paths=list(snakemake.input.shards),
+        chunk_images=chunk_paths(snakemake.input.chunk_images),
+        chunk_png=chunk_paths(snakemake.input.chunk_png), shard_paths=list(snakemake.input.shards),
         images_h5=snakemake.output.images, curves_png=snakemake.output.curves,
         png_dir=snakemake.output.png, summary_json=snakemake.output.summary)

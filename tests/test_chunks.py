@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from conftest import TINY_CONFIG, h5_datasets, run_snakemake
-from convscope.store.chunks import (batches_per_chunk, chunk_items, concat_h5, merge_folders,
-                                    n_batch_chunks, n_chunks)
+from convscope.store.chunks import (batches_per_chunk, chunk_items, chunk_paths, concat_h5,
+                                    merge_folders, n_batch_chunks, n_chunks)
 from convscope.synthesis.units import (merge_unit_visualisation, run_unit_chunk,
                                        run_unit_visualisation, unit_batches)
 from synthesis_helpers import demo_weights, sections
@@ -160,3 +160,8 @@ def test_one_chunk_gives_the_files_of_several(tiny_run, tmp_path):
                     assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
             else:
                 assert several[name].read_bytes() == one[name].read_bytes(), f"{folder}/{name}"
+
+
+def test_chunk_paths_takes_snakemakes_one_file_string_as_one_file():
+    assert chunk_paths("results/x/chunks/00000/maps.h5") == ["results/x/chunks/00000/maps.h5"]
+    assert chunk_paths(["a.h5", "b.h5"]) == ["a.h5", "b.h5"]

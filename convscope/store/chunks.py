@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 __all__ = ["n_chunks", "chunk_items", "chunk_names", "batches_per_chunk", "n_batch_chunks",
-           "concat_h5", "merge_folders"]
+           "chunk_paths", "concat_h5", "merge_folders"]
 
 
 def n_chunks(n_items: int, chunk_size: int) -> int:
@@ -60,6 +60,15 @@ def _create_like(out, name: str, source, n_rows: int):
         kwargs = {"chunks": source.chunks, "compression": source.compression,
                   "compression_opts": source.compression_opts}
     return out.create_dataset(name, (n_rows, *source.shape[1:]), dtype=source.dtype, **kwargs)
+
+
+def chunk_paths(value: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The chunk files of a merge job's named input as a list: Snakemake hands a named input
+    that resolves to one file (one chunk, or chunks known only after a checkpoint) over as a
+    plain string, which ``list()`` would split into characters."""
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    return [os.fspath(v) for v in value]
 
 
 def concat_h5(parts: Sequence[str | os.PathLike], path: str | os.PathLike) -> None:
