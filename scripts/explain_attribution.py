@@ -11,8 +11,8 @@ from convscope.store.chunks import chunk_paths  # noqa: E402
 with log_to_file(snakemake.log[0]):
     merge_explain_attribution(ExplainAttributionConfig.from_dict(snakemake.params.attribution),
                               PreprocessConfig.from_dict(snakemake.params.preprocess),
-                              chunk_maps=chunk_paths(snakemake.input.chunk_maps),
-                              chunk_panels=chunk_paths(snakemake.input.chunk_panels),
+                              chunk_maps=chunk_paths(snakemake.input, "maps.h5"),
+                              chunk_panels=chunk_paths(snakemake.input, "panels"),
                               images_csv=snakemake.input.images,
                               classes_json=snakemake.input.classes,
                               maps_h5=snakemake.output.maps, panels_dir=snakemake.output.panels,

@@ -12,7 +12,7 @@ with log_to_file(snakemake.log[0]):
     merge_unit_visualisation(
         VisualisationConfig.from_dict(snakemake.params.visualisation),
         PreprocessConfig.from_dict(snakemake.params.preprocess),
-        chunk_images=chunk_paths(snakemake.input.chunk_images),
-        chunk_png=chunk_paths(snakemake.input.chunk_png), shard_paths=list(snakemake.input.shards),
+        chunk_images=chunk_paths(snakemake.input, "images.h5"),
+        chunk_png=chunk_paths(snakemake.input, "png"), shard_paths=list(snakemake.input.shards),
         images_h5=snakemake.output.images, curves_png=snakemake.output.curves,
         png_dir=snakemake.output.png, summary_json=snakemake.output.summary)

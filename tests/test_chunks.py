@@ -162,6 +162,11 @@ def test_one_chunk_gives_the_files_of_several(tiny_run, tmp_path):
                 assert several[name].read_bytes() == one[name].read_bytes(), f"{folder}/{name}"
 
 
-def test_chunk_paths_takes_snakemakes_one_file_string_as_one_file():
-    assert chunk_paths("results/x/chunks/00000/maps.h5") == ["results/x/chunks/00000/maps.h5"]
-    assert chunk_paths(["a.h5", "b.h5"]) == ["a.h5", "b.h5"]
+def test_chunk_paths_picks_the_chunk_outputs_in_chunk_order():
+    inputs = ["results/x/chunks/00001/maps.h5", "results/x/chunks/00001/panels",
+              "results/x/chunks/00000/maps.h5", "results/features/index.json",
+              "results/x/chunks/00000/panels"]
+    assert chunk_paths(inputs, "maps.h5") == ["results/x/chunks/00000/maps.h5",
+                                              "results/x/chunks/00001/maps.h5"]
+    assert chunk_paths(inputs, "panels") == ["results/x/chunks/00000/panels",
+                                             "results/x/chunks/00001/panels"]

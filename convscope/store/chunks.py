@@ -62,13 +62,13 @@ def _create_like(out, name: str, source, n_rows: int):
     return out.create_dataset(name, (n_rows, *source.shape[1:]), dtype=source.dtype, **kwargs)
 
 
-def chunk_paths(value: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """The chunk files of a merge job's named input as a list: Snakemake hands a named input
-    that resolves to one file (one chunk, or chunks known only after a checkpoint) over as a
-    plain string, which ``list()`` would split into characters."""
-    if isinstance(value, (str, os.PathLike)):
-        return [os.fspath(value)]
-    return [os.fspath(v) for v in value]
+def chunk_paths(inputs: Sequence[str | os.PathLike], name: str) -> list[str]:
+    """The chunk outputs called ``name`` (``.../chunks/NNNNN/<name>``) among a merge job's
+    inputs, in chunk order. Read from all the inputs, not a named one: Snakemake hands a named
+    input resolved after a checkpoint over as one string, or mixed with its neighbour."""
+    found = [os.fspath(p) for p in inputs
+             if Path(p).name == name and Path(p).parent.parent.name == "chunks"]
+    return sorted(found, key=lambda p: Path(p).parent.name)
 
 
 def concat_h5(parts: Sequence[str | os.PathLike], path: str | os.PathLike) -> None:
