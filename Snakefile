@@ -60,3 +60,4 @@ rule all:
     default_target: True
     input:
         get_final_output,
+        model_info=get_model_info_checkpoint,

@@ -153,6 +153,16 @@ def get_chunks(stage):
     raise ValueError(f"no chunked stage {stage!r}")
 
 
+def get_model_info_checkpoint(wildcards=None):
+    """The model_info checkpoint's output, as an input of the target rule ``all``.
+
+    Jobs that wait for a checkpoint are re-planned only when they are inputs of a job that
+    waits for it too: the unit images' merge, planned while ``all`` is resolved after the
+    manifest checkpoint, would otherwise keep its chunk inputs unresolved (``<TBD>``)
+    whenever model_info does not rerun (a deleted shard, say)."""
+    return checkpoints.model_info.get().output.info
+
+
 def get_visualised_units():
     """synthesis_units' layer -> its units (their number is what counts): the listed channels;
     a layer's ``all``, every channel of it (from results/model/model_info.json, the one case

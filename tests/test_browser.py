@@ -99,11 +99,17 @@ def _open(page, path: Path) -> None:
     page.wait_for_load_state("load")
 
 
+def _load_images(page) -> None:
+    """Loads every image of the page now: a lazy image far from the viewport would
+    otherwise wait for a scroll that never comes."""
+    page.evaluate("document.querySelectorAll('img[loading=lazy]')"
+                  ".forEach(i => { i.loading = 'eager'; })")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30000)
+
+
 def _broken_images(page) -> list[str]:
-    """Images of the page that did not load (after scrolling them all into view)."""
-    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
-    page.wait_for_timeout(100)
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=10000)
+    """Images of the page that did not load."""
+    _load_images(page)
     return page.evaluate(
         "Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
 
@@ -322,8 +328,7 @@ def test_tiny_report_figures_and_paged_tables(tiny_run, browser):
         page = context.new_page()
         watcher.watch(page)
         _open(page, path)
-        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
-        page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+        _load_images(page)
         assert _figures_too_small(page) == [], path.name
         page.close()
     # the neighbours' query table (more than 25 rows): paged, searchable, sortable

@@ -28,13 +28,14 @@ MODEL_READERS = {"explain_invariance": 1, "explain_correspondence": 1, "explain_
 # the ablation stage reads the model and units/topk.csv (its units' top images)
 TOPK_READERS = {"ablation": 1}
 # stages that read the shards (the image set) and the weights
-# (tiny_config: attribution in two chunks; the unit images' chunks wait for the model_info
-# checkpoint, which reruns, so a dry run lists only their merge)
+# (tiny_config: attribution in two chunks)
 EXPLAIN = {"explain_images": 1, "explain_attribution_chunk": 2, "explain_attribution": 1,
            "explain_units": 1, "explain_faithfulness": 1}
-# the unit images' merge judges each image against the dataset best, read from the shards
-SHARD_SYNTHESIS = {"synthesis_units": 1}
-# stages that read the weights but not the shards
+# the unit images' chunks skip the units that are dead on the dataset (units/stats.csv); their
+# merge judges each image against the dataset best, read from the shards
+SHARD_SYNTHESIS = {"synthesis_units_chunk": 2, "synthesis_units": 1}
+# stages that read the weights but not the shards (the unit images' chunks wait for the
+# model_info checkpoint, which reruns, so a dry run lists only their merge)
 SYNTHESIS = {"synthesis_classes": 1, "synthesis_units": 1, "synthesis_inversion": 1,
              "synthesis_evolution": 1, "synthesis_dream": 1, "synthesis_style": 1,
              "synthesis_adversarial": 1, "synthesis_fooling": 1}
