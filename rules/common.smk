@@ -20,6 +20,7 @@ from convscope.explain.columns import (
     DEMO_POINT_COLUMNS,
     stage_columns,
 )
+from convscope.data.tars import expand_tar_pattern
 from convscope.store.rows import n_shards
 from convscope.synthesis.checkpoints import (
     demo_checkpoint_epochs,
@@ -62,6 +63,8 @@ def get_dataset_source(wildcards=None):
     """The file or folder the manifest is built from."""
     if config["dataset"]["kind"] == "demo":
         return rules.demo_dataset.output.manifest
+    if config["dataset"]["kind"] == "webdataset":
+        return expand_tar_pattern(config["dataset"]["path"])
     return config["dataset"]["path"]
 
 
