@@ -21,6 +21,7 @@ from convscope.data.tars import expand_tar_pattern
 from convscope.extract.pipeline import extract_shard
 from convscope.nn.models import DemoCNN
 from convscope.preflight import PreflightError, check_dataset
+from convscope.store.rows import manifest_shards, tar_runs
 from conftest import describe_from_config
 
 wds = pytest.importorskip("webdataset")  # in the test extra: CI always has it
@@ -64,13 +65,15 @@ def _extract(tmp_path, manifest, classes, model, dataset: dict):
         "preprocess": {"input_size": 32, "resize": 36}, "layers": ["relu1", "relu3"],
         "extract": {"shard_size": 50, "batch_size": 4, "num_workers": 0, "thumb_px": 8,
                     "device": "cpu"}})
-    out = tmp_path / "shard-00000.h5"
-    extract_shard(tmp_path / "manifest.csv", describe_from_config(network, config), 0, out,
-                  model=ModelConfig.from_dict(config["model"]),
-                  preprocess=PreprocessConfig.from_dict(config["preprocess"]),
-                  extract=ExtractConfig.from_dict(config["extract"]),
-                  layers=["relu1", "relu3"], codes_layer=None, weights_file=weights)
-    return out, read_manifest(tmp_path / "manifest.csv")[0], config
+    outs = []
+    for shard in range(len(manifest_shards(manifest["path"].tolist(), 50))):
+        outs.append(tmp_path / f"shard-{shard:05d}.h5")
+        extract_shard(tmp_path / "manifest.csv", describe_from_config(network, config), shard,
+                      outs[-1], model=ModelConfig.from_dict(config["model"]),
+                      preprocess=PreprocessConfig.from_dict(config["preprocess"]),
+                      extract=ExtractConfig.from_dict(config["extract"]),
+                      layers=["relu1", "relu3"], codes_layer=None, weights_file=weights)
+    return outs, read_manifest(tmp_path / "manifest.csv")[0], config
 
 
 def _by_hand(network, image_bytes: list[bytes], preprocess) -> tuple[np.ndarray, np.ndarray]:
@@ -84,13 +87,23 @@ def _by_hand(network, image_bytes: list[bytes], preprocess) -> tuple[np.ndarray,
     return seen["code"].numpy(), torch.softmax(logits, 1).amax(1).numpy()
 
 
-def _check_codes(out, network, expected_bytes, expected_labels, config):
+def _check_codes(outs, network, expected_bytes, expected_labels, config):
+    """Codes, top probability and labels of the shards ``outs`` (in order) against
+    `_by_hand`; returns the failed rows ``{manifest row: reason}``."""
     codes, prob = _by_hand(network, expected_bytes, config["preprocess"])
-    with h5py.File(out, "r") as f:
-        np.testing.assert_allclose(f["codes"][()], codes, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(f["topk/prob"][:, 0], prob, rtol=1e-4)
-        np.testing.assert_array_equal(f["label"][()], expected_labels)
-        return {int(i): r.decode() for i, r in zip(f["failed/index"][()], f["failed/reason"][()])}
+    found = {"codes": [], "prob": [], "label": []}
+    failed = {}
+    for out in outs:
+        with h5py.File(out, "r") as f:
+            found["codes"].append(f["codes"][()])
+            found["prob"].append(f["topk/prob"][:, 0])
+            found["label"].append(f["label"][()])
+            failed.update((int(i), r.decode()) for i, r in zip(f["failed/index"][()],
+                                                                f["failed/reason"][()]))
+    np.testing.assert_allclose(np.concatenate(found["codes"]), codes, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(found["prob"]), prob, rtol=1e-4)
+    np.testing.assert_array_equal(np.concatenate(found["label"]), expected_labels)
+    return failed
 
 
 def _write_tars(folder, pictures, corrupt: int) -> None:
@@ -112,12 +125,20 @@ def test_webdataset_tars_give_the_codes_of_a_plain_torch_loop(tmp_path, pictures
     assert manifest["slot"].tolist() == [0, 1, 2] * 3
     assert manifest["site"].tolist() == [f"s{i % 2}" for i in range(9)]
     np.testing.assert_allclose(manifest["brightness_given"], [p[2] for p in pictures])
-    out, read_back, config = _extract(tmp_path, manifest, classes, model,
-                                      {"kind": "webdataset", "path": pattern, "class_names": CLASSES})
+    outs, read_back, config = _extract(tmp_path, manifest, classes, model,
+                                       {"kind": "webdataset", "path": pattern, "class_names": CLASSES})
+    assert len(outs) == 3  # one shard per tar, whatever extract.shard_size (50 here)
+    assert read_back["path"].tolist() == manifest["path"].tolist()
     good = [i for i in range(9) if i != 4]
-    failed = _check_codes(out, model[1], [pictures[i][0] for i in good],
+    failed = _check_codes(outs, model[1], [pictures[i][0] for i in good],
                           [pictures[i][1] for i in good], config)
     assert failed == {4: "cannot identify image file"}  # the corrupt member, recorded
+
+
+def test_tar_runs_are_the_shards_of_a_webdataset_manifest():
+    assert tar_runs(["a.tar", "a.tar", "b.tar", "c.TAR"]) == [range(0, 2), range(2, 3), range(3, 4)]
+    assert tar_runs(["a.tar", "x.png"]) is None
+    assert manifest_shards(["x.png"] * 5, 2) == [range(0, 2), range(2, 4), range(4, 5)]
 
 
 def test_webdataset_labels_from_a_json_field(tmp_path, pictures):
@@ -163,9 +184,9 @@ def test_huggingface_save_to_disk_and_parquet_give_the_codes_of_a_plain_torch_lo
     assert classes == CLASSES  # from the ClassLabel feature
     assert manifest["slot"].tolist() == list(range(9))
     np.testing.assert_allclose(manifest["brightness_given"], [p[2] for p in pictures])
-    out, _, config = _extract(tmp_path, manifest, classes, model,
+    outs, _, config = _extract(tmp_path, manifest, classes, model,
                               {"kind": "huggingface", "path": str(tmp_path / "saved")})
-    assert _check_codes(out, model[1], [p[0] for p in pictures], [p[1] for p in pictures],
+    assert _check_codes(outs, model[1], [p[0] for p in pictures], [p[1] for p in pictures],
                         config) == {}
     # the same rows as parquet (plain binary column and integer labels), one broken
     table = pa.table({"img": [b"broken"] + [p[0] for p in pictures[1:]],
@@ -173,9 +194,9 @@ def test_huggingface_save_to_disk_and_parquet_give_the_codes_of_a_plain_torch_lo
     pq.write_table(table, tmp_path / "data.parquet")
     manifest, classes = build_manifest("huggingface", tmp_path / "data.parquet",
                                        class_names=CLASSES)
-    out, _, config = _extract(tmp_path, manifest, classes, model,
+    outs, _, config = _extract(tmp_path, manifest, classes, model,
                               {"kind": "huggingface", "path": str(tmp_path / "data.parquet")})
-    assert _check_codes(out, model[1], [p[0] for p in pictures[1:]],
+    assert _check_codes(outs, model[1], [p[0] for p in pictures[1:]],
                         [p[1] for p in pictures[1:]], config) == {0: "cannot identify image file"}
 
 
