@@ -74,8 +74,23 @@ def _is_image(ext: str) -> bool:
     return "." + ext.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS
 
 
+_last_samples: dict[tuple, list] = {}
+
+
 def _samples(path: str) -> list[tuple[str, dict[str, tarfile.TarInfo]]]:
-    """``[(key, {ext: member})]`` in tar order; `DatasetError` for an unreadable tar."""
+    """``[(key, {ext: member})]`` in tar order (the last tar's kept: the manifest reads
+    each tar twice); `DatasetError` for an unreadable tar."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"webdataset tar {path} does not exist")
+    stat = os.stat(path)
+    key = (os.getpid(), os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _last_samples:
+        _last_samples.clear()
+        _last_samples[key] = _read_samples(path)
+    return _last_samples[key]
+
+
+def _read_samples(path: str) -> list[tuple[str, dict[str, tarfile.TarInfo]]]:
     if not os.path.isfile(path):
         raise DatasetError(f"webdataset tar {path} does not exist")
     size = os.path.getsize(path)
@@ -134,24 +149,25 @@ def read_tar_member(path: str | os.PathLike, slot: int) -> bytes:
         return handle.read(size)
 
 
-def _read_small(path: str, member: tarfile.TarInfo | None) -> str | None:
+def _read_small(handle, member: tarfile.TarInfo | None) -> str | None:
     if member is None:
         return None
-    with open(path, "rb") as handle:
-        handle.seek(member.offset_data)
-        return handle.read(member.size).decode("utf-8", errors="replace").strip()
+    handle.seek(member.offset_data)
+    return handle.read(member.size).decode("utf-8", errors="replace").strip()
 
 
 def _tar_rows(path: str, label_column: str | None) -> list[dict]:
     rows = []
-    for key, parts in _samples(path):
+    with open(path, "rb") as handle:
+        samples = [(key, parts, _read_small(handle, parts.get("json")),
+                    _read_small(handle, parts.get("cls"))) for key, parts in _samples(path)]
+    for key, parts, text, cls in samples:
         if _image_member(parts) is None:
             continue
-        fields = json.loads(_read_small(path, parts.get("json")) or "{}")
+        fields = json.loads(text or "{}")
         if not isinstance(fields, dict):
             raise DatasetError(f"webdataset tar {path}: {key}.json is not a JSON object")
         row = {k: v for k, v in fields.items() if v is None or isinstance(v, (str, int, float, bool))}
-        cls = _read_small(path, parts.get("cls"))
         label = cls if cls is not None else row.pop(label_column, None) if label_column else None
         rows.append({"_path": os.path.abspath(path), "_slot": len(rows), "_label": label,
                      "key": key, **row})
