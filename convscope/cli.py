@@ -154,6 +154,10 @@ def _model_section(spec: str, weights: str | None) -> dict:
 
 def _dataset_section(path: str) -> dict:
     suffix = Path(path).suffix.lower()
+    if suffix == ".tar":  # one tar, a list is not a path here; a brace pattern works
+        return {"kind": "webdataset", "path": path}
+    if (Path(path) / "state.json").is_file():  # written by datasets' save_to_disk
+        return {"kind": "huggingface", "path": path}
     if Path(path).is_dir():
         return {"kind": "folder", "path": path}
     if suffix in _TABLES:
@@ -161,7 +165,8 @@ def _dataset_section(path: str) -> dict:
     if suffix in _ARRAYS:
         return {"kind": "array", "path": path}
     raise SystemExit(f"convscope init: --data {path} is not a folder, a {'/'.join(_TABLES)} "
-                     f"manifest or a {'/'.join(_ARRAYS)} array file")
+                     f"manifest, a {'/'.join(_ARRAYS)} array file, .tar shards (a brace "
+                     "pattern such as shards-{000..009}.tar) or a save_to_disk folder")
 
 
 def _carries_preprocessing(model: dict) -> bool:

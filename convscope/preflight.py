@@ -152,6 +152,12 @@ def check_dataset(config: dict) -> None:
     if not raw:
         raise PreflightError(f"config key 'dataset.path' must be set for dataset.kind {kind!r} "
                              "(a folder, a .csv/.parquet manifest or a .npz/.h5 array file)")
+    if kind in ("webdataset", "huggingface"):
+        _check_containers(dataset)
+        return
+    if not isinstance(raw, str):
+        raise PreflightError(f"config key 'dataset.path' is a list, but a list of files is "
+                             f"read only for dataset.kind 'webdataset' (not {kind!r})")
     path = Path(os.path.expanduser(str(raw)))
     if not path.exists():
         raise PreflightError(f"config key 'dataset.path': {path} does not exist (relative paths "
@@ -175,6 +181,27 @@ def check_dataset(config: dict) -> None:
         _check_array(path)
     _check_labels(path, config)
     _check_trainable(path, config)
+
+
+def _check_containers(dataset: dict) -> None:
+    """Webdataset tars: each exists and is a complete tar holding images (headers only);
+    huggingface: its data files have an image column (schemas only)."""
+    from convscope.data.errors import DatasetError
+
+    try:
+        if dataset["kind"] == "webdataset":
+            from convscope.data.tars import expand_tar_pattern, tar_index
+
+            for file in expand_tar_pattern(dataset["path"]):
+                tar_index(file)
+        elif not isinstance(dataset["path"], str):
+            raise DatasetError("a huggingface dataset is one folder or .parquet file, not a list")
+        else:
+            from convscope.data.hfdata import check_huggingface
+
+            check_huggingface(dataset["path"], dataset["label_column"], dataset["path_column"])
+    except DatasetError as exc:
+        raise PreflightError(f"config key 'dataset.path': {exc}") from None
 
 
 def _check_trainable(path: Path, config: dict) -> None:

@@ -24,8 +24,9 @@ from convscope.explain.columns import (
     DEMO_POINT_COLUMNS,
     stage_columns,
 )
+from convscope.data.tars import expand_tar_pattern
 from convscope.store.chunks import chunk_names, n_batch_chunks, n_chunks
-from convscope.store.rows import n_shards
+from convscope.store.rows import manifest_paths, manifest_shards
 from convscope.synthesis.checkpoints import (
     demo_checkpoint_epochs,
     demo_checkpoint_paths,
@@ -69,6 +70,8 @@ def get_dataset_source(wildcards=None):
     """The file or folder the manifest is built from."""
     if config["dataset"]["kind"] == "demo":
         return rules.demo_dataset.output.manifest
+    if config["dataset"]["kind"] == "webdataset":
+        return expand_tar_pattern(config["dataset"]["path"])
     return config["dataset"]["path"]
 
 
@@ -124,15 +127,11 @@ def get_config_used(wildcards=None):
     return used
 
 
-def get_n_images():
-    csv = checkpoints.manifest.get().output.csv
-    with open(csv) as fh:
-        return max(0, sum(1 for _ in fh) - 1)
-
-
 def get_shard_paths(wildcards=None):
-    """Every shard file of the dataset (known once the manifest exists)."""
-    count = n_shards(get_n_images(), config["extract"]["shard_size"])
+    """Every shard file of the dataset (known once the manifest exists): one per tar for
+    webdataset, else one per extract.shard_size rows."""
+    paths = manifest_paths(checkpoints.manifest.get().output.csv)
+    count = len(manifest_shards(paths, config["extract"]["shard_size"]))
     return expand(rules.extract.output[0], shard=[f"{i:05d}" for i in range(count)])
 
 

@@ -278,7 +278,7 @@ def test_array_errors(tmp_path):
 def test_unknown_kind(tmp_path):
     with pytest.raises(DatasetError, match="valid kinds: folder, manifest, array"):
         build_manifest("imagenet", tmp_path)
-    assert DATASET_KINDS == ("folder", "manifest", "array")
+    assert DATASET_KINDS == ("folder", "manifest", "array", "webdataset", "huggingface")
 
 
 def test_write_read_roundtrip(tmp_path):

@@ -27,6 +27,7 @@ Array rows use the same rules by dtype: ``(H, W)`` or ``(H, W, 1)`` grey,
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -75,6 +76,7 @@ PIXEL_ATTRIBUTE_NAMES: tuple[str, ...] = (
 )
 
 _ARRAY_SUFFIXES = (".npz", ".h5", ".hdf5")
+_MEMBER_SUFFIXES = (".tar", ".arrow", ".parquet")  # images as bytes in a container, by slot
 _ARRAY_CACHE_SIZE = 8
 _REC601 = np.array(REC601, dtype=np.float32)
 
@@ -192,7 +194,7 @@ def _decoder_reason(error: BaseException) -> str:
     return f"cannot decode image ({detail})"
 
 
-def _decode_file(path: str, draft_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+def _decode_file(path: str | io.BytesIO, draft_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode (inside `_load_image_file`'s error handling); JPEGs in draft mode when asked."""
     with warnings.catch_warnings():
         # We apply our own limit below; Pillow's warning would only be noise.
@@ -293,12 +295,29 @@ def _open_array_file(path: str) -> _ArrayFile:
     return handle
 
 
+def _load_member(path: str, slot: int) -> np.ndarray:
+    """Image ``slot`` of a WebDataset tar or a Hugging Face data file (`_MEMBER_SUFFIXES`)."""
+    from convscope.data.hfdata import read_row_bytes
+    from convscope.data.tars import read_tar_member
+
+    try:
+        reader = read_tar_member if path.lower().endswith(".tar") else read_row_bytes
+        return _decode_file(io.BytesIO(reader(path, slot)), None)[0]
+    except ImageReadError as error:
+        error.path, error.slot = path, slot
+        raise
+    except Exception as error:  # anything the reader or decoder raises is a read failure
+        raise ImageReadError(_decoder_reason(error), path, slot) from error
+
+
 def _load_array_row(path: str, slot: int) -> np.ndarray:
     if not os.path.exists(path):
         raise ImageReadError("file not found", path, slot)
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ImageReadError("zero-byte file", path, slot)
     suffix = os.path.splitext(path)[1].lower()
+    if suffix in _MEMBER_SUFFIXES:
+        return _load_member(path, slot)
     if suffix not in _ARRAY_SUFFIXES:
         raise ImageReadError(
             f"slot {slot} given for {suffix or 'a file without suffix'}; array files are "
@@ -349,7 +368,9 @@ def load_image(path: str | os.PathLike, slot: int = -1) -> np.ndarray:
 
     ``slot >= 0``: ``path`` is an ``.npz`` / ``.h5`` / ``.hdf5`` file with an
     ``images`` array of shape (N, H, W) or (N, H, W, C), C in 1, 3, 4, and the
-    image is row ``slot``. Otherwise ``path`` is an image file decoded with
+    image is row ``slot``; or a WebDataset ``.tar`` / Hugging Face ``.arrow`` / ``.parquet``
+    file and the image is its image number ``slot`` (`convscope.data.tars`,
+    `convscope.data.hfdata`). Otherwise ``path`` is an image file decoded with
     Pillow (see the module docstring for the conversion rules).
 
     Raises `ImageReadError` (never another exception type) with a short

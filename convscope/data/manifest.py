@@ -12,7 +12,7 @@ Columns, in order:
 ...          any       attribute columns (user metadata), dtypes kept
 ===========  ========  ==========================================================
 
-`build_manifest` reads three kinds of dataset:
+`build_manifest` reads these kinds of dataset:
 
 ``folder``
     ``root/<class>/.../*.png`` (any of `IMAGE_EXTENSIONS`, case-insensitive).
@@ -38,6 +38,13 @@ Columns, in order:
     (N, H, W, C) and optional ``labels`` (N,) (integer ids or strings) and
     ``class_names`` (the config's list wins); an optional ``split`` (N,) is kept, and any other 1-D
     array of length N becomes an attribute column.
+``webdataset``
+    WebDataset ``.tar`` shards (a list or a brace pattern ``{000..009}``): one row per
+    sample, ``path`` the tar and ``slot`` the image's position in it, attribute ``key``
+    the sample key; see `convscope.data.tars`.
+``huggingface``
+    A ``save_to_disk`` folder or parquet file(s) with an image column (bytes or
+    paths) and ``label_column``; see `convscope.data.hfdata`.
 
 The workflow's ``manifest`` rule calls `write_dataset_manifest` with the
 `DatasetConfig` and the two paths it declares; the stages downstream read the
@@ -60,6 +67,7 @@ from convscope.data.labels import (classes_path, encode_labels, find_class_file,
 from convscope.data.readers import (DATASET_KINDS, IMAGE_EXTENSIONS, KNOWN_SPLITS,
                                     MANIFEST_COLUMNS, from_array, from_folder, from_folder_names,
                                     from_table, normalise_extensions)
+from convscope.data.tars import from_webdataset
 from convscope.store.atomic import atomic_path, write_json
 from convscope.store.paths import resolved_paths, stored_paths
 
@@ -84,7 +92,7 @@ __all__ = [
 
 def build_manifest(
     kind: str,
-    path: str | os.PathLike,
+    path: str | os.PathLike | Sequence[str],
     *,
     label_column: str | None = "label",
     path_column: str = "path",
@@ -92,11 +100,13 @@ def build_manifest(
     class_names: Sequence[str] | str | None = None,
     names_required: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Read a dataset of ``kind`` (``folder``, ``manifest`` or ``array``) into a manifest.
+    """Read a dataset of ``kind`` (`DATASET_KINDS`) into a manifest.
 
     Returns ``(manifest, class_names)``; see the module docstring for the
     columns and for what each kind expects. ``label_column`` and
-    ``path_column`` apply to ``manifest`` tables, ``extensions`` to folders.
+    ``path_column`` apply to ``manifest`` tables (and ``huggingface`` data,
+    ``label_column`` to ``webdataset`` ``.json`` fields), ``extensions`` to folders;
+    ``path`` may be a list or brace pattern of tars for ``webdataset``.
     ``class_names`` (a list or a file, `load_class_names`) is the model's output order:
     labels are mapped through it (it wins over a ``classes.json`` beside the data);
     ``names_required`` refuses label names without it (see `encode_labels`). Notes on
@@ -105,6 +115,8 @@ def build_manifest(
     """
     if kind not in DATASET_KINDS:
         raise DatasetError(f"unknown dataset kind {kind!r}; valid kinds: {', '.join(DATASET_KINDS)}")
+    if kind == "webdataset":
+        return from_webdataset(path, label_column, load_class_names(class_names), names_required)
     path = Path(os.path.expanduser(os.fspath(path)))
     if not path.exists():
         raise DatasetError(f"{kind} dataset {path} does not exist")
@@ -113,6 +125,10 @@ def build_manifest(
         return from_folder(path, normalise_extensions(extensions), names)
     if kind == "manifest":
         return from_table(path, label_column, path_column, names, names_required)
+    if kind == "huggingface":
+        from convscope.data.hfdata import from_huggingface  # pyarrow, only when asked
+
+        return from_huggingface(path, label_column, path_column, names, names_required)
     return from_array(path, names, names_required)
 
 

@@ -31,7 +31,7 @@ __all__ = [
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("index", "path", "slot", "label", "split")
-DATASET_KINDS: tuple[str, ...] = ("folder", "manifest", "array")
+DATASET_KINDS: tuple[str, ...] = ("folder", "manifest", "array", "webdataset", "huggingface")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq")

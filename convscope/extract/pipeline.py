@@ -43,7 +43,7 @@ from convscope.extract.summarize import ActivationSummaries, summarize_activatio
 from convscope.nn.device import resolve_device
 from convscope.nn.models import codes_module_name, load_stage_model
 from convscope.extract.index import shard_identity
-from convscope.store.rows import n_shards, shard_rows
+from convscope.store.rows import manifest_shards, n_shards, shard_rows
 from convscope.store.shards import layer_key, write_shard
 
 __all__ = ["ImageFailure", "n_shards", "shard_rows", "shard_identity", "tf32_mode",
@@ -152,7 +152,8 @@ class _Results:
 
 
 def _shard_rows_of(manifest: pd.DataFrame, extract: ExtractConfig, shard_id: int) -> pd.DataFrame:
-    rows = manifest.iloc[list(shard_rows(len(manifest), extract.shard_size, shard_id))]
+    shards = manifest_shards(manifest["path"].tolist(), extract.shard_size)
+    rows = manifest.iloc[list(shards[shard_id]) if shard_id < len(shards) else []]
     if len(rows) == 0:
         raise ValueError(f"shard {shard_id} is empty: the manifest has {len(manifest)} images "
                          f"and shard_size is {extract.shard_size}")
