@@ -342,6 +342,24 @@ def decode_paths(config: dict, manifest_csv: Path, model_info: dict, weights: Pa
     return out
 
 
+def _resize_crop_on_device(images: list[torch.Tensor], resize: int, size: int) -> torch.Tensor:
+    """Decoded (3, H, W) uint8 images (sizes differ in real data) -> (N, size, size, 3) uint8
+    on their device: shorter side to ``resize`` (bilinear, antialiased), centre crop."""
+    import torch.nn.functional as F
+
+    out = torch.empty(len(images), size, size, 3, dtype=torch.uint8, device=images[0].device)
+    for j, img in enumerate(images):
+        h, w = img.shape[1:]
+        scale = resize / min(h, w)
+        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+        resized = F.interpolate(img[None].float(), size=(new_h, new_w), mode="bilinear",
+                                antialias=True, align_corners=False)
+        top, left = round((new_h - size) / 2), round((new_w - size) / 2)
+        crop = resized[0, :, top:top + size, left:left + size]
+        out[j] = crop.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+    return out
+
+
 def gpu_decode_probe(config: dict, manifest_csv: Path, weights, device: torch.device) -> dict:
     """Experiment: nvJPEG batch decode + GPU resize/crop/normalise + the model (no hooks).
 
@@ -350,7 +368,6 @@ def gpu_decode_probe(config: dict, manifest_csv: Path, weights, device: torch.de
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import torch.nn.functional as F
     import torchvision
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -365,19 +382,6 @@ def gpu_decode_probe(config: dict, manifest_csv: Path, weights, device: torch.de
     batch = extract_cfg["batch_size"]
     resize, size = int(pre["resize"]), int(pre["input_size"])
     autocast = torch.autocast(device_type="cuda", dtype=dtype, enabled=dtype != torch.float32)
-
-    def prepare(images: list[torch.Tensor]) -> torch.Tensor:
-        out = torch.empty(len(images), size, size, 3, dtype=torch.uint8, device=device)
-        for j, img in enumerate(images):  # (3, H, W) uint8; sizes differ in real data
-            h, w = img.shape[1:]
-            scale = resize / min(h, w)
-            new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-            resized = F.interpolate(img[None].float(), size=(new_h, new_w), mode="bilinear",
-                                    antialias=True, align_corners=False)
-            top, left = round((new_h - size) / 2), round((new_w - size) / 2)
-            crop = resized[0, :, top:top + size, left:left + size]
-            out[j] = crop.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
-        return out
 
     def read(path: str) -> torch.Tensor:
         return torchvision.io.read_file(path)
@@ -396,7 +400,7 @@ def gpu_decode_probe(config: dict, manifest_csv: Path, weights, device: torch.de
                     future = pool.map(read, chunks[k + 1])
                 t0 = time.perf_counter()
                 images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-                uint8 = prepare(images)
+                uint8 = _resize_crop_on_device(images, resize, size)
                 _sync(device)
                 decode_s += time.perf_counter() - t0
                 x = normalize(uint8, pre).contiguous(memory_format=torch.channels_last)

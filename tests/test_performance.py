@@ -108,6 +108,33 @@ def _check_group(table, expected_groups):
     np.testing.assert_allclose(table["top5"], expected_groups["top5"])
 
 
+def _check_numeric_attribute(table: pd.DataFrame, rows: pd.DataFrame, attr: str) -> None:
+    """One numeric attribute's rows of per_attribute.csv against 4 quantile bins of ``rows``."""
+    known = rows[rows[attr].notna()]
+    values = known[attr].to_numpy(dtype=np.float64)
+    edges, masks = _quantile_groups(values, 4)
+    assert table["kind"].eq("numeric").all()
+    np.testing.assert_array_equal(table["n"], [m.sum() for m in masks])
+    np.testing.assert_allclose(table["top1"], [known["top1"].to_numpy()[m].mean()
+                                               for m in masks])
+    np.testing.assert_allclose(table["top5"], [known["top5"].to_numpy()[m].mean()
+                                               for m in masks])
+    # the edges as pandas' bin labels round them (precision=3: three significant digits)
+    np.testing.assert_allclose(table["bin_hi"], edges[1:], rtol=1e-3)
+    assert table["bin_lo"].iloc[0] == pytest.approx(values.min())
+    assert sum(m.sum() for m in masks) == len(known)  # every row in exactly one bin
+
+
+def _check_confusion(confusion: pd.DataFrame, rows: pd.DataFrame) -> None:
+    """confusion.csv (class names) against pandas' crosstab of the label and prediction ids."""
+    direct = pd.crosstab(rows["label"], rows["pred"])
+    for true_id in direct.index:
+        for pred_id in direct.columns:
+            pred_name = CLASS_NAMES[pred_id] if pred_id < N_CLASSES else str(pred_id)
+            assert confusion.loc[CLASS_NAMES[true_id], pred_name] == direct.loc[true_id, pred_id]
+    assert confusion.to_numpy().sum() == len(rows)
+
+
 def test_tables_match_pandas_groupby(data, tmp_path):
     paths, manifest_csv, expected = data
     out = tmp_path / "perf"
@@ -141,27 +168,8 @@ def test_tables_match_pandas_groupby(data, tmp_path):
         assert list(table["value"]) == [str(v) for v in grouped.index]
         _check_group(table, grouped)
     for attr in ["distance", "pixel_brightness"]:
-        table = per_attr[per_attr["attribute"] == attr]
-        known = rows[rows[attr].notna()]
-        values = known[attr].to_numpy(dtype=np.float64)
-        edges, masks = _quantile_groups(values, 4)
-        assert table["kind"].eq("numeric").all()
-        np.testing.assert_array_equal(table["n"], [m.sum() for m in masks])
-        np.testing.assert_allclose(table["top1"], [known["top1"].to_numpy()[m].mean()
-                                                   for m in masks])
-        np.testing.assert_allclose(table["top5"], [known["top5"].to_numpy()[m].mean()
-                                                   for m in masks])
-        # the edges as pandas' bin labels round them (precision=3: three significant digits)
-        np.testing.assert_allclose(table["bin_hi"], edges[1:], rtol=1e-3)
-        assert table["bin_lo"].iloc[0] == pytest.approx(values.min())
-        assert sum(m.sum() for m in masks) == len(known)  # every row in exactly one bin
-    confusion = pd.read_csv(out / "confusion.csv", index_col=0)
-    direct = pd.crosstab(rows["label"], rows["pred"])
-    for true_id in direct.index:
-        for pred_id in direct.columns:
-            pred_name = CLASS_NAMES[pred_id] if pred_id < N_CLASSES else str(pred_id)
-            assert confusion.loc[CLASS_NAMES[true_id], pred_name] == direct.loc[true_id, pred_id]
-    assert confusion.to_numpy().sum() == len(rows)
+        _check_numeric_attribute(per_attr[per_attr["attribute"] == attr], rows, attr)
+    _check_confusion(pd.read_csv(out / "confusion.csv", index_col=0), rows)
 
     md = (out / "tables.md").read_text()
     assert "camera" in md and "max_categories" in md  # skipped with a note
@@ -337,6 +345,20 @@ def test_comparison_columns_are_checked(tmp_path):
         _run(paths, manifest_csv, tmp_path / "c", compare_columns=["resnet"])
 
 
+def _write_thumb_shards(folder, kept, label, pred, thumbs) -> list:
+    """Two shards of the rows ``kept`` (in that order): index, label, the prediction ranked
+    first in ``topk/class`` and the thumbnails."""
+    paths = []
+    for shard_id, rows in enumerate(np.array_split(kept, 2)):
+        path = folder / f"shard-{shard_id:05d}.h5"
+        topk = np.stack([[p] + [c for c in range(N_CLASSES) if c != p] for p in pred[rows]])
+        write_shard(path, {"index": rows.astype(np.int64), "label": label[rows].astype(np.int32),
+                           "topk/class": topk.astype(np.int32), "thumbs": thumbs[rows]},
+                    {"class_names": CLASS_NAMES})
+        paths.append(path)
+    return paths
+
+
 def test_comparison_panel_shows_the_examples_thumbnails(tmp_path):
     """Block per compared column, row per disagreement kind, cell per row of the examples CSV:
     each cell holds that image's thumbnail enlarged by pixel repetition."""
@@ -355,14 +377,7 @@ def test_comparison_panel_shows_the_examples_thumbnails(tmp_path):
     write_manifest(manifest, CLASS_NAMES, manifest_csv)
     thumbs = rng.integers(0, 256, size=(n, t, t, 3), dtype=np.uint8)
     kept = rng.permutation(np.setdiff1d(np.arange(n), [5, 60]))  # shuffled, two unreadable
-    paths = []
-    for shard_id, rows in enumerate(np.array_split(kept, 2)):
-        path = tmp_path / "features" / f"shard-{shard_id:05d}.h5"
-        topk = np.stack([[p] + [c for c in range(N_CLASSES) if c != p] for p in pred[rows]])
-        write_shard(path, {"index": rows.astype(np.int64), "label": label[rows].astype(np.int32),
-                           "topk/class": topk.astype(np.int32), "thumbs": thumbs[rows]},
-                    {"class_names": CLASS_NAMES})
-        paths.append(path)
+    paths = _write_thumb_shards(tmp_path / "features", kept, label, pred, thumbs)
     out = tmp_path / "perf"
     _run(paths, manifest_csv, out, compare_columns=["human", "tagger"])
     examples = pd.read_csv(out / "comparison_examples.csv")
