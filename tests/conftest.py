@@ -29,6 +29,28 @@ def run_snakemake(workdir, *args, check=True, timeout=900) -> subprocess.Complet
     return result
 
 
+@pytest.fixture(scope="session", autouse=True)
+def slurm_up_when_slurm_tests_run(request):
+    """The local SLURM cluster, up for the whole session when slurm tests are selected.
+
+    Snakemake loads its SLURM executor plugin on every command, and the plugin asks
+    ``scontrol show config`` for the cluster's settings: with the SLURM client installed
+    and no controller up, that alone takes 9 s per snakemake command. The cluster is
+    started here (not only before the first slurm test) and stopped at the end if this
+    session started it. Where it cannot start, the slurm tests say why themselves."""
+    from slurm_cluster import ensure_slurm_cluster, stop_slurm_cluster
+
+    started = False
+    if any(item.get_closest_marker("slurm") for item in request.session.items):
+        try:
+            started = ensure_slurm_cluster()
+        except (pytest.skip.Exception, pytest.fail.Exception):
+            pass  # reported by the slurm tests' own fixture
+    yield
+    if started:
+        stop_slurm_cluster()
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """Working directory of a complete workflow run on tests/data/tiny_config.yaml."""

@@ -280,6 +280,7 @@ def test_workflow_report_lists_failed_images(tmp_path):
         "units": {"top_k": 2, "patch_px": 16, "max_channels": 4},
         "filters": {"max_filters": 8, "panel_images": 1},
         "performance": {"split": "all"},
+        "stages": [],  # the failures are listed by extraction, performance and the report
     }
     workdir = tmp_path / "run"
     workdir.mkdir()
