@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import io
 
+import datasets as hf_datasets  # the test extra has datasets and webdataset
 import h5py
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
+import webdataset as wds
 from PIL import Image
 
 from convscope.config import ExtractConfig, ModelConfig, PreprocessConfig, validate_config
@@ -24,10 +28,6 @@ from convscope.preflight import PreflightError, check_dataset
 from convscope.store.rows import manifest_shards, tar_runs
 from conftest import describe_from_config
 
-wds = pytest.importorskip("webdataset")  # in the test extra: CI always has it
-hf_datasets = pytest.importorskip("datasets")
-pq = pytest.importorskip("pyarrow.parquet")
-pa = pytest.importorskip("pyarrow")
 
 CLASSES = ["cat", "dog", "eel"]
 

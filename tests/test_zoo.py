@@ -12,6 +12,8 @@ import sys
 import h5py
 import numpy as np
 import pytest
+import safetensors.torch as safetensors_torch  # the test extra has timm and safetensors
+import timm
 import torch
 import torchvision
 import yaml
@@ -26,8 +28,6 @@ from convscope.extract.pipeline import extract_shard
 from convscope.nn.models import ModelError, build_model, load_model
 from conftest import describe_from_config
 
-timm = pytest.importorskip("timm")  # in the test extra: CI always has it
-safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
 def model_config(**keys) -> ModelConfig:
