@@ -160,6 +160,11 @@ def _dataset_section(path: str) -> dict:
         return {"kind": "huggingface", "path": path}
     if Path(path).is_dir():
         return {"kind": "folder", "path": path}
+    if suffix in (".parquet", ".pq") and Path(path).is_file():
+        from convscope.data.hfdata import parquet_holds_images
+
+        if parquet_holds_images(path):  # image bytes, not paths
+            return {"kind": "huggingface", "path": path}
     if suffix in _TABLES:
         return {"kind": "manifest", "path": path}
     if suffix in _ARRAYS:

@@ -59,3 +59,16 @@ def test_init_writes_a_config_that_validates(tmp_path, monkeypatch):
         main(["init", "--model", "resnet18", "--data", "images", "--out", "my.yaml"])
     with pytest.raises(SystemExit, match="neither a torchvision nor a timm model name"):
         main(["init", "--model", "resnet_18", "--data", "images", "--out", "other.yaml"])
+
+
+def test_init_tells_a_parquet_of_image_bytes_from_a_parquet_manifest(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.chdir(tmp_path)
+    pq.write_table(pa.table({"image": [b"\x89PNG"], "label": [0]}), "bytes.parquet")
+    pq.write_table(pa.table({"path": ["a.png"], "label": [0]}), "paths.parquet")
+    for data, kind in (("bytes.parquet", "huggingface"), ("paths.parquet", "manifest")):
+        assert main(["init", "--model", "resnet18", "--data", data, "--out", f"{kind}.yaml"]) == 0
+        raw = yaml.safe_load((tmp_path / f"{kind}.yaml").read_text())
+        assert raw["dataset"] == {"kind": kind, "path": data}

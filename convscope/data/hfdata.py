@@ -29,7 +29,7 @@ from convscope.data.errors import DatasetError
 from convscope.data.labels import encode_labels
 from convscope.data.readers import MANIFEST_COLUMNS, _finish, _known_split, _rename_reserved
 
-__all__ = ["ROW_SUFFIXES", "hf_data_files", "read_row_bytes", "check_huggingface",
+__all__ = ["ROW_SUFFIXES", "hf_data_files", "parquet_holds_images", "read_row_bytes", "check_huggingface",
            "from_huggingface"]
 
 ROW_SUFFIXES: tuple[str, ...] = (".arrow", ".parquet")
@@ -77,6 +77,12 @@ def _bytes_column(schema: pa.Schema) -> str | None:
         if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
             return field.name
     return None
+
+
+def parquet_holds_images(path: str | os.PathLike) -> bool:
+    """Whether the parquet file ``path`` has a column of image bytes (a Hugging Face
+    dataset's export) rather than image paths (a manifest); reads the schema only."""
+    return _bytes_column(pq.read_schema(path)) is not None
 
 
 def read_row_bytes(path: str | os.PathLike, slot: int) -> bytes:
