@@ -29,8 +29,8 @@ from convscope.data.errors import DatasetError
 from convscope.data.labels import encode_labels
 from convscope.data.readers import MANIFEST_COLUMNS, _finish, _known_split, _rename_reserved
 
-__all__ = ["ROW_SUFFIXES", "hf_data_files", "parquet_holds_images", "read_row_bytes", "check_huggingface",
-           "from_huggingface"]
+__all__ = ["ROW_SUFFIXES", "hf_data_files", "parquet_holds_images", "read_row_bytes",
+           "check_huggingface", "from_huggingface"]
 
 ROW_SUFFIXES: tuple[str, ...] = (".arrow", ".parquet")
 _CACHE_SIZE = 4
