@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from convscope.data.errors import DatasetError
 from convscope.data.labels import encode_labels
-from convscope.data.readers import MANIFEST_COLUMNS, _finish, _known_split, _rename_reserved
+from convscope.data.readers import member_manifest
 
 __all__ = ["ROW_SUFFIXES", "hf_data_files", "parquet_holds_images", "read_row_bytes",
            "check_huggingface", "from_huggingface"]
@@ -196,13 +196,4 @@ def from_huggingface(path: str | os.PathLike, label_column: str | None, path_col
                                             names_required=names_required and not feature_names)
     else:
         labels, class_names = np.full(len(table), -1, np.int64), list(class_names or [])
-    splits = ["all"] * len(table)
-    attributes = table.drop(columns=["_path", "_slot"])
-    if "split" in attributes and _known_split(attributes["split"]):
-        splits = attributes.pop("split").fillna("all").astype(str).tolist()
-    notes: list[str] = []
-    attributes.columns = _rename_reserved(attributes.columns, MANIFEST_COLUMNS, source, notes, {})
-    manifest = _finish(table["_path"].tolist(), table["_slot"].to_numpy(np.int64), labels,
-                       splits, attributes, source)
-    manifest.attrs["notes"] = notes
-    return manifest, class_names
+    return member_manifest(table, labels, source), class_names

@@ -18,6 +18,7 @@ from convscope.data.labels import decode_strings, encode_labels, find_class_file
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "member_manifest",
     "DATASET_KINDS",
     "IMAGE_EXTENSIONS",
     "KNOWN_SPLITS",
@@ -382,3 +383,20 @@ def from_folder_names(root: Path, given_names: list[str]) -> None:
         raise DatasetError(f"folder dataset {root}: class folders {shown(unknown)} are not "
                            f"among the class names of dataset.class_names "
                            f"({shown(given_names, 10)})")
+
+
+def member_manifest(table: pd.DataFrame, labels: np.ndarray, source: str) -> pd.DataFrame:
+    """The manifest of images stored inside container files (tar members, parquet rows):
+    ``table`` holds ``_path`` (the container) and ``_slot`` (the place in it), its other
+    columns are attributes (a ``split`` column of `KNOWN_SPLITS` becomes the split); columns
+    named like manifest columns are renamed, noted in ``attrs["notes"]``."""
+    attributes = table.drop(columns=["_path", "_slot"])
+    splits = ["all"] * len(table)
+    if "split" in attributes and _known_split(attributes["split"]):
+        splits = attributes.pop("split").fillna("all").astype(str).tolist()
+    notes: list[str] = []
+    attributes.columns = _rename_reserved(attributes.columns, MANIFEST_COLUMNS, source, notes, {})
+    manifest = _finish(table["_path"].tolist(), table["_slot"].to_numpy(np.int64), labels,
+                       splits, attributes, source)
+    manifest.attrs["notes"] = notes
+    return manifest

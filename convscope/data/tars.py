@@ -24,13 +24,11 @@ import tarfile
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from convscope.data.errors import DatasetError
 from convscope.data.labels import encode_labels
-from convscope.data.readers import (IMAGE_EXTENSIONS, MANIFEST_COLUMNS, _finish, _known_split,
-                                    _rename_reserved)
+from convscope.data.readers import IMAGE_EXTENSIONS, member_manifest
 
 __all__ = ["TAR_SUFFIXES", "expand_tar_pattern", "tar_index", "read_tar_member",
            "from_webdataset"]
@@ -189,13 +187,4 @@ def from_webdataset(paths: str | Sequence[str], label_column: str | None,
     source = f"webdataset {files[0]}" + (f" (+{len(files) - 1} tars)" if len(files) > 1 else "")
     labels, class_names = encode_labels(table["_label"], class_names, f"{source}, labels",
                                         names_required=names_required)
-    splits = ["all"] * len(table)
-    attributes = table.drop(columns=["_path", "_slot", "_label"])
-    if "split" in attributes and _known_split(attributes["split"]):
-        splits = attributes.pop("split").fillna("all").astype(str).tolist()
-    notes: list[str] = []
-    attributes.columns = _rename_reserved(attributes.columns, MANIFEST_COLUMNS, source, notes, {})
-    manifest = _finish(table["_path"].tolist(), table["_slot"].to_numpy(np.int64), labels,
-                       splits, attributes, source)
-    manifest.attrs["notes"] = notes
-    return manifest, class_names
+    return member_manifest(table.drop(columns=["_label"]), labels, source), class_names
