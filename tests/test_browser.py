@@ -13,6 +13,7 @@ downloads a browser here.
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -389,4 +390,12 @@ def test_failed_optimisation_shows_its_failure_label(tiny_run, browser):
     html = page.content()
     if "quality-converged" in html and "quality-failed" in html:
         assert html.index("quality-converged") < html.index("quality-failed")
+    # a quality table of more than 25 rows is paged like every long table
+    summary = json.loads((tiny_run / "results" / "synthesis" / "units" / "summary.json")
+                         .read_text())
+    statuses = [r["status"] for q in summary["quality"] for r in q["results"]]
+    for name, n in (("converged", statuses.count("converged")),
+                    ("failed", statuses.count("did not converge"))):
+        if n:
+            assert page.locator(f"table.quality-{name} tbody tr").count() == min(25, n), name
     context.close()
